@@ -1,0 +1,61 @@
+"""The SDK's WebSocket protocol: one connection per agent, JSON frames.
+
+    hub → agent   {"op": "challenge", "challenge": "<hex>", "hub": "<hub id>", ...}
+    agent → hub   an envelope (the first one a signed `hello` answering the challenge)
+    hub → agent   {"op": "accepted", "id": ..., "kind": ..., ...}   after commit
+                  {"op": "refused", "id": ..., "error": {stage, code, reason, rule}}
+                  {"op": "deliver", "env": <envelope as signed>, "origin": <sender credential>}
+                  {"op": "failed", "id": <call id>, "error": {...}}   a call ended without reply
+
+The edge only moves frames: every envelope goes to the hub's gate, which decides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from ..envelope import new_id
+from ..gate import Session
+from ..hub import Hub
+
+log = logging.getLogger("interlink.ws")
+
+
+async def serve_connection(hub: Hub, websocket: WebSocket) -> None:
+    await websocket.accept()
+    lock = asyncio.Lock()
+
+    async def send(frame: dict[str, Any]) -> None:
+        text = json.dumps(frame, separators=(",", ":"))
+        async with lock:
+            await websocket.send_text(text)
+
+    async def close(code: int, reason: str) -> None:
+        await websocket.close(code, reason)
+
+    client = websocket.client
+    session = Session(id=new_id(), remote=f"{client.host}:{client.port}" if client else "?",
+                      challenge=secrets.token_hex(16), send=send, close=close)
+    try:
+        await send({"op": "challenge", "challenge": session.challenge, "hub": hub.key.id,
+                    "max_envelope_bytes": hub.settings.max_envelope_bytes})
+        while not session.closed:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            raw = message.get("bytes")
+            if raw is None:
+                raw = (message.get("text") or "").encode()
+            await hub.handle(raw, session)
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("connection %s failed", session.id)
+    finally:
+        await hub.disconnected(session)

@@ -1,0 +1,129 @@
+"""Every error Interlink raises, in one tree.
+
+    InterlinkError                 anything Interlink raises on purpose
+    ├── ConfigError                a mesh home, policy file or credential file is missing or malformed
+    ├── GateDenied                 the hub's gate refused an envelope (stage, code, reason, rule)
+    ├── StoreError                 the storage engine failed or refused
+    │   ├── RevisionMismatch       compare-and-swap saw another revision (carries the current one)
+    │   ├── KeyExists              create() on a key that already holds a value
+    │   ├── NotFound               no such key / consumer / message
+    │   └── StoreClosed            the store was closed; nothing more can be done with it
+    ├── CallError                  a call did not produce a result
+    │   ├── CallTimeout            the deadline passed before the target answered (retriable)
+    │   └── SkillFailed            the target's skill raised; the reason is the target's
+    └── ConnectionLost             the hub connection broke (retriable)
+
+Errors carry fields, not only strings, and their message says what happened, why, and what to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class InterlinkError(Exception):
+    """Base of every error Interlink raises on purpose."""
+
+    retriable: bool = False
+
+
+class ConfigError(InterlinkError):
+    """A mesh home, policy file or credential file is missing or malformed."""
+
+
+class GateDenied(InterlinkError):
+    """The hub's gate refused an envelope.
+
+    `stage` is the gate stage that decided, `code` a stable machine-readable reason,
+    `reason` a sentence for people, `rule` the policy rule that decided (if a rule did).
+    """
+
+    def __init__(self, stage: str, code: str, reason: str, rule: str | None = None) -> None:
+        self.stage = stage
+        self.code = code
+        self.reason = reason
+        self.rule = rule
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        text = f"refused at {self.stage} ({self.code}): {self.reason}"
+        if self.rule:
+            text += f" [rule: {self.rule}]"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "code": self.code, "reason": self.reason, "rule": self.rule}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GateDenied:
+        return cls(
+            str(data.get("stage", "?")),
+            str(data.get("code", "?")),
+            str(data.get("reason", "")),
+            data.get("rule"),
+        )
+
+
+class StoreError(InterlinkError):
+    """The storage engine failed or refused an operation."""
+
+
+class RevisionMismatch(StoreError):
+    """Compare-and-swap failed: the key is at `current` (None when absent), not at `expected`."""
+
+    def __init__(self, key: str, expected: int | None, current: int | None) -> None:
+        self.key = key
+        self.expected = expected
+        self.current = current
+        super().__init__(
+            f"{key!r} is at revision {current}, not {expected}: re-read it and retry the update"
+        )
+
+
+class KeyExists(StoreError):
+    """create() was asked for a key that already holds a value."""
+
+    def __init__(self, key: str, current: int) -> None:
+        self.key = key
+        self.current = current
+        super().__init__(f"{key!r} already exists (revision {current})")
+
+
+class NotFound(StoreError):
+    """No such key, consumer or message."""
+
+
+class StoreClosed(StoreError):
+    """The store was closed; open a new one."""
+
+
+class CallError(InterlinkError):
+    """A call did not produce a result."""
+
+    def __init__(self, code: str, reason: str, *, call_id: str | None = None,
+                 stage: str = "call", rule: str | None = None) -> None:
+        self.code = code
+        self.reason = reason
+        self.call_id = call_id
+        self.stage = stage
+        self.rule = rule
+        super().__init__(f"{code}: {reason}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"stage": self.stage, "code": self.code, "reason": self.reason, "rule": self.rule}
+
+
+class CallTimeout(CallError):
+    """The call's deadline passed before the target answered."""
+
+    retriable = True
+
+
+class SkillFailed(CallError):
+    """The target agent's skill raised an error; `reason` is what it said."""
+
+
+class ConnectionLost(InterlinkError):
+    """The connection to the hub broke; calls in flight can be retried with the same id."""
+
+    retriable = True

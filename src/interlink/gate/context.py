@@ -1,0 +1,53 @@
+"""What one envelope's trip through the gate knows: the per-request state has one home here,
+never on a stage's `self`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..envelope import Envelope
+from ..errors import GateDenied
+from ..identity import Credential
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Close = Callable[[int, str], Awaitable[None]]
+
+
+@dataclass(eq=False, slots=True)
+class Session:
+    """One connection of one agent to this hub (made by an edge, authenticated by its hello)."""
+
+    id: str
+    remote: str
+    challenge: str
+    send: Send
+    close: Close | None = None
+    agent: str | None = None
+    credential: Credential | None = None
+    connected_at: float = field(default_factory=time.time)
+    closed: bool = False
+
+
+@dataclass(eq=False, slots=True)
+class GateContext:
+    """One envelope on its way through the gate."""
+
+    raw: bytes
+    session: Session
+    received: float
+    wire: dict[str, Any] | None = None
+    """The envelope exactly as the sender signed it; forwarded unchanged to the recipient."""
+    env: Envelope | None = None
+    credential: Credential | None = None
+    """The sender's verified credential (set by authenticate)."""
+    rule: str | None = None
+    """The rule that allowed the envelope (set by authorize)."""
+    answer: dict[str, Any] = field(default_factory=dict)
+    """Extra fields for the sender's `accepted` answer (set by services)."""
+    notes: dict[str, Any] = field(default_factory=dict)
+    """What services learned while committing, for deliver and observe."""
+    denial: GateDenied | None = None
+    failed_stage: str | None = None

@@ -1,0 +1,70 @@
+"""The gate: the ordered stages every envelope passes, built and checked once.
+
+    decode → authenticate → authorize → commit → deliver → observe
+
+Order is the list order. `decode` must be first and `observe` last; `observe` runs for every
+outcome. Only the pipeline turns a denial (or an unexpected error inside a stage) into the
+sender's structured error; stages only return verdicts. Later issues add label, guard and
+validate as stages between authorize and commit.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from ..errors import GateDenied
+from .context import GateContext, Session
+from .stage import Stage
+
+log = logging.getLogger("interlink.gate")
+
+
+class Pipeline:
+    def __init__(self, stages: Sequence[Stage]) -> None:
+        names = [stage.name for stage in stages]
+        if len(set(names)) != len(names):
+            raise ValueError(f"gate stages must have unique names, got {names}")
+        if not names or names[0] != "decode" or names[-1] != "observe":
+            raise ValueError(f"the gate must start with decode and end with observe, got {names}")
+        self._stages = tuple(stages[:-1])
+        self._observe = stages[-1]
+        self.names = tuple(names)
+
+    async def run(self, raw: bytes, session: Session) -> GateContext:
+        """Take one frame through every stage; answer the sender; return what happened."""
+        ctx = GateContext(raw=raw, session=session, received=time.time())
+        for stage in self._stages:
+            try:
+                denial = await stage(ctx)
+            except Exception as exc:  # a stage's bug must not take the hub down
+                log.exception("gate stage %s failed", stage.name)
+                denial = GateDenied(stage.name, "internal",
+                                    f"the hub failed while handling this envelope ({exc!r}); "
+                                    "it was not accepted: retry, and report it if it persists")
+            if denial is not None:
+                ctx.denial = denial
+                ctx.failed_stage = stage.name
+                break
+        try:
+            await self._observe(ctx)
+        except Exception:
+            log.exception("audit failed for envelope %s", ctx.env.id if ctx.env else "?")
+        await self._answer(ctx)
+        return ctx
+
+    async def _answer(self, ctx: GateContext) -> None:
+        env = ctx.env
+        frame: dict[str, Any]
+        if ctx.denial is not None:
+            frame = {"op": "refused", "id": env.id if env else None,
+                     "kind": env.kind if env else None, "error": ctx.denial.to_dict()}
+        else:
+            assert env is not None
+            frame = {"op": "accepted", "id": env.id, "kind": env.kind, **ctx.answer}
+        try:
+            await ctx.session.send(frame)
+        except Exception as exc:  # the sender went away; what was committed stays committed
+            log.debug("could not answer session %s: %r", ctx.session.id, exc)

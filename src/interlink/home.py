@@ -1,0 +1,145 @@
+"""The mesh home: one folder holding everything a hub needs.
+
+    <home>/mesh.yaml             the policy (who may do what) and hub settings
+    <home>/hub.key               the hub's Ed25519 private key (owner-only)
+    <home>/hub.pub               its public half, to give to anyone who verifies credentials
+    <home>/agents/<name>.cred    each enrolled agent's credential and private key (owner-only)
+    <home>/data/interlink.db     the embedded store (SQLite, WAL): calls, registry, audit
+
+The home is `--home`, else `$INTERLINK_HOME`, else `./.interlink`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from .envelope import valid_agent_name
+from .errors import ConfigError
+from .identity import DEFAULT_CREDENTIAL_DAYS, CredentialFile, HubKey, new_agent_key
+from .policy import AgentGrants, Policy, dump_policy, parse_policy
+
+DEFAULT_HOME = ".interlink"
+
+
+def resolve_home(home: str | os.PathLike[str] | None) -> Path:
+    if home:
+        return Path(home).expanduser().resolve()
+    env = os.environ.get("INTERLINK_HOME")
+    return Path(env or DEFAULT_HOME).expanduser().resolve()
+
+
+class MeshHome:
+    def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
+        self.root = resolve_home(root)
+
+    @property
+    def policy_path(self) -> Path:
+        return self.root / "mesh.yaml"
+
+    @property
+    def hub_key_path(self) -> Path:
+        return self.root / "hub.key"
+
+    @property
+    def agents_dir(self) -> Path:
+        return self.root / "agents"
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "data" / "interlink.db"
+
+    def credential_path(self, agent: str) -> Path:
+        return self.agents_dir / f"{agent}.cred"
+
+    def exists(self) -> bool:
+        return self.policy_path.exists() or self.hub_key_path.exists()
+
+    def require(self) -> None:
+        if not self.policy_path.exists() or not self.hub_key_path.exists():
+            raise ConfigError(f"{self.root} is not a mesh home (no mesh.yaml or hub.key): "
+                              f"run `interlink init --home {self.root}` first")
+
+    # -- init --------------------------------------------------------------------------------
+
+    def init(self, *, force: bool = False, host: str = "127.0.0.1", port: int | None = None
+             ) -> HubKey:
+        """Make the home: a new hub key and an empty (deny-all) policy."""
+        if self.exists():
+            if not force:
+                raise ConfigError(
+                    f"{self.root} already holds a mesh home; refusing to overwrite its hub key "
+                    "and policy (every credential it issued would stop working). "
+                    "Use --force to replace it, or --home to choose another folder.")
+            for path in (self.policy_path, self.hub_key_path, self.root / "hub.pub"):
+                path.unlink(missing_ok=True)
+            shutil.rmtree(self.agents_dir, ignore_errors=True)
+            shutil.rmtree(self.root / "data", ignore_errors=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        hub = HubKey.generate()
+        hub.save(self.hub_key_path)
+        (self.root / "hub.pub").write_text(hub.public_b64 + "\n")
+        policy = Policy()
+        policy.hub.host = host
+        if port is not None:
+            policy.hub.port = port
+        self.save_policy(policy)
+        self.agents_dir.mkdir(exist_ok=True)
+        return hub
+
+    # -- policy ------------------------------------------------------------------------------
+
+    def load_policy(self) -> Policy:
+        self.require()
+        return parse_policy(self.policy_path.read_text(), str(self.policy_path))
+
+    def save_policy(self, policy: Policy) -> None:
+        tmp = self.policy_path.with_suffix(".yaml.tmp")
+        tmp.write_text(dump_policy(policy))
+        os.replace(tmp, self.policy_path)
+
+    def hub_key(self) -> HubKey:
+        self.require()
+        return HubKey.load(self.hub_key_path)
+
+    def hub_url(self, policy: Policy | None = None) -> str:
+        policy = policy or self.load_policy()
+        return f"ws://{policy.hub.host}:{policy.hub.port}/ws"
+
+    # -- agents ------------------------------------------------------------------------------
+
+    def add_agent(self, name: str, *, description: str = "", calls: list[str] | None = None,
+                  days: float = DEFAULT_CREDENTIAL_DAYS, renew: bool = False) -> Path:
+        """Enrol an agent: key pair, hub-signed credential file, and a policy entry with no
+        grants (default deny) unless `calls` are given."""
+        if not valid_agent_name(name):
+            raise ConfigError(f"{name!r} is not a valid agent name: use lower-case letters, "
+                              "digits, _ and -, starting with a letter (at most 63)")
+        policy = self.load_policy()
+        path = self.credential_path(name)
+        if path.exists() and not renew:
+            raise ConfigError(f"agent {name!r} is already enrolled ({path}); "
+                              "use --renew to issue it a new key and credential")
+        hub = self.hub_key()
+        private, private_b64 = new_agent_key()
+        credential = hub.issue(name, private.public_key(), days=days)
+        CredentialFile(credential=credential, private_key=private_b64,
+                       hub_url=self.hub_url(policy), hub_public_key=hub.public_b64).save(path)
+        entry = policy.agents.get(name) or AgentGrants()
+        if description:
+            entry.description = description
+        if calls:
+            entry.calls = sorted(set(entry.calls) | set(calls))
+        policy.agents[name] = entry
+        self.save_policy(policy)
+        return path
+
+    def grant_calls(self, name: str, patterns: list[str]) -> None:
+        policy = self.load_policy()
+        if name not in policy.agents:
+            raise ConfigError(f"agent {name!r} is not enrolled: `interlink agent add {name}`")
+        entry = policy.agents[name]
+        entry.calls = sorted(set(entry.calls) | set(patterns))
+        self.save_policy(parse_policy(dump_policy(policy)))

@@ -1,0 +1,196 @@
+"""Who is who: the hub key, agent key pairs, hub-signed credentials, and signatures.
+
+* The **hub key** (Ed25519) is made by `interlink init`; its public half identifies the mesh.
+* Each agent has its own key pair and a **credential**: the hub's signature over
+  (agent id, agent public key, hub id, issued, expires). Anyone holding the hub's public key can
+  check a credential without asking the hub.
+* Agents sign every envelope with their own key; the signed bytes are the envelope's canonical
+  JSON form (sorted keys, no whitespace, UTF-8) without its `sig` field.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .errors import ConfigError
+
+DEFAULT_CREDENTIAL_DAYS = 365
+
+
+def b64e(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64d(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def canonical(obj: Any) -> bytes:
+    """The one byte form that is signed and hashed: sorted keys, no whitespace, UTF-8."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def public_raw(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+def load_public(text: str) -> Ed25519PublicKey:
+    return Ed25519PublicKey.from_public_bytes(b64d(text))
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    """A short, stable name for a public key."""
+    return hashlib.sha256(public_raw(public)).hexdigest()[:16]
+
+
+def sign(private: Ed25519PrivateKey, data: bytes) -> str:
+    return b64e(private.sign(data))
+
+
+def verify(public: Ed25519PublicKey, data: bytes, signature: str) -> bool:
+    try:
+        public.verify(b64d(signature), data)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a secret file readable by its owner only (created 0600, never world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
+class HubKey:
+    """The mesh's signing key. Its public half is what every credential is checked against."""
+
+    def __init__(self, private: Ed25519PrivateKey) -> None:
+        self.private = private
+        self.public = private.public_key()
+        self.public_b64 = b64e(public_raw(self.public))
+        self.id = "hub-" + key_id(self.public)
+
+    @classmethod
+    def generate(cls) -> HubKey:
+        return cls(Ed25519PrivateKey.generate())
+
+    @classmethod
+    def load(cls, path: Path) -> HubKey:
+        try:
+            private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"no hub key at {path}: run `interlink init` first") from exc
+        except ValueError as exc:
+            raise ConfigError(f"{path} is not a PEM Ed25519 private key") from exc
+        if not isinstance(private, Ed25519PrivateKey):
+            raise ConfigError(f"{path} holds a key that is not Ed25519")
+        return cls(private)
+
+    def save(self, path: Path) -> None:
+        pem = self.private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        write_private(path, pem.decode())
+
+    def sign(self, data: bytes) -> str:
+        return sign(self.private, data)
+
+    def issue(self, agent: str, agent_public: Ed25519PublicKey, *,
+              days: float = DEFAULT_CREDENTIAL_DAYS, now: float | None = None) -> Credential:
+        issued = time.time() if now is None else now
+        body = {
+            "agent": agent,
+            "public_key": b64e(public_raw(agent_public)),
+            "hub": self.id,
+            "issued": round(issued, 3),
+            "expires": round(issued + days * 86400, 3),
+        }
+        return Credential(**body, signature=self.sign(canonical(body)))
+
+
+class Credential(BaseModel):
+    """The hub's signed statement: this public key speaks for this agent until `expires`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    agent: str
+    public_key: str
+    hub: str
+    issued: float
+    expires: float
+    signature: str
+
+    def signed_part(self) -> bytes:
+        return canonical(self.model_dump(exclude={"signature"}))
+
+    def problem(self, hub_public: Ed25519PublicKey, hub_id: str, now: float) -> str | None:
+        """Why this credential is not acceptable to the hub `hub_id`, or None if it is."""
+        if self.hub != hub_id:
+            return f"the credential was issued by {self.hub}, not by this hub ({hub_id})"
+        if not verify(hub_public, self.signed_part(), self.signature):
+            return "the credential's hub signature does not verify (forged or altered)"
+        if now >= self.expires:
+            return (f"the credential of {self.agent!r} expired at "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(self.expires))}; "
+                    f"re-enrol with `interlink agent add {self.agent} --renew`")
+        return None
+
+    def key(self) -> Ed25519PublicKey:
+        return load_public(self.public_key)
+
+
+class CredentialFile(BaseModel):
+    """What `interlink agent add` writes for an agent: its credential, its private key, and
+    how to reach and recognise its hub. Kept owner-readable only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    credential: Credential
+    private_key: str
+    hub_url: str
+    hub_public_key: str
+
+    @classmethod
+    def load(cls, path: str | Path) -> CredentialFile:
+        path = Path(path)
+        try:
+            return cls.model_validate_json(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(
+                f"no credential file at {path}: enrol the agent with `interlink agent add NAME`"
+            ) from exc
+        except ValidationError as exc:
+            raise ConfigError(f"{path} is not an Interlink credential file: {exc}") from exc
+
+    def save(self, path: Path) -> None:
+        write_private(path, self.model_dump_json(indent=2) + "\n")
+
+    def private(self) -> Ed25519PrivateKey:
+        return Ed25519PrivateKey.from_private_bytes(b64d(self.private_key))
+
+    def hub_key(self) -> Ed25519PublicKey:
+        return load_public(self.hub_public_key)
+
+
+def new_agent_key() -> tuple[Ed25519PrivateKey, str]:
+    private = Ed25519PrivateKey.generate()
+    raw = private.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    return private, b64e(raw)

@@ -1,0 +1,176 @@
+"""Least privilege, default deny: what each agent may do, read from `mesh.yaml`.
+
+    hub:                          # hub settings (all optional)
+      host: 127.0.0.1
+      port: 7750
+    agents:
+      drafter:
+        description: writes drafts
+        calls: [editor.review]    # agent.skill patterns; * matches within a name
+      editor: {}                  # enrolled, may do nothing
+
+Rights come only from the verified identity of the sender and its grants here; nothing an
+envelope says about itself (a claimed role in its text, say) changes a decision. Every decision
+names the rule that made it, so a refusal can say which line to change.
+
+The policy file is re-read when it changes (checked at most every `RELOAD_CHECK_SECONDS`); a
+file that fails to parse is reported and the last good policy stays in force.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .envelope import AGENT_NAME
+from .errors import ConfigError
+
+log = logging.getLogger("interlink.policy")
+
+RELOAD_CHECK_SECONDS = 0.25
+DEFAULT_PORT = 7750
+
+
+class HubSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    max_envelope_bytes: int = Field(default=1024 * 1024, ge=1024)
+    clock_skew_seconds: float = Field(default=30.0, gt=0)
+    call_timeout_seconds: float = Field(default=30.0, gt=0)
+    max_call_timeout_seconds: float = Field(default=3600.0, gt=0)
+    call_max_deliver: int = Field(default=5, ge=1)
+    keep_results_seconds: float = Field(default=3600.0, gt=0)
+    """How long a finished call's result is kept, so a retry with the same id gets it."""
+
+
+class AgentGrants(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    description: str = ""
+    calls: list[str] = Field(default_factory=list)
+
+    @field_validator("calls")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not isinstance(pattern, str) or "." not in pattern:
+                raise ValueError(f"call grant {pattern!r} must look like agent.skill "
+                                 "(patterns allowed: editor.*, *.review)")
+        return value
+
+
+class Policy(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    hub: HubSettings = Field(default_factory=HubSettings)
+    agents: dict[str, AgentGrants] = Field(default_factory=dict)
+
+    @field_validator("agents", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: ({} if v is None else v) for k, v in value.items()}
+        return {} if value is None else value
+
+    @field_validator("agents")
+    @classmethod
+    def _names(cls, value: dict[str, AgentGrants]) -> dict[str, AgentGrants]:
+        for name in value:
+            if not AGENT_NAME.match(name):
+                raise ValueError(f"agent name {name!r} must be lower-case letters, digits, _ or -"
+                                 ", starting with a letter")
+        return value
+
+    def enrolled(self, agent: str) -> bool:
+        return agent in self.agents
+
+    def may_call(self, agent: str, target: str, skill: str) -> Decision:
+        grants = self.agents.get(agent)
+        wanted = f"{target}.{skill}"
+        if grants is None:
+            return Decision(False, f"agents.{agent}: not in mesh.yaml (not enrolled)")
+        for index, pattern in enumerate(grants.calls):
+            if fnmatchcase(wanted, pattern):
+                return Decision(True, f"agents.{agent}.calls[{index}]: {pattern}")
+        return Decision(False, f"default deny: no entry in agents.{agent}.calls matches {wanted}")
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    rule: str
+
+
+def parse_policy(text: str, source: str = "mesh.yaml") -> Policy:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source} must be a mapping with `hub:` and `agents:`")
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source} is not a valid Interlink policy:\n{exc}") from exc
+
+
+def dump_policy(policy: Policy) -> str:
+    data = policy.model_dump(exclude_defaults=False)
+    header = ("# Interlink mesh policy: default deny. Each agent may do only what is granted here.\n"
+              "# calls: agent.skill patterns (editor.review, editor.*, *.review).\n"
+              "# The hub re-reads this file when it changes; no restart needed.\n")
+    return header + yaml.safe_dump(data, sort_keys=False)
+
+
+class PolicyFile:
+    """The policy in force, re-read from disk when the file changes."""
+
+    def __init__(self, path: Path, *, clock: Any = time.monotonic) -> None:
+        self.path = path
+        self._clock = clock
+        self._mtime = self._stat()
+        self.policy = parse_policy(path.read_text(), str(path))
+        self._checked = clock()
+        self.last_error: str | None = None
+        self.reloads = 0
+
+    def _stat(self) -> tuple[int, int]:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return (0, 0)
+        return (st.st_mtime_ns, st.st_size)
+
+    def current(self) -> Policy:
+        """The policy in force, after re-reading the file if it changed."""
+        now = self._clock()
+        if now - self._checked >= RELOAD_CHECK_SECONDS:
+            self._checked = now
+            self.reload_if_changed()
+        return self.policy
+
+    def reload_if_changed(self) -> bool:
+        stamp = self._stat()
+        if stamp == self._mtime:
+            return False
+        self._mtime = stamp
+        try:
+            self.policy = parse_policy(self.path.read_text(), str(self.path))
+        except (ConfigError, OSError) as exc:
+            self.last_error = str(exc)
+            log.error("policy not reloaded; the last good policy stays in force: %s", exc)
+            return False
+        self.last_error = None
+        self.reloads += 1
+        log.info("policy reloaded from %s", self.path)
+        return True

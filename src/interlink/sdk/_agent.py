@@ -1,0 +1,247 @@
+"""`Agent`: an agent with skills, served over one connection to the hub.
+
+    drafter = Agent("drafter")                       # credential from $INTERLINK_HOME/agents/
+
+    @drafter.skill("draft", input_schema=DraftRequest, output_schema=Draft)
+    async def draft(ctx, req):
+        review = await ctx.call("editor", "review", {"text": "..."})
+        return Draft(...)
+
+    drafter.run()                                    # or: async with drafter: ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from ..envelope import body_data, error_body, reply_body, valid_agent_name
+from ..errors import ConfigError, GateDenied, InterlinkError
+from ..home import resolve_home
+from ..identity import Credential, CredentialFile
+from ._connection import Connection
+
+log = logging.getLogger("interlink.agent")
+
+SkillFn = Callable[..., Any]
+SchemaLike = type[BaseModel] | dict[str, Any] | None
+DONE_CACHE = 1024
+
+
+def credential_path(name: str, credential: str | os.PathLike[str] | None) -> Path:
+    if credential:
+        return Path(credential)
+    if env := os.environ.get("INTERLINK_CREDENTIAL"):
+        return Path(env)
+    return resolve_home(None) / "agents" / f"{name}.cred"
+
+
+def _schema(schema: SchemaLike) -> dict[str, Any]:
+    if schema is None:
+        return {}
+    if isinstance(schema, type) and issubclass(schema, BaseModel):
+        return schema.model_json_schema()
+    if isinstance(schema, dict):
+        return schema
+    raise TypeError("a skill schema is a pydantic model class or a JSON Schema dict")
+
+
+@dataclass(frozen=True)
+class Skill:
+    id: str
+    fn: SkillFn
+    description: str
+    input_model: type[BaseModel] | None
+    output_model: type[BaseModel] | None
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+
+    def card(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.id, "description": self.description,
+                "input_schema": self.input_schema, "output_schema": self.output_schema}
+
+
+class SkillContext:
+    """What a running skill knows about its call, and how it talks to the mesh within it."""
+
+    def __init__(self, connection: Connection, call: dict[str, Any], origin: Credential) -> None:
+        self._connection = connection
+        self._call = call
+        self.call_id: str = call["id"]
+        self.caller: str = origin.agent
+        self.conversation: str = call["conversation"]
+        self.traceparent: str = call["traceparent"]
+        self.hops: int = call.get("hops", 0)
+        self.deadline: float | None = call.get("deadline")
+        self.labels: dict[str, Any] = call.get("labels") or {}
+
+    async def call(self, agent: str, skill: str, data: Any = None, *,
+                   timeout: float = 30.0) -> Any:
+        """Call another agent within this conversation (the hop count and trace carry on)."""
+        if isinstance(data, BaseModel):
+            data = data.model_dump(mode="json")
+        return await self._connection.call(
+            agent, skill, data, timeout=timeout, conversation=self.conversation,
+            parent=self.call_id, hops=self.hops + 1, traceparent=self.traceparent)
+
+    async def progress(self, note: str | None = None, *, extend: float | None = None) -> None:
+        """Tell the caller the work goes on; moves the call's deadline out by `extend` seconds
+        (by default, the call's own timeout)."""
+        await self._connection.progress(self._call, note, extend)
+
+
+class Agent:
+    def __init__(self, name: str, *, credential: str | os.PathLike[str] | None = None,
+                 hub: str | None = None, description: str = "", version: str = "0.1.0") -> None:
+        if not valid_agent_name(name):
+            raise ConfigError(f"{name!r} is not a valid agent name")
+        self.name = name
+        self.description = description
+        self.version = version
+        self._credential_path = credential_path(name, credential)
+        self._hub = hub
+        self.skills: dict[str, Skill] = {}
+        self._connection: Connection | None = None
+        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._done: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    # -- declaring ---------------------------------------------------------------------------
+
+    def skill(self, skill_id: str, *, input_schema: SchemaLike = None,
+              output_schema: SchemaLike = None, description: str | None = None
+              ) -> Callable[[SkillFn], SkillFn]:
+        """Declare a skill. Schemas are pydantic models (input parsed into the model, output
+        dumped from it) or JSON Schema dicts; they go into the agent's card."""
+        if skill_id in self.skills:
+            raise ValueError(f"skill {skill_id!r} is declared twice on {self.name}")
+        if self._connection is not None:
+            raise RuntimeError("declare skills before the agent starts")
+
+        def register(fn: SkillFn) -> SkillFn:
+            self.skills[skill_id] = Skill(
+                id=skill_id, fn=fn, description=description or inspect.getdoc(fn) or "",
+                input_model=input_schema if isinstance(input_schema, type) else None,
+                output_model=output_schema if isinstance(output_schema, type) else None,
+                input_schema=_schema(input_schema), output_schema=_schema(output_schema))
+            return fn
+        return register
+
+    def card(self) -> dict[str, Any]:
+        return {"name": self.name, "description": self.description, "version": self.version,
+                "skills": [s.card() for s in self.skills.values()]}
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        credential = CredentialFile.load(self._credential_path)
+        if credential.credential.agent != self.name:
+            raise ConfigError(f"{self._credential_path} is the credential of "
+                              f"{credential.credential.agent!r}, not of {self.name!r}")
+        self._connection = Connection(credential, url=self._hub, card=self.card(),
+                                      on_call=self._on_call)
+        await self._connection.open()
+
+    async def stop(self) -> None:
+        for task in self._running.values():
+            task.cancel()
+        if self._connection is not None:
+            await self._connection.aclose()
+
+    async def __aenter__(self) -> Agent:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.stop()
+
+    async def serve_forever(self) -> None:
+        async with self:
+            await asyncio.Event().wait()
+
+    def run(self) -> None:
+        """Serve until interrupted (Ctrl-C)."""
+        try:
+            asyncio.run(self.serve_forever())
+        except KeyboardInterrupt:
+            pass
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            raise RuntimeError(f"agent {self.name} is not started")
+        return self._connection
+
+    async def call(self, agent: str, skill: str, data: Any = None, *,
+                   timeout: float = 30.0) -> Any:
+        """Start a new conversation by calling another agent."""
+        return await self.connection.call(agent, skill, data, timeout=timeout)
+
+    # -- serving calls -----------------------------------------------------------------------
+
+    async def _on_call(self, call: dict[str, Any], origin: Credential) -> None:
+        call_id = call["id"]
+        if call_id in self._running:
+            return  # delivered again while still running: the reply will follow
+        if call_id in self._done:
+            await self.connection.reply(call, self._done[call_id])
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._running[call_id] = task
+        try:
+            body = await self._run_skill(call, origin)
+        finally:
+            self._running.pop(call_id, None)
+        self._done[call_id] = body
+        while len(self._done) > DONE_CACHE:
+            self._done.popitem(last=False)
+        await self.connection.reply(call, body)
+
+    async def _run_skill(self, call: dict[str, Any], origin: Credential) -> dict[str, Any]:
+        _, _, skill_id = call["target"].partition(".")
+        skill = self.skills.get(skill_id)
+        if skill is None:
+            return error_body("agent", "unknown_skill",
+                              f"{self.name} has no skill {skill_id!r}; it has "
+                              f"{sorted(self.skills) or 'none'}")
+        try:
+            data = body_data(call.get("body") or {})
+        except ValueError as exc:
+            return error_body("agent", "bad_input", str(exc))
+        if skill.input_model is not None:
+            try:
+                data = skill.input_model.model_validate(data)
+            except ValidationError as exc:
+                return error_body("agent", "bad_input",
+                                  f"input does not match {skill.input_model.__name__}: {exc}")
+        ctx = SkillContext(self.connection, call, origin)
+        try:
+            result = skill.fn(ctx, data)
+            if inspect.isawaitable(result):
+                result = await result
+        except (GateDenied, InterlinkError) as exc:
+            return error_body("skill", "skill_error",
+                              f"{self.name}.{skill_id} failed: {exc}")
+        except Exception as exc:
+            log.exception("%s.%s raised", self.name, skill_id)
+            return error_body("skill", "skill_error",
+                              f"{self.name}.{skill_id} raised {type(exc).__name__}: {exc}")
+        if isinstance(result, BaseModel):
+            result = result.model_dump(mode="json")
+        elif skill.output_model is not None:
+            try:
+                result = skill.output_model.model_validate(result).model_dump(mode="json")
+            except ValidationError as exc:
+                return error_body("skill", "bad_output",
+                                  f"output does not match {skill.output_model.__name__}: {exc}")
+        return reply_body(result, call["id"] + ":reply")
+

@@ -1,0 +1,61 @@
+"""`connect()`: a plain client for code that calls agents but serves no skills.
+
+    async with interlink.connect("ideator") as mesh:
+        draft = await mesh.call("drafter", "draft", {"topic": "agent meshes"})
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from ..errors import ConfigError
+from ..identity import CredentialFile
+from ._agent import credential_path
+from ._connection import Connection, ProgressHandler
+
+
+class Mesh:
+    """An open client connection to the mesh, acting as one enrolled agent."""
+
+    def __init__(self, name: str, *, credential: str | os.PathLike[str] | None = None,
+                 hub: str | None = None) -> None:
+        self.name = name
+        self._path = credential_path(name, credential)
+        self._hub = hub
+        self._connection: Connection | None = None
+
+    async def __aenter__(self) -> Mesh:
+        credential = CredentialFile.load(self._path)
+        if credential.credential.agent != self.name:
+            raise ConfigError(f"{self._path} is the credential of "
+                              f"{credential.credential.agent!r}, not of {self.name!r}")
+        self._connection = Connection(credential, url=self._hub)
+        await self._connection.open()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._connection is not None:
+            await self._connection.aclose()
+
+    @property
+    def connection(self) -> Connection:
+        if self._connection is None:
+            raise RuntimeError("use `async with connect(...) as mesh:` first")
+        return self._connection
+
+    async def call(self, agent: str, skill: str, data: Any = None, *, timeout: float = 30.0,
+                   call_id: str | None = None, conversation: str | None = None,
+                   on_progress: ProgressHandler | None = None) -> Any:
+        """Call `agent.skill`; see `Connection.call` for the errors it raises."""
+        return await self.connection.call(agent, skill, data, timeout=timeout, call_id=call_id,
+                                          conversation=conversation, on_progress=on_progress)
+
+
+def connect(name: str, *, credential: str | os.PathLike[str] | None = None,
+            hub: str | None = None) -> Mesh:
+    """Open a client connection as the enrolled agent `name` (use with `async with`)."""
+    return Mesh(name, credential=credential, hub=hub)

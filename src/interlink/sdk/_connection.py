@@ -1,0 +1,395 @@
+"""One agent's connection to its hub: handshake, signed envelopes, calls, reconnection.
+
+The connection signs every envelope with the agent's key, waits for the gate's verdict on each,
+verifies the origin signature of everything delivered to it, and survives a dropped connection
+or a restarted hub: it reconnects with backoff, says hello again, and re-sends what was not yet
+answered (calls keep their ids, so the hub attaches the retry to the original call and never
+runs it twice).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+
+from ..envelope import (HUB, body_data, call_body, check_signature, child_traceparent, new_id,
+                        new_traceparent, seal)
+from ..errors import (CallError, CallTimeout, ConnectionLost, GateDenied, InterlinkError,
+                      SkillFailed)
+from ..identity import Credential, CredentialFile
+
+log = logging.getLogger("interlink.sdk")
+
+REPLACED = 4000
+"""The close code the hub uses when a newer connection of the same agent takes over."""
+
+RESULT_GRACE = 5.0
+"""How long after the hub's deadline a caller waits for the hub's own verdict."""
+
+CallHandler = Callable[[dict[str, Any], Credential], Awaitable[None]]
+ProgressHandler = Callable[[dict[str, Any]], Any]
+
+
+@dataclass(eq=False)
+class _PendingCall:
+    fields: dict[str, Any]
+    result: asyncio.Future[Any]
+    deadline: float
+    timeout: float
+    on_progress: ProgressHandler | None = None
+    progress: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Connection:
+    """The transport under `Agent` and `connect()`. States: new → open → closed."""
+
+    def __init__(self, credential: CredentialFile, *, url: str | None = None,
+                 card: dict[str, Any] | None = None, on_call: CallHandler | None = None,
+                 reconnect: bool = True, connect_timeout: float = 10.0) -> None:
+        self.credential = credential
+        self.agent = credential.credential.agent
+        self.url = url or os.environ.get("INTERLINK_HUB") or credential.hub_url
+        self.card = card or {"name": self.agent}
+        self.on_call = on_call
+        self.reconnect = reconnect
+        self.connect_timeout = connect_timeout
+        self._private = credential.private()
+        self._hub_key = credential.hub_key()
+        self._ws: ClientConnection | None = None
+        self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._calls: dict[str, _PendingCall] = {}
+        self._outbox: dict[str, dict[str, Any]] = {}  # envelopes to resend until answered
+        self._reader: asyncio.Task[None] | None = None
+        self._ready = asyncio.Event()
+        self._state = "new"
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self.reconnects = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._state != "new":
+            raise RuntimeError(f"this connection is {self._state}; make a new one")
+        self._state = "open"
+        try:
+            await self._handshake()
+        except BaseException:
+            self._state = "closed"
+            raise
+        self._reader = asyncio.ensure_future(self._run())
+
+    async def aclose(self) -> None:
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        for task in list(self._handlers):
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await self._ws.close()
+        lost = ConnectionLost("the connection was closed")
+        for future in [*self._acks.values(), *(c.result for c in self._calls.values())]:
+            if not future.done():
+                future.set_exception(lost)
+        self._acks.clear()
+        self._calls.clear()
+
+    @property
+    def is_open(self) -> bool:
+        return self._state == "open" and self._ready.is_set()
+
+    async def _handshake(self) -> None:
+        try:
+            ws = await asyncio.wait_for(ws_connect(self.url, max_size=None, ping_interval=10.0,
+                                                   ping_timeout=20.0), self.connect_timeout)
+        except (OSError, asyncio.TimeoutError, websockets.InvalidURI,
+                websockets.InvalidHandshake) as exc:
+            raise ConnectionLost(f"cannot reach the hub at {self.url} ({exc!r}): is "
+                                 "`interlink serve` running, and is the URL right?") from exc
+        challenge = json.loads(await asyncio.wait_for(ws.recv(), self.connect_timeout))
+        if challenge.get("op") != "challenge":
+            await ws.close()
+            raise ConnectionLost(f"{self.url} did not greet like an Interlink hub")
+        hello = self._seal({
+            "id": new_id(), "kind": "hello", "sender": self.agent, "target": HUB,
+            "conversation": new_id(), "traceparent": new_traceparent(),
+            "body": {"credential": self.credential.credential.model_dump(),
+                     "challenge": challenge["challenge"], "card": self.card}})
+        await ws.send(json.dumps(hello))
+        while True:
+            answer = json.loads(await asyncio.wait_for(ws.recv(), self.connect_timeout))
+            if answer.get("id") == hello["id"]:
+                break
+        if answer.get("op") != "accepted":
+            await ws.close()
+            raise GateDenied.from_dict(answer.get("error") or {})
+        self._ws = ws
+        self._ready.set()
+
+    async def _run(self) -> None:
+        backoff = 0.05
+        while self._state == "open":
+            ws = self._ws
+            assert ws is not None
+            try:
+                async for text in ws:
+                    self._on_frame(json.loads(text))
+            except websockets.ConnectionClosed:
+                pass
+            except Exception:
+                log.exception("%s: reading from the hub failed", self.agent)
+            self._ready.clear()
+            if self._state != "open":
+                return
+            if ws.close_code == REPLACED:
+                log.warning("%s: another connection of this agent took over; this one stops "
+                            "(%s)", self.agent, ws.close_reason)
+                await self._fail_all(ConnectionLost("replaced by a newer connection of "
+                                                    f"{self.agent}"))
+                self._state = "closed"
+                return
+            if not self.reconnect:
+                await self._fail_all(ConnectionLost("the hub closed the connection"))
+                return
+            while self._state == "open":
+                await asyncio.sleep(backoff * (1 + random.random()))
+                try:
+                    await self._handshake()
+                except GateDenied as exc:
+                    log.error("%s: the hub refused to take us back: %s", self.agent, exc)
+                    await self._fail_all(exc)
+                    self._state = "closed"
+                    return
+                except (ConnectionLost, OSError, asyncio.TimeoutError) as exc:
+                    backoff = min(backoff * 2, 2.0)
+                    log.info("%s: hub unreachable, retrying in ~%.1fs (%s)", self.agent,
+                             backoff, exc)
+                    continue
+                backoff = 0.05
+                self.reconnects += 1
+                await self._resend()
+                break
+
+    async def _fail_all(self, exc: Exception) -> None:
+        for future in [*self._acks.values(), *(c.result for c in self._calls.values())]:
+            if not future.done():
+                future.set_exception(exc)
+
+    async def _resend(self) -> None:
+        """After a reconnect: everything unanswered goes again, re-signed, with its old id."""
+        for fields in list(self._outbox.values()):
+            await self._send_fields(fields)
+        for pending in list(self._calls.values()):
+            if pending.fields["id"] not in self._outbox:
+                await self._send_fields(pending.fields)
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _seal(self, fields: dict[str, Any]) -> dict[str, Any]:
+        return seal(fields, self._private)
+
+    async def _send_fields(self, fields: dict[str, Any]) -> None:
+        ws = self._ws
+        if ws is None or not self._ready.is_set():
+            return  # sent again on reconnect
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.send(json.dumps(self._seal(fields), separators=(",", ":")))
+
+    async def send_raw(self, text: str | bytes) -> None:
+        """Send a frame as is (for tests of the hub's handling of bad input)."""
+        assert self._ws is not None
+        await self._ws.send(text)
+
+    async def request(self, fields: dict[str, Any], *, durable: bool = True,
+                      timeout: float = 30.0) -> dict[str, Any]:
+        """Send an envelope and wait for the gate's verdict; GateDenied if refused. Durable
+        envelopes are re-sent after a reconnect until the hub answers."""
+        if self._state != "open":
+            raise ConnectionLost(f"the connection is {self._state}")
+        env_id = fields["id"]
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._acks[env_id] = future
+        if durable:
+            self._outbox[env_id] = fields
+        try:
+            await self._send_fields(fields)
+            answer = await asyncio.wait_for(future, timeout)
+        except asyncio.TimeoutError as exc:
+            raise ConnectionLost(f"the hub did not answer envelope {env_id} within "
+                                 f"{timeout:.0f}s") from exc
+        finally:
+            self._acks.pop(env_id, None)
+            self._outbox.pop(env_id, None)
+        if answer.get("op") == "refused":
+            raise GateDenied.from_dict(answer.get("error") or {})
+        return answer
+
+    # -- calls -------------------------------------------------------------------------------
+
+    async def call(self, agent: str, skill: str, data: Any = None, *, timeout: float = 30.0,
+                   call_id: str | None = None, conversation: str | None = None,
+                   parent: str | None = None, hops: int = 0, traceparent: str | None = None,
+                   on_progress: ProgressHandler | None = None) -> Any:
+        """Call `agent.skill` with `data` and return its output.
+
+        Raises GateDenied if the hub refused the call (with the rule), CallTimeout if no answer
+        came in time, SkillFailed if the skill raised. Retrying with the same `call_id` never
+        runs the skill twice: it returns the first call's outcome.
+        """
+        call_id = call_id or new_id()
+        if (same := self._calls.get(call_id)) is not None:  # the same call, already on its way
+            return await asyncio.shield(same.result)
+        deadline = time.time() + timeout
+        fields = {
+            "id": call_id, "kind": "call", "sender": self.agent, "target": f"{agent}.{skill}",
+            "conversation": conversation or call_id, "parent": parent, "hops": hops,
+            "traceparent": child_traceparent(traceparent) if traceparent else new_traceparent(),
+            "deadline": round(deadline, 6), "body": call_body(data, call_id)}
+        loop = asyncio.get_running_loop()
+        pending = _PendingCall(fields, loop.create_future(), deadline, timeout, on_progress)
+        self._calls[call_id] = pending
+        try:
+            await self.request(fields)
+            while True:
+                wait = pending.deadline + RESULT_GRACE - time.time()
+                try:
+                    return await asyncio.wait_for(asyncio.shield(pending.result), max(wait, 0.01))
+                except asyncio.TimeoutError:
+                    if time.time() >= pending.deadline + RESULT_GRACE:
+                        raise CallTimeout("timeout", f"no answer from the hub for {agent}.{skill} "
+                                          f"within {timeout:.1f}s (+{RESULT_GRACE:.0f}s grace)",
+                                          call_id=call_id) from None
+        finally:
+            self._calls.pop(call_id, None)
+
+    async def reply(self, call: dict[str, Any], body: dict[str, Any]) -> None:
+        """Answer a delivered call (durably: re-sent after a reconnect until the hub answers)."""
+        fields = {
+            "id": new_id(), "kind": "reply", "sender": self.agent, "target": call["sender"],
+            "conversation": call["conversation"], "parent": call["id"],
+            "hops": call.get("hops", 0), "traceparent": child_traceparent(call["traceparent"]),
+            "body": body}
+        try:
+            await self.request(fields, timeout=60.0)
+        except GateDenied as exc:
+            log.warning("%s: reply to call %s refused: %s", self.agent, call["id"], exc)
+
+    async def progress(self, call: dict[str, Any], note: str | None = None,
+                       extend: float | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {}
+        if note is not None:
+            body["note"] = note
+        if extend is not None:
+            body["extend"] = extend
+        return await self.request({
+            "id": new_id(), "kind": "progress", "sender": self.agent, "target": call["sender"],
+            "conversation": call["conversation"], "parent": call["id"],
+            "hops": call.get("hops", 0), "traceparent": child_traceparent(call["traceparent"]),
+            "body": body}, durable=False)
+
+    # -- receiving ---------------------------------------------------------------------------
+
+    def _on_frame(self, frame: dict[str, Any]) -> None:
+        op = frame.get("op")
+        if op in ("accepted", "refused"):
+            future = self._acks.get(frame.get("id") or "")
+            if future is not None and not future.done():
+                future.set_result(frame)
+        elif op == "deliver":
+            self._on_deliver(frame)
+        elif op == "failed":
+            pending = self._calls.get(frame.get("id") or "")
+            error = frame.get("error") or {}
+            if pending is not None and not pending.result.done():
+                cls = CallTimeout if error.get("code") == "timeout" else CallError
+                pending.result.set_exception(cls(error.get("code", "failed"),
+                                                 error.get("reason", ""),
+                                                 call_id=frame.get("id"),
+                                                 stage=error.get("stage", "calls")))
+
+    def _origin(self, frame: dict[str, Any]) -> Credential | None:
+        """The sender's credential, if it and the envelope's signature verify end to end."""
+        wire = frame.get("env") or {}
+        try:
+            credential = Credential.model_validate(frame.get("origin"))
+        except Exception:
+            return None
+        if credential.problem(self._hub_key, self.credential.credential.hub, time.time()):
+            return None
+        if credential.agent != wire.get("sender") or not check_signature(wire,
+                                                                          credential.key()):
+            return None
+        return credential
+
+    def _on_deliver(self, frame: dict[str, Any]) -> None:
+        wire = frame.get("env") or {}
+        origin = self._origin(frame)
+        kind = wire.get("kind")
+        if origin is None:
+            log.error("%s: dropped a delivered %s whose origin signature does not verify",
+                      self.agent, kind)
+            if kind == "reply":
+                self._settle(wire.get("parent"), InterlinkError(
+                    "the reply's origin signature does not verify; it was not trusted"))
+            return
+        if kind == "call":
+            if self.on_call is None:
+                self._spawn(self.reply(wire, {"error": {
+                    "stage": "agent", "code": "no_skills",
+                    "reason": f"{self.agent} is a client and serves no skills", "rule": None}}))
+            else:
+                self._spawn(self.on_call(wire, origin))
+        elif kind == "reply":
+            body = wire.get("body") or {}
+            if "error" in body:
+                err = body["error"] or {}
+                self._settle(wire.get("parent"), SkillFailed(
+                    err.get("code", "skill_error"), err.get("reason", ""),
+                    call_id=wire.get("parent"), stage=err.get("stage", "skill")))
+            else:
+                try:
+                    self._settle(wire.get("parent"), None, body_data(body))
+                except ValueError as exc:
+                    self._settle(wire.get("parent"), SkillFailed(
+                        "bad_reply", f"the reply carries no A2A message: {exc}"))
+        elif kind == "progress":
+            pending = self._calls.get(wire.get("parent") or "")
+            if pending is not None:
+                body = wire.get("body") or {}
+                extend = body.get("extend")
+                extra = float(extend) if isinstance(extend, int | float) else pending.timeout
+                pending.deadline = max(pending.deadline, time.time() + max(extra, 0.0))
+                pending.progress.append(body)
+                if pending.on_progress is not None:
+                    pending.on_progress(body)
+
+    def _settle(self, call_id: str | None, exc: Exception | None, value: Any = None) -> None:
+        pending = self._calls.get(call_id or "")
+        if pending is None or pending.result.done():
+            return
+        if exc is not None:
+            pending.result.set_exception(exc)
+        else:
+            pending.result.set_result(value)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)

@@ -1,0 +1,69 @@
+"""Running the hub under uvicorn: in the foreground (`interlink serve`) or in the background of
+an asyncio program (the demo, tests, benchmarks)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import uvicorn
+
+from .edges.http import create_app
+from .home import MeshHome
+from .hub import Hub
+
+
+@dataclass
+class RunningHub:
+    hub: Hub
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws"
+
+
+def _config(home: MeshHome, host: str | None, port: int | None, log_level: str
+            ) -> uvicorn.Config:
+    policy = home.load_policy()
+    app = create_app(home)
+    return uvicorn.Config(
+        app, host=host or policy.hub.host,
+        port=policy.hub.port if port is None else port,
+        lifespan="on", log_level=log_level,
+        ws_max_size=4 * policy.hub.max_envelope_bytes,  # the gate refuses, with a reason, above the limit
+        ws_ping_interval=10.0, ws_ping_timeout=20.0)
+
+
+def serve(home: MeshHome, *, host: str | None = None, port: int | None = None,
+          log_level: str = "info") -> None:
+    uvicorn.Server(_config(home, host, port, log_level)).run()
+
+
+@contextlib.asynccontextmanager
+async def background_hub(home: MeshHome, *, host: str = "127.0.0.1", port: int = 0,
+                         log_level: str = "warning") -> AsyncIterator[RunningHub]:
+    """Run a hub inside this event loop until the block ends; port 0 picks a free port."""
+    config = _config(home, host, port, log_level)
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.ensure_future(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+            raise RuntimeError("the hub stopped while starting")
+        await asyncio.sleep(0.01)
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield RunningHub(hub=config.app.state.hub, host=host, port=bound)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+logging.getLogger("uvicorn.error").propagate = True

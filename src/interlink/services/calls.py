@@ -1,0 +1,424 @@
+"""Calls: durable request/response between agents, behind the gate.
+
+A call's life, in the store:
+
+* **commit**: a record `calls/<id>` is created in the `calls` bucket (state `pending`, with its
+  deadline), and the call envelope is appended to the `calls` log under `call.<target>` with
+  the call id as message id. Only then is the caller answered `accepted`. A second call with the
+  same id (a retry) does not run again: it is attached to the first, and gets its result.
+* **deliver**: while the target is connected, a dispatcher reads the durable consumer
+  `to-<target>` and hands each pending call to the agent (state `delivered`). A call to an
+  offline agent waits in the log until the agent connects or the deadline passes. A dropped
+  connection puts its unanswered calls back (nak), so they are delivered again on reconnect;
+  after a hub restart, calls that were out for delivery are put back the same way.
+* **reply**: the callee's reply moves the record to `done` (or `failed`) by compare-and-swap,
+  acknowledges the log message and is delivered to the caller. A reply to a call that already
+  timed out is fenced off: refused to the callee, never delivered as if current, and audited.
+* **progress**: the callee reports progress; the deadline moves out (`extend` seconds, by
+  default the call's own timeout) and the caller sees the progress note.
+* **timeout**: at the deadline an unfinished call becomes `timeout` (compare-and-swap, so it
+  races safely with a late reply); the caller gets a clear timeout error.
+
+Finished records are kept `keep_results_seconds` so that retries get the stored outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from ..errors import GateDenied, KeyExists, RevisionMismatch
+from ..gate.context import GateContext, Session
+from ..gate.stage import deny
+from ..policy import HubSettings
+from ..store import KV, Consumer, Log, LogMessage
+from .audit import AuditLog
+
+log = logging.getLogger("interlink.calls")
+
+State = Literal["pending", "delivered", "done", "failed", "timeout"]
+TERMINAL = ("done", "failed", "timeout")
+
+
+class CallRecord(BaseModel):
+    id: str
+    caller: str
+    target: str
+    skill: str
+    conversation: str
+    state: State = "pending"
+    created: float
+    deadline: float
+    timeout: float
+    seq: int | None = None
+    session: str | None = None
+    deliveries: int = 0
+    reply: dict[str, Any] | None = None
+    reply_origin: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+
+    def dump(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+SessionLookup = Callable[[str], Session | None]
+
+
+class CallService:
+    def __init__(self, log_: Log, kv: KV, audit: AuditLog, settings: HubSettings,
+                 sessions: SessionLookup, *, clock: Callable[[], float] = time.time) -> None:
+        self.log = log_
+        self.kv = kv
+        self.audit = audit
+        self.settings = settings
+        self.sessions = sessions
+        self.clock = clock
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._dispatchers: dict[str, asyncio.Task[None]] = {}
+        self._inflight: dict[str, dict[str, int]] = {}  # session id -> call id -> log seq
+        self._consumers: dict[str, Consumer] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Re-arm deadlines and put back calls that were out for delivery when the hub stopped."""
+        for entry in await self.kv.items(""):
+            rec = CallRecord.model_validate_json(entry.value or b"{}")
+            if rec.state in TERMINAL:
+                continue
+            if rec.state == "delivered" and rec.seq is not None:
+                consumer = await self._consumer(rec.target)
+                await self._cas(rec.id, lambda r: r.model_copy(update={
+                    "state": "pending", "session": None}))
+                await consumer.nak(rec.seq)
+            self._arm(rec.id, rec.deadline)
+
+    async def aclose(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        tasks = [*self._dispatchers.values(), *self._tasks]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._dispatchers.clear()
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _consumer(self, agent: str) -> Consumer:
+        consumer = self._consumers.get(agent)
+        if consumer is None:
+            consumer = await self.log.consumer(
+                f"to-{agent}", filter=f"call.{agent}", ack_wait=60.0,
+                max_deliver=self.settings.call_max_deliver, dead_letter=f"dead.call.{agent}")
+            self._consumers[agent] = consumer
+        return consumer
+
+    # -- the gate's questions ----------------------------------------------------------------
+
+    async def answerer(self, call_id: str) -> str | None:
+        rec = await self._get(call_id)
+        return rec.target if rec else None
+
+    async def record(self, call_id: str) -> CallRecord | None:
+        return await self._get(call_id)
+
+    # -- commit ------------------------------------------------------------------------------
+
+    async def commit(self, ctx: GateContext) -> GateDenied | None:
+        env = ctx.env
+        assert env is not None
+        if env.kind == "call":
+            return await self._commit_call(ctx)
+        if env.kind == "reply":
+            return await self._commit_reply(ctx)
+        return await self._commit_progress(ctx)
+
+    async def _commit_call(self, ctx: GateContext) -> GateDenied | None:
+        env, wire = ctx.env, ctx.wire
+        assert env is not None and wire is not None and ctx.credential is not None
+        now = self.clock()
+        target, skill = env.call_target()
+        wanted = (env.deadline - now) if env.deadline else self.settings.call_timeout_seconds
+        if wanted <= 0:
+            return deny("commit", "deadline_passed",
+                        "the call's deadline is already in the past; give it more time")
+        timeout = min(wanted, self.settings.max_call_timeout_seconds)
+        rec = CallRecord(id=env.id, caller=env.sender, target=target, skill=skill,
+                         conversation=env.conversation, created=now, deadline=now + timeout,
+                         timeout=timeout)
+        entry = await self.kv.get(env.id)
+        if entry is not None and entry.value:
+            existing = CallRecord.model_validate_json(entry.value)
+            if (existing.caller, existing.target, existing.skill) != (env.sender, target, skill):
+                return deny("commit", "id_in_use",
+                            f"call id {env.id} is already used by another call; use a new id")
+            ctx.notes["retry"] = existing
+            ctx.notes["audit"] = {"retry_of": existing.id, "state": existing.state}
+            ctx.answer.update(state=existing.state, deadline=existing.deadline, retry=True)
+            if existing.state not in TERMINAL:
+                await self._append(env.id, target, wire, ctx.credential.model_dump())
+            return None
+        try:
+            await self.kv.create(env.id, rec.dump())
+        except KeyExists:  # a concurrent retry got there first: treat this one as the retry
+            return await self._commit_call(ctx)
+        await self._append(env.id, target, wire, ctx.credential.model_dump())
+        self._arm(env.id, rec.deadline)
+        ctx.answer.update(state="pending", deadline=rec.deadline)
+        return None
+
+    async def _append(self, call_id: str, target: str, wire: dict[str, Any],
+                      origin: dict[str, Any]) -> None:
+        data = json.dumps({"wire": wire, "origin": origin}, separators=(",", ":")).encode()
+        await self.log.append(f"call.{target}", data, msg_id=call_id)
+
+    async def _commit_reply(self, ctx: GateContext) -> GateDenied | None:
+        env, wire = ctx.env, ctx.wire
+        assert env is not None and wire is not None and env.parent and ctx.credential
+        failed = "error" in env.body
+        for _ in range(8):
+            entry = await self.kv.get(env.parent)
+            if entry is None or not entry.value:
+                return deny("commit", "unknown_call", f"call {env.parent} is no longer known")
+            rec = CallRecord.model_validate_json(entry.value)
+            if rec.state == "timeout":
+                ctx.notes["audit"] = {"fenced": True, "timed_out_at": rec.deadline}
+                return deny("commit", "late_reply",
+                            f"call {rec.id} timed out at {rec.deadline:.3f}, before this reply "
+                            f"came ({self.clock() - rec.deadline:.1f}s late); the caller was "
+                            "told it timed out, so this reply is fenced off and not delivered")
+            if rec.state in TERMINAL:
+                return deny("commit", "duplicate_reply", f"call {rec.id} was already answered")
+            done = rec.model_copy(update={
+                "state": "failed" if failed else "done", "reply": wire,
+                "reply_origin": ctx.credential.model_dump(),
+                "error": env.body.get("error") if failed else None})
+            try:
+                await self.kv.update(rec.id, done.dump(), expect=entry.revision,
+                                     ttl=self.settings.keep_results_seconds)
+            except RevisionMismatch:
+                continue
+            self._disarm(rec.id)
+            if rec.seq is not None:
+                consumer = await self._consumer(rec.target)
+                await _quietly(consumer.ack(rec.seq))
+            for calls in self._inflight.values():
+                calls.pop(rec.id, None)
+            ctx.notes["call"] = done
+            return None
+        return deny("commit", "contention", f"call {env.parent} is changing too fast; retry")
+
+    async def _commit_progress(self, ctx: GateContext) -> GateDenied | None:
+        env = ctx.env
+        assert env is not None and env.parent
+        extend_raw = env.body.get("extend")
+        for _ in range(8):
+            entry = await self.kv.get(env.parent)
+            if entry is None or not entry.value:
+                return deny("commit", "unknown_call", f"call {env.parent} is no longer known")
+            rec = CallRecord.model_validate_json(entry.value)
+            if rec.state in TERMINAL:
+                return deny("commit", "late_progress",
+                            f"call {rec.id} is already {rec.state}; progress is not delivered")
+            extend = rec.timeout if not isinstance(extend_raw, int | float) else float(extend_raw)
+            extend = max(0.0, min(extend, self.settings.max_call_timeout_seconds))
+            deadline = max(rec.deadline, self.clock() + extend)
+            try:
+                await self.kv.update(rec.id, rec.model_copy(update={"deadline": deadline}).dump(),
+                                     expect=entry.revision)
+            except RevisionMismatch:
+                continue
+            if rec.seq is not None:
+                consumer = await self._consumer(rec.target)
+                await _quietly(consumer.in_progress(rec.seq))
+            self._arm(rec.id, deadline)
+            ctx.answer["deadline"] = deadline
+            ctx.notes["call"] = rec
+            return None
+        return deny("commit", "contention", f"call {env.parent} is changing too fast; retry")
+
+    # -- deliver -----------------------------------------------------------------------------
+
+    async def deliver(self, ctx: GateContext) -> None:
+        env, wire = ctx.env, ctx.wire
+        assert env is not None and wire is not None
+        if env.kind == "call":
+            retry: CallRecord | None = ctx.notes.get("retry")
+            if retry is not None and retry.state in TERMINAL:
+                self._spawn(self._send_outcome(retry, ctx.session))
+            return  # the target's dispatcher wakes on the append
+        caller = self.sessions(env.target)
+        if caller is not None:
+            frame = {"op": "deliver", "env": wire, "origin": ctx.credential.model_dump()
+                     if ctx.credential else None}
+            self._spawn(_send(caller, frame))
+
+    async def _send_outcome(self, rec: CallRecord, session: Session) -> None:
+        """Tell a caller (again) how a finished call ended."""
+        if rec.state == "timeout" or rec.reply is None:
+            await _send(session, {"op": "failed", "id": rec.id, "error": rec.error or {
+                "stage": "calls", "code": "timeout", "reason": "the call timed out"}})
+        else:
+            await _send(session, {"op": "deliver", "env": rec.reply, "origin": rec.reply_origin})
+
+    # -- dispatch to connected targets -------------------------------------------------------
+
+    def connected(self, session: Session) -> None:
+        agent = session.agent
+        assert agent is not None
+        old = self._dispatchers.pop(agent, None)
+        if old is not None:
+            old.cancel()
+        self._inflight[session.id] = {}
+        self._dispatchers[agent] = asyncio.ensure_future(self._dispatch(agent, session))
+
+    async def disconnected(self, session: Session) -> None:
+        """Stop dispatching to a closed session and put its unanswered calls back."""
+        agent = session.agent
+        inflight = self._inflight.pop(session.id, {})
+        if agent is None:
+            return
+        task = self._dispatchers.get(agent)
+        if task is not None and self.sessions(agent) is None:  # no newer session took over
+            task.cancel()
+            self._dispatchers.pop(agent, None)
+        if not inflight or agent is None:
+            return
+        consumer = await self._consumer(agent)
+        for call_id, seq in inflight.items():
+            rec = await self._cas(call_id, lambda r: r.model_copy(update={
+                "state": "pending", "session": None}) if r.state == "delivered"
+                and r.session == session.id else None)
+            if rec is not None:
+                await _quietly(consumer.nak(seq))
+
+    async def _dispatch(self, agent: str, session: Session) -> None:
+        try:
+            consumer = await self._consumer(agent)
+            while not session.closed:
+                messages = await consumer.fetch(32, timeout=1.0)
+                for message in messages:
+                    if session.closed:
+                        await consumer.nak(message.seq)
+                        continue
+                    await self._offer(session, consumer, message)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("dispatcher for %s stopped", agent)
+
+    async def _offer(self, session: Session, consumer: Consumer, message: LogMessage) -> None:
+        item = json.loads(message.data)
+        wire = item["wire"]
+        call_id = wire["id"]
+        rec = await self._get(call_id)
+        if rec is None or rec.state in TERMINAL:
+            await consumer.ack(message.seq)
+            return
+        if self.clock() >= rec.deadline:
+            await self._expire(call_id)
+            return
+        if rec.state == "delivered" and rec.session == session.id:
+            await consumer.in_progress(message.seq)
+            return
+        updated = await self._cas(call_id, lambda r: r.model_copy(update={
+            "state": "delivered", "session": session.id, "seq": message.seq,
+            "deliveries": message.deliveries}) if r.state not in TERMINAL else None)
+        if updated is None:
+            await consumer.ack(message.seq)
+            return
+        self._inflight.setdefault(session.id, {})[call_id] = message.seq
+        await self.audit.append("delivered", call=call_id, to=session.agent,
+                                session=session.id, attempt=message.deliveries)
+        await _send(session, {"op": "deliver", "env": wire, "origin": item["origin"]})
+
+    # -- deadlines ---------------------------------------------------------------------------
+
+    def _arm(self, call_id: str, deadline: float) -> None:
+        self._disarm(call_id)
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, deadline - self.clock())
+        self._timers[call_id] = loop.call_later(
+            delay, lambda: self._spawn(self._expire(call_id)))
+
+    def _disarm(self, call_id: str) -> None:
+        handle = self._timers.pop(call_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    async def _expire(self, call_id: str) -> None:
+        self._timers.pop(call_id, None)
+        now = self.clock()
+        rec = await self._get(call_id)
+        if rec is None or rec.state in TERMINAL:
+            return
+        if now < rec.deadline:
+            self._arm(call_id, rec.deadline)
+            return
+        error = {"stage": "calls", "code": "timeout",
+                 "reason": f"{rec.target}.{rec.skill} did not answer within {rec.timeout:.1f}s"
+                           + (" (it was offline)" if rec.state == "pending" else ""),
+                 "rule": None}
+        done = await self._cas(call_id, lambda r: r.model_copy(update={
+            "state": "timeout", "error": error}) if r.state not in TERMINAL
+            and now >= r.deadline else None, ttl=self.settings.keep_results_seconds)
+        if done is None:
+            return
+        if rec.seq is not None:
+            consumer = await self._consumer(rec.target)
+            await _quietly(consumer.term(rec.seq))
+        await self.audit.append("timeout", call=call_id, caller=rec.caller, target=rec.target,
+                                skill=rec.skill, state_before=rec.state)
+        caller = self.sessions(rec.caller)
+        if caller is not None:
+            await _send(caller, {"op": "failed", "id": call_id, "error": error})
+
+    # -- store helpers -----------------------------------------------------------------------
+
+    async def _get(self, call_id: str) -> CallRecord | None:
+        entry = await self.kv.get(call_id)
+        return CallRecord.model_validate_json(entry.value) if entry and entry.value else None
+
+    async def _cas(self, call_id: str, change: Callable[[CallRecord], CallRecord | None],
+                   *, ttl: float | None = None) -> CallRecord | None:
+        """Apply `change` by compare-and-swap, retrying on contention; None if it declined."""
+        for _ in range(16):
+            entry = await self.kv.get(call_id)
+            if entry is None or not entry.value:
+                return None
+            new = change(CallRecord.model_validate_json(entry.value))
+            if new is None:
+                return None
+            try:
+                await self.kv.update(call_id, new.dump(), expect=entry.revision, ttl=ttl)
+            except RevisionMismatch:
+                continue
+            return new
+        raise RuntimeError(f"call {call_id}: too much contention")
+
+
+async def _send(session: Session, frame: dict[str, Any]) -> None:
+    if session.closed:
+        return
+    try:
+        await session.send(frame)
+    except Exception as exc:
+        log.debug("send to %s failed: %r", session.agent, exc)
+
+
+async def _quietly(coro: Awaitable[Any]) -> None:
+    try:
+        await coro
+    except Exception as exc:
+        log.debug("ignored store error: %r", exc)

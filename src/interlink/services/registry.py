@@ -1,0 +1,158 @@
+"""Registry: which agents are enrolled, which are connected, and what they can do.
+
+An agent's hello carries its A2A-shaped Agent Card (name, description, version, skills with ids,
+descriptions and JSON Schemas). The registry keeps each card in the `registry` bucket
+(`cards/<agent>`) and a presence key (`presence/<agent>`) that lives `PRESENCE_TTL` seconds and
+is refreshed by the hub every `PRESENCE_REFRESH` seconds while the agent's connection is alive
+(the connection itself is kept alive by WebSocket pings): so any process reading the store sees
+an agent as connected only while a hub really holds it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..envelope import SKILL_NAME
+from ..errors import GateDenied
+from ..gate.context import GateContext, Session
+from ..gate.stage import deny
+from ..policy import Policy
+from ..store import KV
+
+log = logging.getLogger("interlink.registry")
+
+PRESENCE_TTL = 30.0
+PRESENCE_REFRESH = 10.0
+
+
+class SkillCard(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str
+    name: str = ""
+    description: str = ""
+    tags: list[str] = Field(default_factory=list)
+    input_schema: dict[str, Any] = Field(default_factory=dict)
+    output_schema: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not SKILL_NAME.match(value):
+            raise ValueError("a skill id is letters, digits, _ and -, at most 64")
+        return value
+
+    @field_validator("input_schema", "output_schema")
+    @classmethod
+    def _schema(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            jsonschema.Draft202012Validator.check_schema(value)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from exc
+        return value
+
+
+class AgentCard(BaseModel):
+    """The A2A-shaped card an agent registers (skills carry their schemas)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    version: str = "0.0.0"
+    skills: list[SkillCard] = Field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AgentStatus:
+    name: str
+    description: str
+    connected: bool
+    card: AgentCard | None
+    last_seen: float | None
+
+
+class Registry:
+    """Cards and presence; also the hub-local table of live sessions."""
+
+    def __init__(self, kv: KV) -> None:
+        self.kv = kv
+        self.sessions: dict[str, Session] = {}
+
+    # -- the gate hands hellos here ----------------------------------------------------------
+
+    async def commit(self, ctx: GateContext) -> GateDenied | None:
+        env = ctx.env
+        assert env is not None and ctx.credential is not None
+        try:
+            card = AgentCard.model_validate(env.body.get("card") or {"name": env.sender})
+        except ValidationError as exc:
+            return deny("commit", "bad_card", f"the agent card is not valid: {exc}")
+        if card.name != env.sender:
+            return deny("commit", "bad_card",
+                        f"the card names {card.name!r}, but the sender is {env.sender!r}")
+        if len({s.id for s in card.skills}) != len(card.skills):
+            return deny("commit", "bad_card", "two skills in the card share one id")
+        await self.kv.put(f"cards/{env.sender}", card.model_dump_json().encode())
+        await self._touch(env.sender)
+        ctx.notes["card"] = card
+        return None
+
+    async def deliver(self, ctx: GateContext) -> None:
+        env, session = ctx.env, ctx.session
+        assert env is not None
+        previous = self.sessions.get(env.sender)
+        session.agent = env.sender
+        session.credential = ctx.credential
+        self.sessions[env.sender] = session
+        ctx.answer["agent"] = env.sender
+        if previous is not None and previous is not session and not previous.closed:
+            ctx.notes["replaced"] = previous
+            ctx.notes["audit"] = {"replaced_session": previous.id}
+
+    # -- sessions ----------------------------------------------------------------------------
+
+    def session(self, agent: str) -> Session | None:
+        session = self.sessions.get(agent)
+        return None if session is None or session.closed else session
+
+    async def disconnected(self, session: Session) -> None:
+        if session.agent and self.sessions.get(session.agent) is session:
+            del self.sessions[session.agent]
+            await self.kv.delete(f"presence/{session.agent}")
+
+    async def _touch(self, agent: str) -> None:
+        await self.kv.put(f"presence/{agent}", json.dumps({"seen": time.time()}).encode(),
+                          ttl=PRESENCE_TTL)
+
+    async def refresh_presence(self) -> None:
+        for agent in list(self.sessions):
+            await self._touch(agent)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def card(self, agent: str) -> AgentCard | None:
+        entry = await self.kv.get(f"cards/{agent}")
+        return AgentCard.model_validate_json(entry.value) if entry and entry.value else None
+
+    async def statuses(self, policy: Policy) -> list[AgentStatus]:
+        cards = {e.key.removeprefix("cards/"): e for e in await self.kv.items("cards/")}
+        presence = {e.key.removeprefix("presence/"): e for e in await self.kv.items("presence/")}
+        result = []
+        for name, grants in sorted(policy.agents.items()):
+            card_entry = cards.get(name)
+            card = (AgentCard.model_validate_json(card_entry.value)
+                    if card_entry and card_entry.value else None)
+            seen = presence.get(name)
+            result.append(AgentStatus(
+                name=name, description=grants.description or (card.description if card else ""),
+                connected=seen is not None, card=card,
+                last_seen=json.loads(seen.value)["seen"] if seen and seen.value else None))
+        return result

@@ -1,0 +1,887 @@
+"""The SQLite engine: the whole storage contract over one SQLite file.
+
+    async with SqliteStore("/path/mesh.db") as store:
+        log = await store.log("calls")
+        kv = await store.kv("registry")
+
+One connection per `SqliteStore`, used synchronously on the event loop thread: every operation
+is a short transaction that never spans an `await`, so two stores in one process (or one store
+in each of several processes) on the same file cannot deadlock. Writes use `BEGIN IMMEDIATE`
+and SQLite's busy timeout (5 s) serialises them across processes.
+
+Tables:
+
+* `logs(name, dedup_window, last_seq)` and `messages(log, seq, subject, msg_id, ts, headers,
+  data)`: per-log sequences; `msg_id` deduplicates within the log's window.
+* `consumers(log, name, filter, ..., start_seq, cursor, delivered_seq, dead_lettered)`: a
+  consumer's settings and position. `cursor` is how far the log has been scanned for matching
+  messages; `start_seq` is where a `deliver="new"` consumer began.
+* `pending(log, consumer, seq, deliveries, deadline)`: delivered, unacknowledged messages.
+  Fetching claims expired ones (or dead-letters them) and new ones in one transaction, which is
+  what lets several fetchers, in any process, share one consumer.
+* `buckets(name, history, revision)` and `kv(bucket, key, revision, op, value, ts, expires)`:
+  the revision counter is bucket-wide; each key keeps its last `history` revisions. A key whose
+  time-to-live has passed is invisible at once, and is turned into a `del` revision (so
+  watchers see it go) by the next write to the bucket or by a watcher waiting on it.
+
+Waiting (`fetch(timeout=...)`, `wait_for`, `watch`): writes through the same store wake waiters
+at once; writes by another connection are noticed by polling `PRAGMA data_version` every
+`poll_interval` seconds while someone waits. A waiting fetch also wakes at the next ack-wait
+or nak deadline of its consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from interlink.errors import KeyExists, NotFound, RevisionMismatch, StoreClosed, StoreError
+from interlink.store.contract import (
+    AppendResult,
+    ConsumerInfo,
+    DeliverPolicy,
+    KVEntry,
+    LogMessage,
+)
+from interlink.store.subjects import check_filter, check_subject, subject_matches
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS logs (
+    name TEXT PRIMARY KEY,
+    dedup_window REAL NOT NULL,
+    last_seq INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS messages (
+    log TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    subject TEXT NOT NULL,
+    msg_id TEXT,
+    ts REAL NOT NULL,
+    headers TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (log, seq)
+);
+CREATE INDEX IF NOT EXISTS messages_by_msg_id ON messages (log, msg_id);
+CREATE INDEX IF NOT EXISTS messages_by_ts ON messages (log, ts);
+CREATE INDEX IF NOT EXISTS messages_by_subject ON messages (log, subject);
+CREATE TABLE IF NOT EXISTS consumers (
+    log TEXT NOT NULL,
+    name TEXT NOT NULL,
+    filter TEXT NOT NULL,
+    ack_wait REAL NOT NULL,
+    max_deliver INTEGER NOT NULL,
+    dead_letter TEXT,
+    deliver TEXT NOT NULL,
+    start_seq INTEGER NOT NULL,
+    cursor INTEGER NOT NULL,
+    delivered_seq INTEGER NOT NULL,
+    dead_lettered INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (log, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS pending (
+    log TEXT NOT NULL,
+    consumer TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    deliveries INTEGER NOT NULL,
+    deadline REAL NOT NULL,
+    PRIMARY KEY (log, consumer, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS pending_by_deadline ON pending (log, consumer, deadline);
+CREATE TABLE IF NOT EXISTS buckets (
+    name TEXT PRIMARY KEY,
+    history INTEGER NOT NULL,
+    revision INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS kv (
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    revision INTEGER NOT NULL,
+    op TEXT NOT NULL,
+    value BLOB,
+    ts REAL NOT NULL,
+    expires REAL,
+    PRIMARY KEY (bucket, revision)
+);
+CREATE INDEX IF NOT EXISTS kv_by_key ON kv (bucket, key, revision);
+CREATE INDEX IF NOT EXISTS kv_by_expiry ON kv (bucket, expires) WHERE expires IS NOT NULL;
+"""
+
+_NAME = re.compile(r"[^\s.*>/\\\x00-\x1f\x7f]{1,255}")
+_KEY = re.compile(r"[A-Za-z0-9\-_.=/:@]{1,512}")
+_PREFIX = re.compile(r"[A-Za-z0-9\-_.=/:@]{0,512}")
+# Sorts after every character a key may hold, so [p, p + _KEY_END) is "starts with p".
+_KEY_END = "\x7f"
+_WATCH_BATCH = 256
+
+_MESSAGE_COLUMNS = "seq, subject, msg_id, ts, headers, data"
+_CONSUMER_COLUMNS = (
+    "filter, ack_wait, max_deliver, dead_letter, start_seq, cursor, delivered_seq, dead_lettered")
+_ENTRY_COLUMNS = "key, revision, op, value, ts, expires"
+_LATEST = ("revision = (SELECT MAX(revision) FROM kv AS newer "
+           "WHERE newer.bucket = kv.bucket AND newer.key = kv.key)")
+
+
+# -- validation -----------------------------------------------------------------------------
+
+def _check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+        raise StoreError(
+            f"invalid {kind} name {name!r}: use 1-255 printable characters without whitespace, "
+            "'.', '*', '>' or slashes")
+    return name
+
+
+def _check_key(key: str) -> str:
+    if not isinstance(key, str) or _KEY.fullmatch(key) is None:
+        raise StoreError(
+            f"invalid key {key!r}: use 1-512 letters, digits or '-_.=/:@'")
+    return key
+
+
+def _check_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str) or _PREFIX.fullmatch(prefix) is None:
+        raise StoreError(
+            f"invalid key prefix {prefix!r}: use up to 512 letters, digits or '-_.=/:@'")
+    return prefix
+
+
+def _as_bytes(what: str, value: object) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise StoreError(f"{what} must be bytes, not {type(value).__name__}")
+
+
+def _check_headers(headers: dict[str, str] | None) -> dict[str, str]:
+    headers = dict(headers or {})
+    for name, value in headers.items():
+        if not isinstance(name, str) or not name or not isinstance(value, str):
+            raise StoreError(f"invalid header {name!r}: {value!r}: names and values are strings")
+    return headers
+
+
+def _check_ttl(ttl: float | None) -> float | None:
+    if ttl is not None and not ttl > 0:
+        raise StoreError(f"ttl must be a positive number of seconds or None, not {ttl!r}")
+    return ttl
+
+
+def _filter_sql(pattern: str) -> tuple[str, tuple[str, ...]]:
+    """A WHERE clause on `subject` for a validated filter, cheapest form first."""
+    if pattern == ">":
+        return "1", ()
+    if "*" in pattern or ">" in pattern:
+        return "subject_matches(?, subject)", (pattern,)
+    return "subject = ?", (pattern,)
+
+
+# -- row conversion -------------------------------------------------------------------------
+
+def _message(row: tuple[Any, ...], deliveries: int = 0) -> LogMessage:
+    seq, subject, msg_id, ts, headers, data = row
+    return LogMessage(seq=seq, subject=subject, data=data, msg_id=msg_id, ts=ts,
+                      headers=json.loads(headers), deliveries=deliveries)
+
+
+def _entry(bucket: str, row: tuple[Any, ...]) -> KVEntry:
+    key, revision, op, value, ts, expires = row
+    return KVEntry(bucket=bucket, key=key, value=value, revision=revision, ts=ts, op=op,
+                   expires=expires)
+
+
+def _live(entry: KVEntry, now: float) -> bool:
+    return entry.op == "put" and (entry.expires is None or entry.expires > now)
+
+
+# -- the store ------------------------------------------------------------------------------
+
+class SqliteStore:
+    """The storage contract over one SQLite file (WAL mode).
+
+    `synchronous="FULL"` makes every commit survive a power loss; the default `"NORMAL"` may
+    lose the last commits on power loss (never on a process crash). `clock` stamps messages
+    and entries and drives ack-wait, dedup and time-to-live (inject one in tests).
+    `poll_interval` bounds how late a waiter notices a write made by another process.
+    """
+
+    engine: str = "sqlite"
+
+    def __init__(self, path: str | Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
+                 clock: Callable[[], float] = time.time, poll_interval: float = 0.05) -> None:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise StoreError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
+        if not poll_interval > 0:
+            raise StoreError(f"poll_interval must be positive, not {poll_interval!r}")
+        self.path = Path(path)
+        self.clock = clock
+        self._synchronous = synchronous
+        self._poll_interval = poll_interval
+        self._db: sqlite3.Connection | None = None
+        self._closed = False
+        self._changed = asyncio.Event()
+        self._data_version = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> Self:
+        """Open the file (creating it and its tables if needed); opening twice is harmless."""
+        if self._closed:
+            raise StoreClosed(f"the store at {self.path} was closed; open a new one")
+        if self._db is None:
+            self._db = self._connect()
+        return self
+
+    async def aclose(self) -> None:
+        """Close the file and release every waiter (they raise StoreClosed); idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._notify()
+        db, self._db = self._db, None
+        if db is not None:
+            try:
+                db.close()
+            except sqlite3.Error as exc:
+                raise StoreError(f"closing the store at {self.path} failed: {exc}") from exc
+
+    async def __aenter__(self) -> Self:
+        return await self.open()
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self.aclose()
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the SQLite store at {self.path}: {exc}") from exc
+        try:
+            db.execute("PRAGMA busy_timeout = 5000")
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"{self.path} cannot use WAL mode (got {mode!r}); "
+                                 "put the store on a local filesystem")
+            db.execute(f"PRAGMA synchronous = {self._synchronous}")
+            db.create_function("subject_matches", 2, subject_matches, deterministic=True)
+            self._migrate(db)
+            self._data_version = db.execute("PRAGMA data_version").fetchone()[0]
+        except BaseException as exc:
+            db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot open the SQLite store at {self.path}: {exc}") from exc
+            raise
+        return db
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"{self.path} was written by a newer Interlink (schema {version}, "
+                             f"this one knows {SCHEMA_VERSION}); upgrade Interlink")
+        try:
+            db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} "
+                             f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    # -- transactions and waiting -------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreClosed(f"the store at {self.path} is closed; open a new one")
+        if self._db is None:
+            raise StoreError(f"the store at {self.path} is not open: "
+                             "use `async with` or `await store.open()`")
+        return self._db
+
+    @contextmanager
+    def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
+        """One transaction; sqlite3 errors become StoreError; waiters wake if it changed data."""
+        db = self._connection()
+        changes = db.total_changes
+        try:
+            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise StoreError(f"the SQLite store at {self.path} failed: {exc}") from exc
+        if db.total_changes != changes:
+            self._notify()
+
+    def _notify(self) -> None:
+        """Wake everyone waiting for a change."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def _ticket(self) -> asyncio.Event:
+        """The event the next change will set: take it *before* checking, then `_wait` on it."""
+        return self._changed
+
+    def _poll(self) -> None:
+        """Wake waiters if another connection committed since the last poll."""
+        try:
+            version = self._connection().execute("PRAGMA data_version").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise StoreError(f"the SQLite store at {self.path} failed: {exc}") from exc
+        if version != self._data_version:
+            self._data_version = version
+            self._notify()
+
+    async def _wait(self, ticket: asyncio.Event, timeout: float | None) -> None:
+        """Until `ticket` is set (a change) or `timeout` seconds pass (None: no limit)."""
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+        while not ticket.is_set():
+            step = self._poll_interval if end is None else min(self._poll_interval,
+                                                               end - loop.time())
+            if step <= 0:
+                break
+            try:
+                async with asyncio.timeout(step):
+                    await ticket.wait()
+            except TimeoutError:
+                self._poll()
+        self._connection()
+
+    # -- the contract ---------------------------------------------------------------------------
+
+    async def log(self, name: str, *, dedup_window: float = 120.0) -> SqliteLog:
+        """Open (creating if needed) the log `name`; `dedup_window` is stored for all users."""
+        _check_name("log", name)
+        if not dedup_window >= 0:
+            raise StoreError(f"dedup_window must be >= 0 seconds, not {dedup_window!r}")
+        with self._transaction(write=True) as db:
+            db.execute("INSERT INTO logs (name, dedup_window) VALUES (?, ?) ON CONFLICT (name) "
+                       "DO UPDATE SET dedup_window = excluded.dedup_window "
+                       "WHERE dedup_window != excluded.dedup_window", (name, dedup_window))
+        return SqliteLog(self, name)
+
+    async def kv(self, name: str, *, history: int = 64) -> SqliteKV:
+        """Open (creating if needed) the bucket `name`; `history` is stored for all users."""
+        _check_name("bucket", name)
+        if not (isinstance(history, int) and history >= 1):
+            raise StoreError(f"history must be a positive integer, not {history!r}")
+        with self._transaction(write=True) as db:
+            db.execute("INSERT INTO buckets (name, history) VALUES (?, ?) ON CONFLICT (name) "
+                       "DO UPDATE SET history = excluded.history "
+                       "WHERE history != excluded.history", (name, history))
+        return SqliteKV(self, name)
+
+
+# -- logs -----------------------------------------------------------------------------------
+
+def _last_seq(db: sqlite3.Connection, log: str) -> int:
+    row = db.execute("SELECT last_seq FROM logs WHERE name = ?", (log,)).fetchone()
+    if row is None:
+        raise NotFound(f"log {log!r} does not exist; open it with store.log({log!r})")
+    return int(row[0])
+
+
+def _append(db: sqlite3.Connection, log: str, subject: str, data: bytes, msg_id: str | None,
+            headers: dict[str, str], now: float) -> AppendResult:
+    """Append inside an open write transaction (deduplicating by `msg_id`)."""
+    row = db.execute("SELECT dedup_window FROM logs WHERE name = ?", (log,)).fetchone()
+    if row is None:
+        raise NotFound(f"log {log!r} does not exist; open it with store.log({log!r})")
+    if msg_id is not None:
+        seen = db.execute("SELECT seq, ts FROM messages WHERE log = ? AND msg_id = ? "
+                          "ORDER BY seq DESC LIMIT 1", (log, msg_id)).fetchone()
+        if seen is not None and now - seen[1] < row[0]:
+            return AppendResult(seq=seen[0], duplicate=True)
+    seq = db.execute("UPDATE logs SET last_seq = last_seq + 1 WHERE name = ? RETURNING last_seq",
+                     (log,)).fetchone()[0]
+    db.execute("INSERT INTO messages (log, seq, subject, msg_id, ts, headers, data) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?)",
+               (log, seq, subject, msg_id, now, json.dumps(headers), data))
+    return AppendResult(seq=seq, duplicate=False)
+
+
+class SqliteLog:
+    """A log in a SqliteStore (see `interlink.store.contract.Log`)."""
+
+    def __init__(self, store: SqliteStore, name: str) -> None:
+        self._store = store
+        self.name = name
+
+    async def append(self, subject: str, data: bytes, *, msg_id: str | None = None,
+                     headers: dict[str, str] | None = None) -> AppendResult:
+        """Store a message (or find its duplicate) and return its sequence once committed."""
+        check_subject(subject)
+        payload = _as_bytes("data", data)
+        if msg_id is not None and (not isinstance(msg_id, str) or not msg_id):
+            raise StoreError(f"msg_id must be a non-empty string or None, not {msg_id!r}")
+        fields = _check_headers(headers)
+        with self._store._transaction(write=True) as db:
+            return _append(db, self.name, subject, payload, msg_id, fields, self._store.clock())
+
+    async def read(self, start_seq: int = 1, *, subject: str = ">",
+                   limit: int = 100) -> list[LogMessage]:
+        """Up to `limit` messages from `start_seq` on whose subject matches the filter."""
+        check_filter(subject)
+        if limit < 0:
+            raise StoreError(f"limit must be >= 0, not {limit!r}")
+        where, params = _filter_sql(subject)
+        with self._store._transaction(write=False) as db:
+            rows = db.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE log = ? "
+                              f"AND seq >= ? AND {where} ORDER BY seq LIMIT ?",
+                              (self.name, start_seq, *params, limit)).fetchall()
+        return [_message(row) for row in rows]
+
+    async def seq_at(self, ts: float) -> int:
+        """The first sequence stored at or after `ts` (last_seq()+1 when none)."""
+        with self._store._transaction(write=False) as db:
+            row = db.execute("SELECT MIN(seq) FROM messages WHERE log = ? AND ts >= ?",
+                             (self.name, ts)).fetchone()
+            return int(row[0]) if row[0] is not None else _last_seq(db, self.name) + 1
+
+    async def last_seq(self) -> int:
+        """The highest sequence stored (0 for an empty log)."""
+        return self._last_seq()
+
+    def _last_seq(self) -> int:
+        with self._store._transaction(write=False) as db:
+            return _last_seq(db, self.name)
+
+    async def wait_for(self, after_seq: int, *, timeout: float) -> bool:
+        """Wait until a message with sequence > after_seq exists; False on timeout."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            ticket = self._store._ticket()
+            if self._last_seq() > after_seq:
+                return True
+            remaining = end - loop.time()
+            if remaining <= 0:
+                return False
+            await self._store._wait(ticket, remaining)
+
+    async def consumer(self, name: str, *, filter: str = ">", ack_wait: float = 30.0,
+                       max_deliver: int = -1, dead_letter: str | None = None,
+                       deliver: DeliverPolicy = "all") -> SqliteConsumer:
+        """Create the durable consumer `name`, or open it with these settings and its position."""
+        _check_name("consumer", name)
+        check_filter(filter)
+        if dead_letter is not None:
+            check_subject(dead_letter)
+        if not ack_wait > 0:
+            raise StoreError(f"ack_wait must be a positive number of seconds, not {ack_wait!r}")
+        if not (isinstance(max_deliver, int) and (max_deliver > 0 or max_deliver == -1)):
+            raise StoreError(f"max_deliver must be positive or -1 (unlimited), "
+                             f"not {max_deliver!r}")
+        if deliver not in ("all", "new"):
+            raise StoreError(f"deliver must be 'all' or 'new', not {deliver!r}")
+        with self._store._transaction(write=True) as db:
+            start = _last_seq(db, self.name) if deliver == "new" else 0
+            db.execute(
+                "INSERT INTO consumers (log, name, filter, ack_wait, max_deliver, dead_letter, "
+                "deliver, start_seq, cursor, delivered_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (log, name) DO UPDATE SET filter = excluded.filter, "
+                "ack_wait = excluded.ack_wait, max_deliver = excluded.max_deliver, "
+                "dead_letter = excluded.dead_letter, deliver = excluded.deliver "
+                "WHERE (filter, ack_wait, max_deliver, dead_letter, deliver) IS NOT "
+                "(excluded.filter, excluded.ack_wait, excluded.max_deliver, "
+                "excluded.dead_letter, excluded.deliver)",
+                (self.name, name, filter, ack_wait, max_deliver, dead_letter, deliver,
+                 start, start, start))
+        return SqliteConsumer(self._store, self.name, name)
+
+    async def consumers(self) -> list[ConsumerInfo]:
+        """Every durable consumer of this log, by name."""
+        with self._store._transaction(write=False) as db:
+            rows = db.execute(f"SELECT name, {_CONSUMER_COLUMNS} FROM consumers WHERE log = ? "
+                              "ORDER BY name", (self.name,)).fetchall()
+            return [_consumer_info(db, self.name, row[0], _ConsumerState(*row[1:]))
+                    for row in rows]
+
+    async def delete_consumer(self, name: str) -> None:
+        """Forget the consumer `name` and its position; NotFound if there is none."""
+        with self._store._transaction(write=True) as db:
+            gone = db.execute("DELETE FROM consumers WHERE log = ? AND name = ?",
+                              (self.name, name)).rowcount
+            if not gone:
+                raise NotFound(f"log {self.name!r} has no consumer {name!r}")
+            db.execute("DELETE FROM pending WHERE log = ? AND consumer = ?", (self.name, name))
+
+    async def subjects(self) -> dict[str, int]:
+        """Message counts per subject."""
+        with self._store._transaction(write=False) as db:
+            rows = db.execute("SELECT subject, COUNT(*) FROM messages WHERE log = ? "
+                              "GROUP BY subject ORDER BY subject", (self.name,)).fetchall()
+        return {subject: count for subject, count in rows}
+
+
+# -- consumers ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class _ConsumerState:
+    """A consumer's stored row (columns in `_CONSUMER_COLUMNS` order)."""
+
+    filter: str
+    ack_wait: float
+    max_deliver: int
+    dead_letter: str | None
+    start_seq: int
+    cursor: int
+    delivered_seq: int
+    dead_lettered: int
+
+
+def _consumer_info(db: sqlite3.Connection, log: str, name: str,
+                   state: _ConsumerState) -> ConsumerInfo:
+    ack_pending, lowest, redelivered = db.execute(
+        "SELECT COUNT(*), MIN(seq), SUM(deliveries > 1) FROM pending "
+        "WHERE log = ? AND consumer = ?", (log, name)).fetchone()
+    where, params = _filter_sql(state.filter)
+    num_pending = db.execute(f"SELECT COUNT(*) FROM messages WHERE log = ? AND seq > ? "
+                             f"AND {where}", (log, state.cursor, *params)).fetchone()[0]
+    return ConsumerInfo(
+        name=name, filter=state.filter,
+        ack_floor=state.delivered_seq if lowest is None else lowest - 1,
+        delivered_seq=state.delivered_seq, ack_pending=ack_pending, num_pending=num_pending,
+        redelivered=redelivered or 0, dead_lettered=state.dead_lettered)
+
+
+class SqliteConsumer:
+    """A durable consumer in a SqliteStore (see `interlink.store.contract.Consumer`)."""
+
+    def __init__(self, store: SqliteStore, log: str, name: str) -> None:
+        self._store = store
+        self._log = log
+        self.name = name
+
+    async def fetch(self, batch: int = 1, *, timeout: float = 0.0) -> list[LogMessage]:
+        """Up to `batch` messages (redeliveries first); waits up to `timeout` for the first."""
+        if not (isinstance(batch, int) and batch >= 1):
+            raise StoreError(f"batch must be a positive integer, not {batch!r}")
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
+        while True:
+            ticket = self._store._ticket()
+            messages, next_deadline = self._claim(batch)
+            remaining = end - loop.time()
+            if messages or remaining <= 0:
+                return messages
+            if next_deadline is not None:
+                remaining = min(remaining, max(0.0, next_deadline - self._store.clock()))
+            await self._store._wait(ticket, remaining)
+
+    async def ack(self, seq: int) -> None:
+        """Done with `seq`; harmless if already settled; NotFound if never delivered."""
+        self._settle(seq)
+
+    async def term(self, seq: int) -> None:
+        """Never deliver `seq` again; harmless if already settled; NotFound if never delivered."""
+        self._settle(seq)
+
+    async def nak(self, seq: int, *, delay: float = 0.0) -> None:
+        """Make `seq` deliverable again after `delay` seconds (no-op if already settled)."""
+        if not delay >= 0:
+            raise StoreError(f"delay must be >= 0 seconds, not {delay!r}")
+        self._set_deadline(seq, lambda state, now: now + delay)
+
+    async def in_progress(self, seq: int) -> None:
+        """Restart the ack-wait clock of `seq` (no-op if already settled)."""
+        self._set_deadline(seq, lambda state, now: now + state.ack_wait)
+
+    async def info(self) -> ConsumerInfo:
+        """A snapshot of the consumer's state."""
+        with self._store._transaction(write=False) as db:
+            return _consumer_info(db, self._log, self.name, self._state(db))
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _state(self, db: sqlite3.Connection) -> _ConsumerState:
+        row = db.execute(f"SELECT {_CONSUMER_COLUMNS} FROM consumers WHERE log = ? AND name = ?",
+                         (self._log, self.name)).fetchone()
+        if row is None:
+            raise NotFound(f"log {self._log!r} has no consumer {self.name!r} (was it deleted?)")
+        return _ConsumerState(*row)
+
+    def _claim(self, batch: int) -> tuple[list[LogMessage], float | None]:
+        """Claim up to `batch` messages; also return the earliest pending deadline."""
+        with self._store._transaction(write=True) as db:
+            state = self._state(db)
+            now = self._store.clock()
+            messages = self._claim_expired(db, state, now, batch)
+            if len(messages) < batch:
+                messages += self._claim_new(db, state, now, batch - len(messages))
+            next_deadline = db.execute("SELECT MIN(deadline) FROM pending "
+                                       "WHERE log = ? AND consumer = ?",
+                                       (self._log, self.name)).fetchone()[0]
+        return messages, next_deadline
+
+    def _claim_expired(self, db: sqlite3.Connection, state: _ConsumerState, now: float,
+                       batch: int) -> list[LogMessage]:
+        """Redeliver expired pending messages, dead-lettering those out of attempts."""
+        rows = db.execute(
+            "SELECT p.deliveries, m.seq, m.subject, m.msg_id, m.ts, m.headers, m.data "
+            "FROM pending AS p JOIN messages AS m ON m.log = p.log AND m.seq = p.seq "
+            "WHERE p.log = ? AND p.consumer = ? AND p.deadline <= ? ORDER BY p.seq",
+            (self._log, self.name, now)).fetchall()
+        claimed: list[LogMessage] = []
+        for deliveries, *fields in rows:
+            message = _message(tuple(fields), deliveries)
+            if 0 < state.max_deliver <= deliveries:
+                self._dead_letter(db, state, message, now)
+            elif len(claimed) < batch:
+                db.execute("UPDATE pending SET deliveries = ?, deadline = ? "
+                           "WHERE log = ? AND consumer = ? AND seq = ?",
+                           (deliveries + 1, now + state.ack_wait, self._log, self.name,
+                            message.seq))
+                claimed.append(replace(message, deliveries=deliveries + 1))
+        return claimed
+
+    def _dead_letter(self, db: sqlite3.Connection, state: _ConsumerState, message: LogMessage,
+                     now: float) -> None:
+        db.execute("DELETE FROM pending WHERE log = ? AND consumer = ? AND seq = ?",
+                   (self._log, self.name, message.seq))
+        db.execute("UPDATE consumers SET dead_lettered = dead_lettered + 1 "
+                   "WHERE log = ? AND name = ?", (self._log, self.name))
+        if state.dead_letter is not None:
+            headers = {**message.headers, "reason": "max_deliver",
+                       "deliveries": str(message.deliveries),
+                       "original-seq": str(message.seq), "original-subject": message.subject}
+            _append(db, self._log, state.dead_letter, message.data, None, headers, now)
+
+    def _claim_new(self, db: sqlite3.Connection, state: _ConsumerState, now: float,
+                   batch: int) -> list[LogMessage]:
+        """Deliver matching messages after the consumer's cursor, in sequence order."""
+        last = _last_seq(db, self._log)
+        where, params = _filter_sql(state.filter)
+        rows = db.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE log = ? AND seq > ? "
+                          f"AND seq <= ? AND {where} ORDER BY seq LIMIT ?",
+                          (self._log, state.cursor, last, *params, batch)).fetchall()
+        messages = [_message(row, deliveries=1) for row in rows]
+        db.executemany("INSERT INTO pending (log, consumer, seq, deliveries, deadline) "
+                       "VALUES (?, ?, ?, 1, ?)",
+                       [(self._log, self.name, m.seq, now + state.ack_wait) for m in messages])
+        cursor = messages[-1].seq if len(messages) == batch else last
+        if cursor != state.cursor:
+            delivered = messages[-1].seq if messages else state.delivered_seq
+            db.execute("UPDATE consumers SET cursor = ?, delivered_seq = ? "
+                       "WHERE log = ? AND name = ?", (cursor, delivered, self._log, self.name))
+        return messages
+
+    def _settle(self, seq: int) -> None:
+        with self._store._transaction(write=True) as db:
+            state = self._state(db)
+            gone = db.execute("DELETE FROM pending WHERE log = ? AND consumer = ? AND seq = ?",
+                              (self._log, self.name, seq)).rowcount
+            if not gone:
+                self._check_delivered(db, state, seq)
+
+    def _set_deadline(self, seq: int,
+                      deadline: Callable[[_ConsumerState, float], float]) -> None:
+        with self._store._transaction(write=True) as db:
+            state = self._state(db)
+            moved = db.execute("UPDATE pending SET deadline = ? "
+                               "WHERE log = ? AND consumer = ? AND seq = ?",
+                               (deadline(state, self._store.clock()), self._log, self.name,
+                                seq)).rowcount
+            if not moved:
+                self._check_delivered(db, state, seq)
+
+    def _check_delivered(self, db: sqlite3.Connection, state: _ConsumerState, seq: int) -> None:
+        """Raise NotFound unless `seq` is a message this consumer delivered (and settled)."""
+        row = db.execute("SELECT subject FROM messages WHERE log = ? AND seq = ?",
+                         (self._log, seq)).fetchone()
+        if (row is None or not state.start_seq < seq <= state.delivered_seq
+                or not subject_matches(state.filter, row[0])):
+            raise NotFound(f"consumer {self.name!r} of log {self._log!r} "
+                           f"never delivered sequence {seq}")
+
+
+# -- key-value buckets ----------------------------------------------------------------------
+
+class SqliteKV:
+    """A key-value bucket in a SqliteStore (see `interlink.store.contract.KV`)."""
+
+    def __init__(self, store: SqliteStore, name: str) -> None:
+        self._store = store
+        self.name = name
+
+    async def get(self, key: str) -> KVEntry | None:
+        """The current entry, or None when absent, deleted or expired."""
+        _check_key(key)
+        with self._store._transaction(write=False) as db:
+            return self._current(db, key, self._store.clock())
+
+    async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> int:
+        """Write unconditionally; returns the new revision."""
+        _check_key(key)
+        data = _as_bytes("value", value)
+        _check_ttl(ttl)
+        with self._store._transaction(write=True) as db:
+            now = self._store.clock()
+            self._purge_expired(db, now)
+            return self._write(db, key, "put", data, ttl, now)
+
+    async def create(self, key: str, value: bytes, *, ttl: float | None = None) -> int:
+        """Write only if the key is absent, deleted or expired; else KeyExists."""
+        _check_key(key)
+        data = _as_bytes("value", value)
+        _check_ttl(ttl)
+        with self._store._transaction(write=True) as db:
+            now = self._store.clock()
+            self._purge_expired(db, now)
+            current = self._current(db, key, now)
+            if current is not None:
+                raise KeyExists(key, current.revision)
+            return self._write(db, key, "put", data, ttl, now)
+
+    async def update(self, key: str, value: bytes, *, expect: int,
+                     ttl: float | None = None) -> int:
+        """Write only if the key's live revision is `expect`; else RevisionMismatch
+        (whose `current` is None when the key is absent, deleted or expired)."""
+        _check_key(key)
+        data = _as_bytes("value", value)
+        _check_ttl(ttl)
+        with self._store._transaction(write=True) as db:
+            now = self._store.clock()
+            self._purge_expired(db, now)
+            self._expect(db, key, expect, now)
+            return self._write(db, key, "put", data, ttl, now)
+
+    async def delete(self, key: str, *, expect: int | None = None) -> int:
+        """Write a tombstone revision; with `expect`, only if the live revision is `expect`."""
+        _check_key(key)
+        with self._store._transaction(write=True) as db:
+            now = self._store.clock()
+            self._purge_expired(db, now)
+            if expect is not None:
+                self._expect(db, key, expect, now)
+            return self._write(db, key, "del", None, None, now)
+
+    async def keys(self, prefix: str = "") -> list[str]:
+        """Live keys starting with `prefix`, sorted."""
+        return [entry.key for entry in await self.items(prefix)]
+
+    async def items(self, prefix: str = "") -> list[KVEntry]:
+        """Live entries whose key starts with `prefix`, sorted by key."""
+        _check_prefix(prefix)
+        with self._store._transaction(write=False) as db:
+            rows = db.execute(
+                "SELECT key, MAX(revision), op, value, ts, expires FROM kv "
+                "WHERE bucket = ? AND key >= ? AND key < ? GROUP BY key ORDER BY key",
+                (self.name, prefix, prefix + _KEY_END)).fetchall()
+        now = self._store.clock()
+        return [e for e in (_entry(self.name, row) for row in rows) if _live(e, now)]
+
+    async def history(self, key: str) -> list[KVEntry]:
+        """Retained revisions of `key` (deletes included), oldest first."""
+        _check_key(key)
+        with self._store._transaction(write=False) as db:
+            rows = db.execute(f"SELECT {_ENTRY_COLUMNS} FROM kv WHERE bucket = ? AND key = ? "
+                              "ORDER BY revision", (self.name, key)).fetchall()
+        return [_entry(self.name, row) for row in rows]
+
+    def watch(self, prefix: str = "", *, after_revision: int | None = None
+              ) -> AsyncIterator[KVEntry]:
+        """Changes to keys starting with `prefix`, in revision order, each once.
+
+        Live changes count from this call (not from the first `__anext__`). An expired
+        time-to-live shows as a `del` entry (value None) when it is purged: at the latest
+        when the expiry passes while someone watches the bucket.
+        """
+        _check_prefix(prefix)
+        if after_revision is None:
+            with self._store._transaction(write=False) as db:
+                after_revision = self._revision(db)
+        return self._changes(prefix, after_revision)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    async def _changes(self, prefix: str, cursor: int) -> AsyncIterator[KVEntry]:
+        while True:
+            ticket = self._store._ticket()
+            entries, next_expiry = self._changes_after(prefix, cursor)
+            for entry in entries:
+                cursor = entry.revision
+                yield entry
+            if entries:
+                continue
+            now = self._store.clock()
+            if next_expiry is None:
+                await self._store._wait(ticket, None)
+            elif next_expiry <= now:
+                with self._store._transaction(write=True) as db:
+                    self._purge_expired(db, now)
+            else:
+                await self._store._wait(ticket, next_expiry - now)
+
+    def _changes_after(self, prefix: str, cursor: int) -> tuple[list[KVEntry], float | None]:
+        """Retained changes after `cursor` under `prefix`, and the bucket's next expiry."""
+        with self._store._transaction(write=False) as db:
+            rows = db.execute(f"SELECT {_ENTRY_COLUMNS} FROM kv WHERE bucket = ? "
+                              "AND revision > ? AND key >= ? AND key < ? ORDER BY revision "
+                              "LIMIT ?", (self.name, cursor, prefix, prefix + _KEY_END,
+                                          _WATCH_BATCH)).fetchall()
+            next_expiry = db.execute(f"SELECT MIN(expires) FROM kv WHERE bucket = ? "
+                                     f"AND expires IS NOT NULL AND op = 'put' AND {_LATEST}",
+                                     (self.name,)).fetchone()[0]
+        return [_entry(self.name, row) for row in rows], next_expiry
+
+    def _revision(self, db: sqlite3.Connection) -> int:
+        row = db.execute("SELECT revision FROM buckets WHERE name = ?", (self.name,)).fetchone()
+        if row is None:
+            raise NotFound(f"bucket {self.name!r} does not exist; open it with "
+                           f"store.kv({self.name!r})")
+        return int(row[0])
+
+    def _current(self, db: sqlite3.Connection, key: str, now: float) -> KVEntry | None:
+        row = db.execute(f"SELECT {_ENTRY_COLUMNS} FROM kv WHERE bucket = ? AND key = ? "
+                         "ORDER BY revision DESC LIMIT 1", (self.name, key)).fetchone()
+        if row is None:
+            return None
+        entry = _entry(self.name, row)
+        return entry if _live(entry, now) else None
+
+    def _expect(self, db: sqlite3.Connection, key: str, expect: int, now: float) -> None:
+        current = self._current(db, key, now)
+        if current is None or current.revision != expect:
+            raise RevisionMismatch(key, expect, None if current is None else current.revision)
+
+    def _write(self, db: sqlite3.Connection, key: str, op: Literal["put", "del"],
+               value: bytes | None, ttl: float | None, now: float) -> int:
+        """Add a revision of `key` (inside a write transaction) and trim its history."""
+        row = db.execute("UPDATE buckets SET revision = revision + 1 WHERE name = ? "
+                         "RETURNING revision, history", (self.name,)).fetchone()
+        if row is None:
+            raise NotFound(f"bucket {self.name!r} does not exist; open it with "
+                           f"store.kv({self.name!r})")
+        revision, history = row
+        db.execute("INSERT INTO kv (bucket, key, revision, op, value, ts, expires) "
+                   "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (self.name, key, revision, op, value, now,
+                    None if ttl is None else now + ttl))
+        db.execute("DELETE FROM kv WHERE bucket = ? AND key = ? AND revision <= ("
+                   "SELECT revision FROM kv WHERE bucket = ? AND key = ? "
+                   "ORDER BY revision DESC LIMIT 1 OFFSET ?)",
+                   (self.name, key, self.name, key, history))
+        return int(revision)
+
+    def _purge_expired(self, db: sqlite3.Connection, now: float) -> None:
+        """Turn every key whose time-to-live passed by `now` into a `del` revision."""
+        rows = db.execute(f"SELECT key, expires FROM kv WHERE bucket = ? AND expires <= ? "
+                          f"AND op = 'put' AND {_LATEST} ORDER BY expires, key",
+                          (self.name, now)).fetchall()
+        for key, expires in rows:
+            self._write(db, key, "del", None, None, expires)
+        return now

@@ -1,0 +1,90 @@
+"""Fixtures for the storage contract suite: every test runs against every engine.
+
+To add an engine, add it to ENGINES, teach `store_url` where its fresh store lives, and list
+it in CLOCKED_ENGINES if it accepts an injected `clock` (tests that need one skip otherwise).
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from interlink.store import StoreEngine, open_store
+
+ENGINES = ["sqlite"]
+CLOCKED_ENGINES = {"sqlite"}
+
+
+class FakeClock:
+    """A clock that stands still until a test moves it."""
+
+    def __init__(self, now: float = 1_700_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+MakeStore = Callable[..., Awaitable[StoreEngine]]
+
+
+@pytest.fixture(params=ENGINES)
+def engine(request: pytest.FixtureRequest) -> str:
+    """The engine under test."""
+    return str(request.param)
+
+
+@pytest.fixture
+def store_url(engine: str, tmp_path: Path) -> str:
+    """Where this test's store lives (a fresh one per test)."""
+    if engine == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    raise AssertionError(f"no store location for engine {engine!r}")
+
+
+@pytest.fixture
+async def make_store(engine: str, store_url: str) -> AsyncIterator[MakeStore]:
+    """Open another handle on this test's store (as another process would); all are closed
+    at teardown. `clock=` injects a clock, skipping the test on engines that cannot."""
+    opened: list[StoreEngine] = []
+
+    async def make(*, clock: FakeClock | None = None, **options: Any) -> StoreEngine:
+        if clock is not None:
+            if engine not in CLOCKED_ENGINES:
+                pytest.skip(f"the {engine} engine takes no injected clock")
+            options["clock"] = clock
+        store = open_store(store_url, **options)
+        opened.append(store)
+        return await store.open()
+
+    yield make
+    for store in opened:
+        await store.aclose()
+
+
+@pytest.fixture
+async def store(make_store: MakeStore) -> StoreEngine:
+    """An open store on a fresh location, with the real clock."""
+    return await make_store()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake clock to inject with `make_store(clock=clock)`."""
+    return FakeClock()
+
+
+@pytest.fixture
+def fresh() -> Callable[[str], str]:
+    """Unique names for logs, buckets and consumers, so tests never share state."""
+    tag = uuid.uuid4().hex[:8]
+    counter = itertools.count(1)
+    return lambda stem: f"{stem}-{tag}-{next(counter)}"

@@ -1,0 +1,155 @@
+"""Test helpers: mesh homes, hubs (in-process and as real processes), raw WebSocket clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+
+from interlink.envelope import HUB, call_body, new_id, new_traceparent, seal
+from interlink.home import MeshHome
+from interlink.identity import CredentialFile
+from interlink.store import open_store
+
+
+def make_home(root: Path, agents: dict[str, list[str]]) -> MeshHome:
+    """A fresh mesh home with these agents and their call grants."""
+    home = MeshHome(root)
+    home.init()
+    for name, calls in agents.items():
+        home.add_agent(name, calls=calls)
+    return home
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class HubProcess:
+    """`interlink serve` as a real process, which tests may SIGKILL and restart."""
+
+    def __init__(self, home: MeshHome, port: int | None = None) -> None:
+        self.home = home
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = home.root / f"hub-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    async def start(self, timeout: float = 20.0) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "interlink", "serve", "--home", str(self.home.root),
+             "--port", str(self.port)],
+            stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient() as client:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"hub exited: {self.log.read_text()[-2000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    r = await client.get(f"http://127.0.0.1:{self.port}/healthz")
+                    if r.status_code == 200:
+                        return
+                await asyncio.sleep(0.05)
+        raise RuntimeError("hub did not start in time")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+class RawClient:
+    """A WebSocket client that speaks the protocol by hand, for feeding the hub bad input."""
+
+    def __init__(self, ws: ClientConnection, challenge: dict[str, Any]) -> None:
+        self.ws = ws
+        self.challenge = challenge
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, url: str) -> AsyncIterator[RawClient]:
+        async with ws_connect(url, max_size=None) as ws:
+            challenge = json.loads(await ws.recv())
+            yield cls(ws, challenge)
+
+    async def send(self, frame: dict[str, Any] | str | bytes) -> None:
+        await self.ws.send(frame if isinstance(frame, str | bytes) else json.dumps(frame))
+
+    async def recv(self, timeout: float = 5.0) -> dict[str, Any]:
+        return json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+
+    async def answer_to(self, env_id: str | None, timeout: float = 5.0) -> dict[str, Any]:
+        """The hub's accepted/refused answer for `env_id` (other frames are skipped)."""
+        while True:
+            frame = await self.recv(timeout)
+            if frame.get("op") in ("accepted", "refused") and frame.get("id") == env_id:
+                return frame
+
+    async def hello(self, cred: CredentialFile, **overrides: Any) -> dict[str, Any]:
+        env = seal({"id": new_id(), "kind": "hello", "sender": cred.credential.agent,
+                    "target": HUB, "conversation": new_id(), "traceparent": new_traceparent(),
+                    "body": {"credential": cred.credential.model_dump(),
+                             "challenge": self.challenge["challenge"],
+                             "card": {"name": cred.credential.agent}}, **overrides},
+                   cred.private())
+        await self.send(env)
+        return await self.answer_to(env["id"])
+
+
+def call_env(cred: CredentialFile, target: str, data: Any = None, **fields: Any
+             ) -> dict[str, Any]:
+    call_id = fields.pop("id", None) or new_id()
+    return seal({"id": call_id, "kind": "call", "sender": cred.credential.agent,
+                 "target": target, "conversation": call_id, "traceparent": new_traceparent(),
+                 "deadline": time.time() + 10, "body": call_body(data, call_id), **fields},
+                cred.private())
+
+
+async def audit_records(home: MeshHome) -> list[dict[str, Any]]:
+    async with open_store(f"sqlite:///{home.db_path}") as store:
+        log = await store.log("audit")
+        return [json.loads(m.data) for m in await log.read(1, subject="audit.record",
+                                                            limit=100_000)]
+
+
+async def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        await asyncio.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def env_python() -> dict[str, str]:
+    return {**os.environ, "PYTHONUNBUFFERED": "1"}
