@@ -54,10 +54,11 @@ class HubProcess:
         return f"ws://127.0.0.1:{self.port}/ws"
 
     async def start(self, timeout: float = 20.0) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "interlink", "serve", "--home", str(self.home.root),
-             "--port", str(self.port)],
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT)
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "interlink", "serve", "--home", str(self.home.root),
+                 "--port", str(self.port)],
+                stdout=out, stderr=subprocess.STDOUT, env=env_python())
         deadline = time.monotonic() + timeout
         async with httpx.AsyncClient() as client:
             while time.monotonic() < deadline:

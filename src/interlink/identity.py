@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -45,6 +46,7 @@ def public_raw(key: Ed25519PublicKey) -> bytes:
     return key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
 
 
+@functools.lru_cache(maxsize=4096)
 def load_public(text: str) -> Ed25519PublicKey:
     return Ed25519PublicKey.from_public_bytes(b64d(text))
 
@@ -143,7 +145,7 @@ class Credential(BaseModel):
         """Why this credential is not acceptable to the hub `hub_id`, or None if it is."""
         if self.hub != hub_id:
             return f"the credential was issued by {self.hub}, not by this hub ({hub_id})"
-        if not verify(hub_public, self.signed_part(), self.signature):
+        if not _hub_signed(hub_public, self):
             return "the credential's hub signature does not verify (forged or altered)"
         if now >= self.expires:
             return (f"the credential of {self.agent!r} expired at "
@@ -153,6 +155,23 @@ class Credential(BaseModel):
 
     def key(self) -> Ed25519PublicKey:
         return load_public(self.public_key)
+
+
+_VERIFIED: dict[tuple[bytes, bytes, str], bool] = {}
+_VERIFIED_MAX = 4096
+
+
+def _hub_signed(hub_public: Ed25519PublicKey, credential: Credential) -> bool:
+    """Check the hub's signature on a credential, remembering credentials already checked (a
+    connection presents the same credential for every envelope)."""
+    key = (public_raw(hub_public), credential.signed_part(), credential.signature)
+    known = _VERIFIED.get(key)
+    if known is None:
+        known = verify(hub_public, key[1], credential.signature)
+        if len(_VERIFIED) >= _VERIFIED_MAX:
+            _VERIFIED.clear()
+        _VERIFIED[key] = known
+    return known
 
 
 class CredentialFile(BaseModel):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -36,7 +35,8 @@ def _config(home: MeshHome, host: str | None, port: int | None, log_level: str
         port=policy.hub.port if port is None else port,
         lifespan="on", log_level=log_level,
         ws_max_size=4 * policy.hub.max_envelope_bytes,  # the gate refuses, with a reason, above the limit
-        ws_ping_interval=10.0, ws_ping_timeout=20.0)
+        ws_ping_interval=10.0, ws_ping_timeout=20.0,
+        ws_per_message_deflate=False)  # agents' frames are small; compression costs more than it saves
 
 
 def serve(home: MeshHome, *, host: str | None = None, port: int | None = None,
@@ -65,5 +65,3 @@ async def background_hub(home: MeshHome, *, host: str = "127.0.0.1", port: int =
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-
-logging.getLogger("uvicorn.error").propagate = True

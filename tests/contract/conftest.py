@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from interlink.store import StoreEngine, open_store
+from interlink.store import KVEntry, StoreEngine, open_store
 
 ENGINES = ["sqlite"]
 CLOCKED_ENGINES = {"sqlite"}
@@ -34,6 +35,13 @@ class FakeClock:
 
 
 MakeStore = Callable[..., Awaitable[StoreEngine]]
+Fresh = Callable[[str], str]
+
+
+def closing_watch(watch: AsyncIterator[KVEntry]) -> aclosing[AsyncGenerator[KVEntry, None]]:
+    """Close a KV watch on leaving the block (a watch must be a closable async generator)."""
+    assert isinstance(watch, AsyncGenerator)
+    return aclosing(watch)
 
 
 @pytest.fixture(params=ENGINES)
@@ -83,7 +91,7 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def fresh() -> Callable[[str], str]:
+def fresh() -> Fresh:
     """Unique names for logs, buckets and consumers, so tests never share state."""
     tag = uuid.uuid4().hex[:8]
     counter = itertools.count(1)

@@ -1,21 +1,19 @@
-"""Concurrency: compare-and-swap under contention, in one store and across two."""
+"""Concurrency: compare-and-swap, appends and fetches racing in one store, across store
+handles on one location, and across real processes."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
-from contextlib import aclosing
 
 from interlink.errors import RevisionMismatch
 from interlink.store import KV, Log
 
-from .conftest import MakeStore
-
-Fresh = Callable[[str], str]
+from .conftest import Fresh, MakeStore, closing_watch
 
 N = 40
 
+# A separate process: says it is ready, waits for "go", then does `count` CAS increments.
 _WORKER = """
 import asyncio, sys
 from interlink.errors import RevisionMismatch
@@ -125,7 +123,7 @@ async def test_cas_increments_from_two_processes_lose_nothing(make_store: MakeSt
     name, each = fresh("kv"), 150
     kv = await (await make_store()).kv(name)
     await kv.create("counter", b"0")
-    async with aclosing(kv.watch("ready/")) as ready:
+    async with closing_watch(kv.watch("ready/")) as ready:
         workers = [await asyncio.create_subprocess_exec(
             sys.executable, "-c", _WORKER, store_url, name, str(i), str(each)) for i in (1, 2)]
         await asyncio.wait_for(anext(ready), 10.0)

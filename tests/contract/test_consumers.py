@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
 from interlink.errors import NotFound, StoreError
 from interlink.store import Log, Store
 
-from .conftest import FakeClock, MakeStore
-
-Fresh = Callable[[str], str]
+from .conftest import FakeClock, Fresh, MakeStore
 
 
 async def _log_with(store: Store, name: str, *subjects: str) -> Log:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
 from interlink.errors import KeyExists, RevisionMismatch, StoreError
 from interlink.store import Store
 
-from .conftest import FakeClock, MakeStore
-
-Fresh = Callable[[str], str]
+from .conftest import FakeClock, Fresh, MakeStore
 
 
 async def test_put_then_get_returns_value_and_revision(make_store: MakeStore, clock: FakeClock,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,7 @@ import pytest
 from interlink.errors import ConfigError, StoreClosed, StoreError
 from interlink.store import Store, open_store
 
-from .conftest import MakeStore
-
-Fresh = Callable[[str], str]
+from .conftest import Fresh, MakeStore
 
 
 async def test_every_operation_raises_store_closed_after_aclose(make_store: MakeStore,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 import pytest
 
@@ -11,9 +10,7 @@ from interlink.errors import StoreError
 from interlink.store import KV, AppendResult, Consumer, Log, Store
 from interlink.store.subjects import subject_matches, valid_filter, valid_subject
 
-from .conftest import FakeClock, MakeStore
-
-Fresh = Callable[[str], str]
+from .conftest import FakeClock, Fresh, MakeStore
 
 
 async def test_engine_objects_satisfy_the_contract_protocols(store: Store, fresh: Fresh) -> None:

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import pytest
 
 from interlink.errors import StoreClosed
 from interlink.store import KVEntry, Store
 
-from .conftest import MakeStore
-
-Fresh = Callable[[str], str]
+from .conftest import Fresh, MakeStore, closing_watch
 
 
 async def _take(watch: AsyncIterator[KVEntry], count: int,
@@ -37,7 +34,7 @@ async def test_live_watch_sees_puts_and_deletes_in_order(store: Store, fresh: Fr
     """A watch yields every later put and delete, in revision order."""
     kv = await store.kv(fresh("kv"))
     await kv.put("before", b"old")
-    async with aclosing(kv.watch()) as watch:
+    async with closing_watch(kv.watch()) as watch:
         revisions = [await kv.put("a", b"1"), await kv.put("b", b"2"), await kv.delete("a")]
         changes = await _take(watch, 3)
         assert [(c.key, c.op, c.value, c.revision) for c in changes] == [
@@ -49,7 +46,7 @@ async def test_live_watch_sees_puts_and_deletes_in_order(store: Store, fresh: Fr
 async def test_watch_wakes_on_a_later_write(store: Store, fresh: Fresh) -> None:
     """A watch waiting for a change is woken by the next write."""
     kv = await store.kv(fresh("kv"))
-    async with aclosing(kv.watch()) as watch:
+    async with closing_watch(kv.watch()) as watch:
         pending = asyncio.ensure_future(anext(watch))
         await asyncio.sleep(0.01)
         assert not pending.done()
@@ -62,7 +59,7 @@ async def test_replay_after_revision_then_live_without_gaps(store: Store, fresh:
     """With after_revision, retained later changes come first, then live ones, each once."""
     kv = await store.kv(fresh("kv"))
     revisions = [await kv.put(f"k{i}", b"v") for i in range(5)]
-    async with aclosing(kv.watch(after_revision=revisions[1])) as watch:
+    async with closing_watch(kv.watch(after_revision=revisions[1])) as watch:
         replayed = await _take(watch, 3)
         live = [await kv.put("k9", b"v"), await kv.delete("k0")]
         rest = await _take(watch, 2)
@@ -74,7 +71,7 @@ async def test_replay_after_revision_then_live_without_gaps(store: Store, fresh:
 async def test_watch_filters_by_key_prefix(store: Store, fresh: Fresh) -> None:
     """A watch with a prefix yields only changes to keys starting with it."""
     kv = await store.kv(fresh("kv"))
-    async with aclosing(kv.watch("presence/")) as watch:
+    async with closing_watch(kv.watch("presence/")) as watch:
         await kv.put("cards/alice", b"c")
         await kv.put("presence/alice", b"p")
         await kv.put("presence_x", b"x")
@@ -89,7 +86,7 @@ async def test_watch_counts_live_changes_from_the_call(store: Store, fresh: Fres
     """A live watch sees writes made after watch() was called, before it was first awaited."""
     kv = await store.kv(fresh("kv"))
     await kv.put("k", b"before")
-    async with aclosing(kv.watch()) as watch:
+    async with closing_watch(kv.watch()) as watch:
         revision = await kv.put("k", b"after")
         [change] = await _take(watch, 1)
         assert (change.value, change.revision) == (b"after", revision)
@@ -100,7 +97,7 @@ async def test_watch_on_another_store_sees_writes(make_store: MakeStore, fresh: 
     first, second = await make_store(), await make_store()
     name = fresh("kv")
     writer, reader = await first.kv(name), await second.kv(name)
-    async with aclosing(reader.watch()) as watch:
+    async with closing_watch(reader.watch()) as watch:
         pending = asyncio.ensure_future(_take(watch, 2, timeout=1.0))
         await asyncio.sleep(0.01)
         revisions = [await writer.put("a", b"1"), await writer.delete("a")]
@@ -112,7 +109,7 @@ async def test_watch_on_another_store_sees_writes(make_store: MakeStore, fresh: 
 async def test_expired_ttl_shows_as_a_delete(store: Store, fresh: Fresh) -> None:
     """When a key's time-to-live passes, watchers see a `del` change without any write."""
     kv = await store.kv(fresh("kv"))
-    async with aclosing(kv.watch("presence/")) as watch:
+    async with closing_watch(kv.watch("presence/")) as watch:
         await kv.put("presence/alice", b"here", ttl=0.2)
         put, gone = await _take(watch, 2)
         assert (put.op, put.expires) == ("put", put.ts + 0.2)
@@ -124,13 +121,14 @@ async def test_closing_a_watch_leaves_the_bucket_usable(store: Store, fresh: Fre
     """A closed watch yields nothing more, and the bucket and other watches go on."""
     kv = await store.kv(fresh("kv"))
     closed, other = kv.watch(), kv.watch()
+    assert isinstance(closed, AsyncGenerator)
     await kv.put("a", b"1")
     assert [c.key for c in await _take(closed, 1)] == ["a"]
-    await closed.aclose()  # type: ignore[attr-defined]
+    await closed.aclose()
     with pytest.raises(StopAsyncIteration):
         await anext(closed)
     await kv.put("b", b"2")
-    async with aclosing(other) as watch:
+    async with closing_watch(other) as watch:
         assert [c.key for c in await _take(watch, 2)] == ["a", "b"]
 
 
@@ -139,7 +137,7 @@ async def test_closing_the_store_releases_a_waiting_watch(make_store: MakeStore,
     """A watch waiting for changes raises StoreClosed when its store is closed."""
     store = await make_store()
     kv = await store.kv(fresh("kv"))
-    async with aclosing(kv.watch()) as watch:
+    async with closing_watch(kv.watch()) as watch:
         pending = asyncio.ensure_future(anext(watch))
         await asyncio.sleep(0.01)
         assert not pending.done()

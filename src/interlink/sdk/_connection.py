@@ -117,8 +117,9 @@ class Connection:
 
     async def _handshake(self) -> None:
         try:
-            ws = await asyncio.wait_for(ws_connect(self.url, max_size=None, ping_interval=10.0,
-                                                   ping_timeout=20.0), self.connect_timeout)
+            ws = await asyncio.wait_for(
+                ws_connect(self.url, max_size=None, compression=None, ping_interval=10.0,
+                           ping_timeout=20.0), self.connect_timeout)
         except (OSError, asyncio.TimeoutError, websockets.InvalidURI,
                 websockets.InvalidHandshake) as exc:
             raise ConnectionLost(f"cannot reach the hub at {self.url} ({exc!r}): is "

@@ -20,7 +20,8 @@ Tables:
   Fetching claims expired ones (or dead-letters them) and new ones in one transaction, which is
   what lets several fetchers, in any process, share one consumer.
 * `buckets(name, history, revision)` and `kv(bucket, key, revision, op, value, ts, expires)`:
-  the revision counter is bucket-wide; each key keeps its last `history` revisions. A key whose
+  the revision counter is bucket-wide; each key keeps its last `history` revisions.
+  `kv_expiry(bucket, key, expires)` lists the live keys that have a time-to-live. A key whose
   time-to-live has passed is invisible at once, and is turned into a `del` revision (so
   watchers see it go) by the next write to the bucket or by a watcher waiting on it.
 
@@ -37,7 +38,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -114,7 +115,13 @@ CREATE TABLE IF NOT EXISTS kv (
     PRIMARY KEY (bucket, revision)
 );
 CREATE INDEX IF NOT EXISTS kv_by_key ON kv (bucket, key, revision);
-CREATE INDEX IF NOT EXISTS kv_by_expiry ON kv (bucket, expires) WHERE expires IS NOT NULL;
+CREATE TABLE IF NOT EXISTS kv_expiry (
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    expires REAL NOT NULL,
+    PRIMARY KEY (bucket, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS kv_expiry_by_time ON kv_expiry (bucket, expires);
 """
 
 _NAME = re.compile(r"[^\s.*>/\\\x00-\x1f\x7f]{1,255}")
@@ -128,8 +135,6 @@ _MESSAGE_COLUMNS = "seq, subject, msg_id, ts, headers, data"
 _CONSUMER_COLUMNS = (
     "filter, ack_wait, max_deliver, dead_letter, start_seq, cursor, delivered_seq, dead_lettered")
 _ENTRY_COLUMNS = "key, revision, op, value, ts, expires"
-_LATEST = ("revision = (SELECT MAX(revision) FROM kv AS newer "
-           "WHERE newer.bucket = kv.bucket AND newer.key = kv.key)")
 
 
 # -- validation -----------------------------------------------------------------------------
@@ -263,7 +268,7 @@ class SqliteStore:
 
     def _connect(self) -> sqlite3.Connection:
         try:
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=5.0)
+            db = sqlite3.connect(self.path, isolation_level=None)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store at {self.path}: {exc}") from exc
         try:
@@ -793,7 +798,7 @@ class SqliteKV:
         return [_entry(self.name, row) for row in rows]
 
     def watch(self, prefix: str = "", *, after_revision: int | None = None
-              ) -> AsyncIterator[KVEntry]:
+              ) -> AsyncGenerator[KVEntry, None]:
         """Changes to keys starting with `prefix`, in revision order, each once.
 
         Live changes count from this call (not from the first `__anext__`). An expired
@@ -808,7 +813,7 @@ class SqliteKV:
 
     # -- internals ------------------------------------------------------------------------------
 
-    async def _changes(self, prefix: str, cursor: int) -> AsyncIterator[KVEntry]:
+    async def _changes(self, prefix: str, cursor: int) -> AsyncGenerator[KVEntry, None]:
         while True:
             ticket = self._store._ticket()
             entries, next_expiry = self._changes_after(prefix, cursor)
@@ -833,8 +838,7 @@ class SqliteKV:
                               "AND revision > ? AND key >= ? AND key < ? ORDER BY revision "
                               "LIMIT ?", (self.name, cursor, prefix, prefix + _KEY_END,
                                           _WATCH_BATCH)).fetchall()
-            next_expiry = db.execute(f"SELECT MIN(expires) FROM kv WHERE bucket = ? "
-                                     f"AND expires IS NOT NULL AND op = 'put' AND {_LATEST}",
+            next_expiry = db.execute("SELECT MIN(expires) FROM kv_expiry WHERE bucket = ?",
                                      (self.name,)).fetchone()[0]
         return [_entry(self.name, row) for row in rows], next_expiry
 
@@ -867,10 +871,14 @@ class SqliteKV:
             raise NotFound(f"bucket {self.name!r} does not exist; open it with "
                            f"store.kv({self.name!r})")
         revision, history = row
+        expires = None if ttl is None else now + ttl
         db.execute("INSERT INTO kv (bucket, key, revision, op, value, ts, expires) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                   (self.name, key, revision, op, value, now,
-                    None if ttl is None else now + ttl))
+                   (self.name, key, revision, op, value, now, expires))
+        db.execute("DELETE FROM kv_expiry WHERE bucket = ? AND key = ?", (self.name, key))
+        if expires is not None:
+            db.execute("INSERT INTO kv_expiry (bucket, key, expires) VALUES (?, ?, ?)",
+                       (self.name, key, expires))
         db.execute("DELETE FROM kv WHERE bucket = ? AND key = ? AND revision <= ("
                    "SELECT revision FROM kv WHERE bucket = ? AND key = ? "
                    "ORDER BY revision DESC LIMIT 1 OFFSET ?)",
@@ -879,9 +887,7 @@ class SqliteKV:
 
     def _purge_expired(self, db: sqlite3.Connection, now: float) -> None:
         """Turn every key whose time-to-live passed by `now` into a `del` revision."""
-        rows = db.execute(f"SELECT key, expires FROM kv WHERE bucket = ? AND expires <= ? "
-                          f"AND op = 'put' AND {_LATEST} ORDER BY expires, key",
-                          (self.name, now)).fetchall()
+        rows = db.execute("SELECT key, expires FROM kv_expiry WHERE bucket = ? AND expires <= ? "
+                          "ORDER BY expires, key", (self.name, now)).fetchall()
         for key, expires in rows:
             self._write(db, key, "del", None, None, expires)
-        return now

@@ -1,0 +1,139 @@
+"""The `interlink` command as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+from interlink import Agent, SkillContext
+from interlink.cli import app
+from interlink.home import MeshHome
+
+from ..helpers import HubProcess, env_python
+
+runner = CliRunner()
+
+
+def cli(*args: str) -> Any:
+    return runner.invoke(app, list(args))
+
+
+def test_init_refuses_to_overwrite_without_force(tmp_path: Path) -> None:
+    """init makes a home; a second init refuses (exit 2) unless --force, which makes a new key."""
+    home = str(tmp_path / "h")
+    first = cli("init", "--home", home)
+    assert first.exit_code == 0, first.output
+    key = (tmp_path / "h" / "hub.key").read_bytes()
+    again = cli("init", "--home", home)
+    assert again.exit_code == 2
+    assert "refusing to overwrite" in again.output
+    assert (tmp_path / "h" / "hub.key").read_bytes() == key
+    forced = cli("init", "--home", home, "--force")
+    assert forced.exit_code == 0
+    assert (tmp_path / "h" / "hub.key").read_bytes() != key
+
+
+def test_agent_add_writes_owner_only_credential_and_deny_all_entry(tmp_path: Path) -> None:
+    """agent add writes a 0600 credential and a policy entry with no grants."""
+    home = str(tmp_path / "h")
+    cli("init", "--home", home)
+    result = cli("agent", "add", "drafter", "--home", home)
+    assert result.exit_code == 0, result.output
+    cred = tmp_path / "h" / "agents" / "drafter.cred"
+    assert stat.S_IMODE(cred.stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "h" / "hub.key").stat().st_mode) == 0o600
+    policy = MeshHome(home).load_policy()
+    assert policy.agents["drafter"].calls == []
+    again = cli("agent", "add", "drafter", "--home", home)
+    assert again.exit_code == 2 and "--renew" in again.output
+    bad = cli("agent", "add", "Bad Name", "--home", home)
+    assert bad.exit_code == 2 and "not a valid agent name" in bad.output
+
+
+def test_commands_without_a_home_say_how_to_make_one(tmp_path: Path) -> None:
+    """Using a folder that is not a mesh home tells the user to run init."""
+    result = cli("agents", "--home", str(tmp_path / "nothing"))
+    assert result.exit_code == 2
+    assert "interlink init" in result.output
+
+
+def test_audit_verify_detects_tampering(tmp_path: Path) -> None:
+    """audit verify passes on the demo's chain and fails, naming the record, after an edit."""
+    home = tmp_path / "demo"
+    assert cli("demo", "--home", str(home)).exit_code == 0
+    ok = cli("audit", "verify", "--home", str(home))
+    assert ok.exit_code == 0 and "intact" in ok.output
+    db = sqlite3.connect(home / "data" / "interlink.db")
+    seq, data = db.execute("SELECT seq, data FROM messages WHERE log='audit' AND "
+                           "subject='audit.record' ORDER BY seq LIMIT 1 OFFSET 4").fetchone()
+    record = json.loads(data)
+    record["decision"] = "accepted" if record.get("decision") == "refused" else "refused"
+    db.execute("UPDATE messages SET data=? WHERE log='audit' AND seq=?",
+               (json.dumps(record).encode(), seq))
+    db.commit()
+    db.close()
+    bad = cli("audit", "verify", "--home", str(home))
+    assert bad.exit_code == 1
+    assert f"record {record['n']} was changed" in bad.output
+
+
+def test_demo_tells_the_story(tmp_path: Path) -> None:
+    """The demo runs the call chain, shows the refusal with its rule, and where data lives."""
+    result = cli("demo", "--home", str(tmp_path / "demo"))
+    assert result.exit_code == 0, result.output
+    out = " ".join(result.output.replace("│", " ").split())  # undo the terminal's line wrapping
+    assert "editor says: approved with notes" in out
+    assert "refused at authorize (not_granted)" in out
+    assert "no entry in agents.ideator.calls matches editor.review" in out
+    assert "audit chain verified" in out
+    assert "store (SQLite)" in out and "audit verify" in out
+
+
+async def test_call_and_agents_commands_against_a_running_hub(tmp_path: Path) -> None:
+    """`interlink call` prints the result; `interlink agents` shows who is connected;
+    a refused call exits non-zero with the rule."""
+    home = MeshHome(tmp_path / "h")
+    home.init()
+    home.add_agent("cli", calls=["echo.say"])
+    home.add_agent("echo")
+    hub = HubProcess(home)
+    await hub.start()
+    agent = Agent("echo", credential=home.credential_path("echo"), hub=hub.url)
+
+    @agent.skill("say")
+    async def say(ctx: SkillContext, req: dict[str, Any]) -> dict[str, Any]:
+        return {"said": req["words"], "to": ctx.caller}
+
+    def interlink(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "interlink", *args, "--home",
+                               str(home.root)], capture_output=True, text=True, timeout=60,
+                              env={**env_python(), "COLUMNS": "200"})
+
+    try:
+        async with agent:
+            called = await asyncio.to_thread(interlink, "call", "cli", "echo", "say",
+                                             '{"words": "hi"}', "--hub", hub.url)
+            assert called.returncode == 0, called.stderr
+            assert json.loads(called.stdout) == {"said": "hi", "to": "cli"}
+            listed = await asyncio.to_thread(interlink, "agents")
+            assert "connected" in listed.stdout and "say" in listed.stdout
+            refused = await asyncio.to_thread(interlink, "call", "echo", "cli", "x", "{}",
+                                              "--hub", hub.url)
+            assert refused.returncode == 3
+            assert "not_granted" in refused.stderr and "rule:" in refused.stderr
+            bad_json = await asyncio.to_thread(interlink, "call", "cli", "echo", "say", "{nope",
+                                               "--hub", hub.url)
+            assert bad_json.returncode == 1 and "not JSON" in bad_json.stderr
+    finally:
+        hub.stop()
+    offline = await asyncio.to_thread(interlink, "call", "cli", "echo", "say", "{}", "--hub",
+                                      hub.url)
+    assert offline.returncode == 5 and "cannot reach the hub" in offline.stderr
