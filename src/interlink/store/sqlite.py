@@ -73,7 +73,7 @@ CREATE TABLE IF NOT EXISTS messages (
     data BLOB NOT NULL,
     PRIMARY KEY (log, seq)
 );
-CREATE INDEX IF NOT EXISTS messages_by_msg_id ON messages (log, msg_id);
+CREATE INDEX IF NOT EXISTS messages_by_msg_id ON messages (log, msg_id, seq);
 CREATE INDEX IF NOT EXISTS messages_by_ts ON messages (log, ts);
 CREATE INDEX IF NOT EXISTS messages_by_subject ON messages (log, subject);
 CREATE TABLE IF NOT EXISTS consumers (
