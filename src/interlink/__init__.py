@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from .errors import (CallError, CallTimeout, ConfigError, ConnectionLost, GateDenied,
                      InterlinkError, SkillFailed)
-from .sdk import Agent, Mesh, SkillContext, connect
+from .sdk import Agent, Event, EventContext, Mesh, SkillContext, Subscription, connect
 
 __version__ = "0.1.0"
 
-__all__ = ["Agent", "CallError", "CallTimeout", "ConfigError", "ConnectionLost", "GateDenied",
-           "InterlinkError", "Mesh", "SkillContext", "SkillFailed", "__version__", "connect"]
+__all__ = ["Agent", "CallError", "CallTimeout", "ConfigError", "ConnectionLost", "Event",
+           "EventContext", "GateDenied", "InterlinkError", "Mesh", "SkillContext", "SkillFailed",
+           "Subscription", "__version__", "connect"]

@@ -122,13 +122,22 @@ def agent_add(name: str, home: HomeOption = None,
 @friendly
 def agent_grant(name: str, home: HomeOption = None,
                 call: Annotated[list[str], typer.Option(
-                    "--call", help="A call pattern (agent.skill), repeatable.")] = []  # noqa: B006
+                    "--call", help="A call pattern (agent.skill), repeatable.")] = [],  # noqa: B006
+                publish: Annotated[list[str], typer.Option(
+                    "--publish", help="A topic pattern it may publish to, repeatable.")
+                ] = [],  # noqa: B006
+                subscribe: Annotated[list[str], typer.Option(
+                    "--subscribe", help="A topic pattern it may subscribe to, repeatable.")
+                ] = [],  # noqa: B006
                 ) -> None:
-    """Grant an enrolled agent more calls (the running hub picks it up at once)."""
-    if not call:
-        raise fail("nothing to grant", "give --call agent.skill")
-    MeshHome(home).grant_calls(name, call)
-    out.print(f"[green]✓[/] {name} may now call {', '.join(call)}")
+    """Grant an enrolled agent more rights (the running hub picks them up at once)."""
+    if not (call or publish or subscribe):
+        raise fail("nothing to grant",
+                   "give --call agent.skill, --publish topic or --subscribe pattern")
+    MeshHome(home).grant(name, calls=call, publish=publish, subscribe=subscribe)
+    for right, given in (("call", call), ("publish to", publish), ("subscribe to", subscribe)):
+        if given:
+            out.print(f"[green]✓[/] {name} may now {right} {', '.join(given)}")
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """The envelope: the one shape of everything that crosses the hub.
 
-A call, its reply, progress on a call, the opening hello of a connection (and, in later
-issues, events and memory operations) are all envelopes. The sender signs the canonical JSON
+A call, its reply, progress on a call, the opening hello of a connection, an event published
+on a topic and the bus's control messages (subscribe, ack, unsubscribe, schema) are all
+envelopes. The sender signs the canonical JSON
 form of the envelope without `sig`; the hub checks that signature and forwards the envelope
 unchanged, so a recipient can check the origin's signature end to end.
 
@@ -23,8 +24,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .identity import canonical, sign, verify
 
-Kind = Literal["hello", "call", "reply", "progress"]
-KINDS: tuple[str, ...] = ("hello", "call", "reply", "progress")
+Kind = Literal["hello", "call", "reply", "progress",
+               "publish", "subscribe", "ack", "unsubscribe", "schema"]
+KINDS: tuple[str, ...] = ("hello", "call", "reply", "progress",
+                          "publish", "subscribe", "ack", "unsubscribe", "schema")
+BUS_KINDS: tuple[str, ...] = ("publish", "subscribe", "ack", "unsubscribe", "schema")
 
 AGENT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 SKILL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -54,7 +58,8 @@ def valid_agent_name(name: str) -> bool:
 
 class Envelope(BaseModel):
     """One crossing. `target` is `agent.skill` for a call, the caller for a reply or progress,
-    and `hub` for a hello; `parent` is the causal parent (for a reply: the call it answers)."""
+    `hub` for a hello, the topic for a publish or schema, the pattern for a subscribe, the
+    durable consumer for an ack and the subscription id for an unsubscribe; `parent` is the causal parent (for a reply: the call it answers)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -138,6 +143,11 @@ def check_signature(raw: dict[str, Any], public: Ed25519PublicKey) -> bool:
 def call_body(data: Any, message_id: str) -> dict[str, Any]:
     """An A2A Message (1.0 ProtoJSON shape) carrying `data` as one data part."""
     return {"message": {"messageId": message_id, "role": "ROLE_USER", "parts": [{"data": data}]}}
+
+
+def event_body(data: Any, message_id: str) -> dict[str, Any]:
+    """An event's body: an A2A Message from the publishing agent."""
+    return {"message": {"messageId": message_id, "role": "ROLE_AGENT", "parts": [{"data": data}]}}
 
 
 def reply_body(data: Any, message_id: str) -> dict[str, Any]:

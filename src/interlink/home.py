@@ -11,6 +11,8 @@ The home is `--home`, else `$INTERLINK_HOME`, else `./.interlink`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import os
 import shutil
 from pathlib import Path
@@ -137,9 +139,16 @@ class MeshHome:
         return path
 
     def grant_calls(self, name: str, patterns: list[str]) -> None:
+        self.grant(name, calls=patterns)
+
+    def grant(self, name: str, *, calls: Iterable[str] = (), publish: Iterable[str] = (),
+              subscribe: Iterable[str] = ()) -> None:
+        """Add grants to an enrolled agent (validated; the running hub picks them up)."""
         policy = self.load_policy()
         if name not in policy.agents:
             raise ConfigError(f"agent {name!r} is not enrolled: `interlink agent add {name}`")
         entry = policy.agents[name]
-        entry.calls = sorted(set(entry.calls) | set(patterns))
+        entry.calls = sorted(set(entry.calls) | set(calls))
+        entry.publish = sorted(set(entry.publish) | set(publish))
+        entry.subscribe = sorted(set(entry.subscribe) | set(subscribe))
         self.save_policy(parse_policy(dump_policy(policy)))

@@ -13,13 +13,15 @@ import logging
 import time
 from typing import Any
 
+from .envelope import BUS_KINDS
 from .errors import GateDenied
 from .gate import (Authenticate, Authorize, Commit, Decode, Deliver, GateContext, Observe,
-                   Pipeline, Session)
+                   Pipeline, Session, Validate)
 from .home import MeshHome
 from .policy import PolicyFile
 from .services.audit import AuditLog
 from .services.calls import CallService
+from .services.events import EVENTS_LOG, SCHEMAS_BUCKET, EventBus
 from .services.registry import PRESENCE_REFRESH, Registry
 from .store import Store, open_store
 
@@ -68,18 +70,24 @@ class Hub:
         self.registry = Registry(await self._store.kv("registry"))
         self.calls = CallService(await self._store.log("calls"), await self._store.kv("calls"),
                                  self.audit, self.settings, self.registry.session)
+        self.events = EventBus(
+            await self._store.log(EVENTS_LOG, dedup_window=self.settings.event_dedup_seconds),
+            await self._store.kv(SCHEMAS_BUCKET), self.audit, self.settings)
         hello = HelloService(self.registry, self.calls)
         services = {"hello": hello, "call": self.calls, "reply": self.calls,
-                    "progress": self.calls}
+                    "progress": self.calls,
+                    **{kind: self.events for kind in BUS_KINDS}}
         self.gate = Pipeline([
             Decode(self.settings.max_envelope_bytes),
             Authenticate(self.key, skew=self.settings.clock_skew_seconds, started=self.started),
-            Authorize(self.policy, self.calls),
+            Authorize(self.policy, self.calls, self.events),
+            Validate(self.events, max_event_bytes=self.settings.max_event_bytes),
             Commit(services),
             Deliver(services),
             Observe(self.audit),
         ])
         await self.calls.start()
+        await self.events.start()
         await self.audit.append("hub_started", hub=self.key.id, gate=list(self.gate.names))
         self._background = [asyncio.ensure_future(self._housekeeping())]
         return self
@@ -89,6 +97,7 @@ class Hub:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.calls.aclose()
+        await self.events.aclose()
         if self._store is not None:
             with contextlib.suppress(Exception):
                 await self.audit.append("hub_stopped", hub=self.key.id)
@@ -109,6 +118,7 @@ class Hub:
         session.closed = True
         await self.registry.disconnected(session)
         await self.calls.disconnected(session)
+        await self.events.disconnected(session)
 
     async def _housekeeping(self) -> None:
         """Presence refresh, policy reload and periodic audit checkpoints."""

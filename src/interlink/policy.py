@@ -7,6 +7,8 @@
       drafter:
         description: writes drafts
         calls: [editor.review]    # agent.skill patterns; * matches within a name
+        publish: [blog.drafts.*]  # topics (NATS wildcards: * one token, > the rest)
+        subscribe: [blog.>]       # patterns it may subscribe to (each must be covered)
       editor: {}                  # enrolled, may do nothing
 
 Rights come only from the verified identity of the sender and its grants here; nothing an
@@ -32,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .envelope import AGENT_NAME
 from .errors import ConfigError
+from .topics import covers, matches, pattern_error
 
 log = logging.getLogger("interlink.policy")
 
@@ -51,6 +54,14 @@ class HubSettings(BaseModel):
     call_max_deliver: int = Field(default=5, ge=1)
     keep_results_seconds: float = Field(default=3600.0, gt=0)
     """How long a finished call's result is kept, so a retry with the same id gets it."""
+    max_event_bytes: int = Field(default=256 * 1024, ge=256)
+    """The largest event payload (its JSON data) a publish may carry."""
+    event_dedup_seconds: float = Field(default=120.0, gt=0)
+    """A publish retried with the same id within this window is not a second event."""
+    event_ack_wait_seconds: float = Field(default=30.0, gt=0)
+    event_max_deliver: int = Field(default=5, ge=1)
+    event_max_inflight: int = Field(default=256, ge=1)
+    """Events delivered to one subscriber and not yet acknowledged, at most."""
 
 
 class AgentGrants(BaseModel):
@@ -58,6 +69,18 @@ class AgentGrants(BaseModel):
 
     description: str = ""
     calls: list[str] = Field(default_factory=list)
+    publish: list[str] = Field(default_factory=list)
+    subscribe: list[str] = Field(default_factory=list)
+
+    @field_validator("publish", "subscribe")
+    @classmethod
+    def _topic_patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            problem = pattern_error(pattern)
+            if problem:
+                raise ValueError(f"{problem} (grants are topic patterns: blog.drafts.created, "
+                                 "blog.*.created, blog.>)")
+        return value
 
     @field_validator("calls")
     @classmethod
@@ -104,6 +127,22 @@ class Policy(BaseModel):
                 return Decision(True, f"agents.{agent}.calls[{index}]: {pattern}")
         return Decision(False, f"default deny: no entry in agents.{agent}.calls matches {wanted}")
 
+    def may_publish(self, agent: str, topic: str) -> Decision:
+        return self._topic_grant(agent, "publish", topic, matches)
+
+    def may_subscribe(self, agent: str, pattern: str) -> Decision:
+        return self._topic_grant(agent, "subscribe", pattern, covers)
+
+    def _topic_grant(self, agent: str, right: str, wanted: str, test: Any) -> Decision:
+        grants = self.agents.get(agent)
+        if grants is None:
+            return Decision(False, f"agents.{agent}: not in mesh.yaml (not enrolled)")
+        for index, pattern in enumerate(getattr(grants, right)):
+            if test(pattern, wanted):
+                return Decision(True, f"agents.{agent}.{right}[{index}]: {pattern}")
+        return Decision(False, f"default deny: no entry in agents.{agent}.{right} "
+                               f"{'matches' if right == 'publish' else 'covers'} {wanted}")
+
 
 @dataclass(frozen=True, slots=True)
 class Decision:
@@ -128,6 +167,7 @@ def dump_policy(policy: Policy) -> str:
     data = policy.model_dump(exclude_defaults=False)
     header = ("# Interlink mesh policy: default deny. Each agent may do only what is granted here.\n"
               "# calls: agent.skill patterns (editor.review, editor.*, *.review).\n"
+              "# publish / subscribe: topic patterns (blog.drafts.created, blog.*, blog.>).\n"
               "# The hub re-reads this file when it changes; no restart needed.\n")
     return header + yaml.safe_dump(data, sort_keys=False)
 

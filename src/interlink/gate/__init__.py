@@ -10,6 +10,7 @@ from .handoff import Commit, Deliver, Service
 from .observe import Observe
 from .pipeline import Pipeline
 from .stage import Stage, deny
+from .validate import Validate
 
 __all__ = ["Authenticate", "Authorize", "Commit", "Decode", "Deliver", "GateContext",
-           "NonceCache", "Observe", "Pipeline", "Service", "Session", "Stage", "deny"]
+           "NonceCache", "Observe", "Pipeline", "Service", "Session", "Stage", "Validate", "deny"]

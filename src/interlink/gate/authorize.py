@@ -9,8 +9,9 @@ from __future__ import annotations
 from typing import Protocol
 
 from ..errors import GateDenied
-from ..policy import PolicyFile
-from .context import GateContext
+from ..policy import Policy, PolicyFile
+from ..topics import pattern_error, topic_error
+from .context import GateContext, Session
 from .stage import deny
 
 
@@ -19,12 +20,22 @@ class CallLookup(Protocol):
         """The agent that may answer (reply to, report progress on) this call, if it exists."""
 
 
+class SubscriptionLookup(Protocol):
+    def holds(self, session: Session, consumer: str) -> bool:
+        """Whether this connection subscribes to the durable consumer `consumer`."""
+
+    def subscription(self, session: Session, sub_id: str) -> object | None:
+        """This connection's subscription `sub_id`, if it has one."""
+
+
 class Authorize:
     name = "authorize"
 
-    def __init__(self, policy: PolicyFile, calls: CallLookup) -> None:
+    def __init__(self, policy: PolicyFile, calls: CallLookup,
+                 subscriptions: SubscriptionLookup) -> None:
         self.policy = policy
         self.calls = calls
+        self.subscriptions = subscriptions
 
     async def __call__(self, ctx: GateContext) -> GateDenied | None:
         env = ctx.env
@@ -66,4 +77,42 @@ class Authorize:
                             "calls: only the callee answers a call")
             ctx.rule = "calls: the callee answers its call"
             return None
+        if env.kind in ("publish", "subscribe", "ack", "unsubscribe", "schema"):
+            return self._bus(ctx, policy)
         return deny(self.name, "unknown_kind", f"no rule covers envelopes of kind {env.kind!r}")
+
+    def _bus(self, ctx: GateContext, policy: Policy) -> GateDenied | None:
+        env = ctx.env
+        assert env is not None
+        if env.kind in ("publish", "schema"):
+            problem = topic_error(env.target)
+            if problem:
+                return deny(self.name, "bad_topic", problem)
+            decision = policy.may_publish(env.sender, env.target)
+            if not decision.allowed:
+                what = "publish to" if env.kind == "publish" else "register a schema for"
+                return deny(self.name, "not_granted", f"{env.sender} may not {what} "
+                            f"{env.target}", decision.rule)
+            ctx.rule = decision.rule
+        elif env.kind == "subscribe":
+            problem = pattern_error(env.target)
+            if problem:
+                return deny(self.name, "bad_pattern", problem)
+            decision = policy.may_subscribe(env.sender, env.target)
+            if not decision.allowed:
+                return deny(self.name, "not_granted",
+                            f"{env.sender} may not subscribe to {env.target}", decision.rule)
+            ctx.rule = decision.rule
+        elif env.kind == "ack":
+            if not self.subscriptions.holds(ctx.session, env.target):
+                return deny(self.name, "not_subscribed",
+                            f"this connection does not subscribe to consumer {env.target!r}; "
+                            "only its subscribers ack its events",
+                            "events: a consumer's subscribers settle its events")
+            ctx.rule = "events: a consumer's subscribers settle its events"
+        else:
+            if self.subscriptions.subscription(ctx.session, env.target) is None:
+                return deny(self.name, "unknown_subscription",
+                            f"this connection has no subscription {env.target!r}")
+            ctx.rule = "events: a subscriber ends its own subscription"
+        return None

@@ -1,9 +1,12 @@
-"""The Python SDK: `Agent` for agents with skills, `connect()` for plain clients."""
+"""The Python SDK: `Agent` for agents with skills and event handlers, `connect()` for plain
+clients."""
 
 from __future__ import annotations
 
-from ._agent import Agent, SkillContext
+from ._agent import Agent, EventContext, SkillContext
 from ._client import Mesh, connect
 from ._connection import Connection
+from ._events import Event, Subscription
 
-__all__ = ["Agent", "Connection", "Mesh", "SkillContext", "connect"]
+__all__ = ["Agent", "Connection", "Event", "EventContext", "Mesh", "SkillContext",
+           "Subscription", "connect"]

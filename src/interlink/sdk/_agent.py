@@ -7,6 +7,10 @@
         review = await ctx.call("editor", "review", {"text": "..."})
         return Draft(...)
 
+    @drafter.on_event("blog.reviews.*", durable="drafter-reviews")
+    async def reviewed(ctx, event):                  # acked when it returns; nak'ed if it raises
+        ...
+
     drafter.run()                                    # or: async with drafter: ...
 """
 
@@ -29,12 +33,14 @@ from ..errors import ConfigError, GateDenied, InterlinkError
 from ..home import resolve_home
 from ..identity import Credential, CredentialFile
 from ._connection import Connection
+from ._events import Event, Subscription
 
 log = logging.getLogger("interlink.agent")
 
 SkillFn = Callable[..., Any]
 SchemaLike = type[BaseModel] | dict[str, Any] | None
 DONE_CACHE = 1024
+EventFn = Callable[..., Any]
 
 
 def credential_path(name: str, credential: str | os.PathLike[str] | None) -> Path:
@@ -64,6 +70,24 @@ class Skill:
     output_model: type[BaseModel] | None
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
+
+    def on_event(self, pattern: str, *, durable: str | None = None, deliver: str | None = None,
+                 ack_wait: float | None = None, max_deliver: int | None = None,
+                 retry_delay: float = 1.0) -> Callable[[EventFn], EventFn]:
+        """Handle events on `pattern` (`*` one token, `>` the rest). With `durable`, a named
+        durable consumer: events wait for the agent while it is away, each is acked when the
+        handler returns and redelivered (after `retry_delay`) when it raises; agents sharing a
+        durable name share its events. Without it, a live subscription from now on."""
+        if self._connection is not None:
+            raise RuntimeError("declare event handlers before the agent starts")
+
+        def register(fn: EventFn) -> EventFn:
+            options = {k: v for k, v in {"durable": durable, "deliver": deliver,
+                                         "ack_wait": ack_wait,
+                                         "max_deliver": max_deliver}.items() if v is not None}
+            self.handlers.append(EventHandler(pattern, fn, options, retry_delay))
+            return fn
+        return register
 
     def card(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.id, "description": self.description,
@@ -98,6 +122,50 @@ class SkillContext:
         (by default, the call's own timeout)."""
         await self._connection.progress(self._call, note, extend)
 
+    async def publish(self, topic: str, data: Any = None, *,
+                      event_id: str | None = None) -> dict[str, Any]:
+        """Publish an event within this conversation; returns once the hub committed it."""
+        if isinstance(data, BaseModel):
+            data = data.model_dump(mode="json")
+        return await self._connection.publish(
+            topic, data, event_id=event_id, conversation=self.conversation,
+            parent=self.call_id, hops=self.hops + 1, traceparent=self.traceparent)
+
+
+class EventContext:
+    """What an event handler knows, and how it talks to the mesh in the event's conversation."""
+
+    def __init__(self, connection: Connection, event: Event) -> None:
+        self._connection = connection
+        self.event = event
+        self.conversation = event.conversation
+        self.traceparent: str = event.envelope["traceparent"]
+        self.hops: int = event.envelope.get("hops", 0)
+
+    async def call(self, agent: str, skill: str, data: Any = None, *,
+                   timeout: float = 30.0) -> Any:
+        if isinstance(data, BaseModel):
+            data = data.model_dump(mode="json")
+        return await self._connection.call(
+            agent, skill, data, timeout=timeout, conversation=self.conversation,
+            parent=self.event.id, hops=self.hops + 1, traceparent=self.traceparent)
+
+    async def publish(self, topic: str, data: Any = None, *,
+                      event_id: str | None = None) -> dict[str, Any]:
+        if isinstance(data, BaseModel):
+            data = data.model_dump(mode="json")
+        return await self._connection.publish(
+            topic, data, event_id=event_id, conversation=self.conversation,
+            parent=self.event.id, hops=self.hops + 1, traceparent=self.traceparent)
+
+
+@dataclass(frozen=True)
+class EventHandler:
+    pattern: str
+    fn: EventFn
+    options: dict[str, Any]
+    retry_delay: float
+
 
 class Agent:
     def __init__(self, name: str, *, credential: str | os.PathLike[str] | None = None,
@@ -113,6 +181,9 @@ class Agent:
         self._connection: Connection | None = None
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._done: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self.handlers: list[EventHandler] = []
+        self._consumers: list[asyncio.Task[None]] = []
+        self._acked: OrderedDict[tuple[str, int], None] = OrderedDict()
 
     # -- declaring ---------------------------------------------------------------------------
 
@@ -135,6 +206,24 @@ class Agent:
             return fn
         return register
 
+    def on_event(self, pattern: str, *, durable: str | None = None, deliver: str | None = None,
+                 ack_wait: float | None = None, max_deliver: int | None = None,
+                 retry_delay: float = 1.0) -> Callable[[EventFn], EventFn]:
+        """Handle events on `pattern` (`*` one token, `>` the rest). With `durable`, a named
+        durable consumer: events wait for the agent while it is away, each is acked when the
+        handler returns and redelivered (after `retry_delay`) when it raises; agents sharing a
+        durable name share its events. Without it, a live subscription from now on."""
+        if self._connection is not None:
+            raise RuntimeError("declare event handlers before the agent starts")
+
+        def register(fn: EventFn) -> EventFn:
+            options = {k: v for k, v in {"durable": durable, "deliver": deliver,
+                                         "ack_wait": ack_wait,
+                                         "max_deliver": max_deliver}.items() if v is not None}
+            self.handlers.append(EventHandler(pattern, fn, options, retry_delay))
+            return fn
+        return register
+
     def card(self) -> dict[str, Any]:
         return {"name": self.name, "description": self.description, "version": self.version,
                 "skills": [s.card() for s in self.skills.values()]}
@@ -149,10 +238,15 @@ class Agent:
         self._connection = Connection(credential, url=self._hub, card=self.card(),
                                       on_call=self._on_call)
         await self._connection.open()
+        for handler in self.handlers:
+            stream = await self._connection.subscribe(handler.pattern, **handler.options)
+            self._consumers.append(asyncio.ensure_future(self._consume(handler, stream)))
 
     async def stop(self) -> None:
-        for task in self._running.values():
+        for task in [*self._running.values(), *self._consumers]:
             task.cancel()
+        await asyncio.gather(*self._consumers, return_exceptions=True)
+        self._consumers.clear()
         if self._connection is not None:
             await self._connection.aclose()
 
@@ -184,6 +278,41 @@ class Agent:
                    timeout: float = 30.0) -> Any:
         """Start a new conversation by calling another agent."""
         return await self.connection.call(agent, skill, data, timeout=timeout)
+
+    async def publish(self, topic: str, data: Any = None, *,
+                      event_id: str | None = None) -> dict[str, Any]:
+        """Publish an event (a new conversation); returns once the hub committed it."""
+        if isinstance(data, BaseModel):
+            data = data.model_dump(mode="json")
+        return await self.connection.publish(topic, data, event_id=event_id)
+
+    # -- handling events ---------------------------------------------------------------------
+
+    async def _consume(self, handler: EventHandler, stream: Subscription) -> None:
+        """Run the handler on each event in order; ack on return, nak on an exception. An event
+        delivered again after it was acked (a redelivery racing a reconnect) is not re-run."""
+        async for event in stream:
+            key = (event.durable or "", event.seq)
+            if event.durable is not None and key in self._acked:
+                await _settle(event.ack())
+                continue
+            try:
+                result = handler.fn(EventContext(self.connection, event), event)
+                if inspect.isawaitable(result):
+                    await result
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s: handler for %s failed on event %s (delivery %d); it will be "
+                              "delivered again", self.name, event.topic, event.seq,
+                              event.deliveries)
+                await _settle(event.nak(handler.retry_delay))
+                continue
+            await _settle(event.ack())
+            if event.durable is not None:
+                self._acked[key] = None
+                while len(self._acked) > DONE_CACHE:
+                    self._acked.popitem(last=False)
 
     # -- serving calls -----------------------------------------------------------------------
 
@@ -245,3 +374,10 @@ class Agent:
                                   f"output does not match {skill.output_model.__name__}: {exc}")
         return reply_body(result, call["id"] + ":reply")
 
+
+
+async def _settle(action: Any) -> None:
+    try:
+        await action
+    except InterlinkError as exc:
+        log.warning("settling an event failed: %s", exc)

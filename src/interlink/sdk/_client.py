@@ -13,6 +13,7 @@ from ..errors import ConfigError
 from ..identity import CredentialFile
 from ._agent import credential_path
 from ._connection import Connection, ProgressHandler
+from ._events import Subscription
 
 
 class Mesh:
@@ -53,6 +54,30 @@ class Mesh:
         """Call `agent.skill`; see `Connection.call` for the errors it raises."""
         return await self.connection.call(agent, skill, data, timeout=timeout, call_id=call_id,
                                           conversation=conversation, on_progress=on_progress)
+
+    async def publish(self, topic: str, data: Any = None, *,
+                      event_id: str | None = None) -> dict[str, Any]:
+        """Publish an event on `topic`; returns once the hub committed it (`seq`, `topic_seq`,
+        `duplicate`). Retrying with the same `event_id` never stores it twice."""
+        return await self.connection.publish(topic, data, event_id=event_id)
+
+    async def subscribe(self, pattern: str, *, durable: str | None = None,
+                        deliver: str | None = None, from_seq: int | None = None,
+                        since: float | None = None, ack_wait: float | None = None,
+                        max_deliver: int | None = None) -> Subscription:
+        """Subscribe to `pattern` (`*` one token, `>` the rest).
+
+        Live by default, from now on; `from_seq` or `since` (a Unix time) replay first.
+        With `durable`, a named consumer that keeps its place while nobody listens; its events
+        must be acked; several subscribers with one durable name share its events.
+        """
+        return await self.connection.subscribe(
+            pattern, durable=durable, deliver=deliver, from_seq=from_seq, since=since,
+            ack_wait=ack_wait, max_deliver=max_deliver)
+
+    async def register_schema(self, topic: str, schema: dict[str, Any]) -> dict[str, Any]:
+        """Register a (new version of the) JSON Schema events on `topic` must match."""
+        return await self.connection.register_schema(topic, schema)
 
 
 def connect(name: str, *, credential: str | os.PathLike[str] | None = None,

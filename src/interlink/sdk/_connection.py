@@ -24,11 +24,12 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
-from ..envelope import (HUB, body_data, call_body, check_signature, child_traceparent, new_id,
-                        new_traceparent, seal)
+from ..envelope import (HUB, body_data, call_body, check_signature, child_traceparent,
+                        event_body, new_id, new_traceparent, seal)
 from ..errors import (CallError, CallTimeout, ConnectionLost, GateDenied, InterlinkError,
                       SkillFailed)
 from ..identity import Credential, CredentialFile
+from ._events import Event, Subscription
 
 log = logging.getLogger("interlink.sdk")
 
@@ -50,6 +51,18 @@ class _PendingCall:
     timeout: float
     on_progress: ProgressHandler | None = None
     progress: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(eq=False)
+class _SubState:
+    """What the SDK needs to subscribe again after a reconnect and resume without a gap."""
+
+    stream: Subscription
+    pattern: str
+    options: dict[str, Any]
+    next_seq: int | None = None
+    """Live subscriptions: the log sequence to resume from."""
+    hub_id: str | None = None
 
 
 class Connection:
@@ -75,6 +88,8 @@ class Connection:
         self._ready = asyncio.Event()
         self._state = "new"
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._subs: dict[str, _SubState] = {}
+        self._sub_by_hub_id: dict[str, _SubState] = {}
         self.reconnects = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -110,6 +125,10 @@ class Connection:
                 future.set_exception(lost)
         self._acks.clear()
         self._calls.clear()
+        for state in self._subs.values():
+            state.stream.closed = True
+            state.stream.queue.put_nowait(None)
+        self._subs.clear()
 
     @property
     def is_open(self) -> bool:
@@ -200,6 +219,8 @@ class Connection:
         for pending in list(self._calls.values()):
             if pending.fields["id"] not in self._outbox:
                 await self._send_fields(pending.fields)
+        for state in list(self._subs.values()):
+            self._spawn(self._resubscribe(state))
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -305,6 +326,103 @@ class Connection:
             "hops": call.get("hops", 0), "traceparent": child_traceparent(call["traceparent"]),
             "body": body}, durable=False)
 
+    # -- events ------------------------------------------------------------------------------
+
+    async def publish(self, topic: str, data: Any = None, *, event_id: str | None = None,
+                      conversation: str | None = None, parent: str | None = None,
+                      hops: int = 0, traceparent: str | None = None) -> dict[str, Any]:
+        """Publish an event; returns the hub's answer once it is committed (`seq`,
+        `topic_seq`, `duplicate`). Re-sent with the same id after a reconnect, so a publish
+        lost in flight is never stored twice."""
+        event_id = event_id or new_id()
+        return await self.request({
+            "id": event_id, "kind": "publish", "sender": self.agent, "target": topic,
+            "conversation": conversation or event_id, "parent": parent, "hops": hops,
+            "traceparent": child_traceparent(traceparent) if traceparent else new_traceparent(),
+            "body": event_body(data, event_id)})
+
+    async def register_schema(self, topic: str, schema: dict[str, Any]) -> dict[str, Any]:
+        """Register (a new version of) `topic`'s JSON Schema; GateDenied if incompatible."""
+        return await self.request(self._control("schema", topic, {"schema": schema}),
+                                  durable=False)
+
+    async def subscribe(self, pattern: str, *, durable: str | None = None,
+                        deliver: str | None = None, from_seq: int | None = None,
+                        since: float | None = None, ack_wait: float | None = None,
+                        max_deliver: int | None = None) -> Subscription:
+        """Subscribe to `pattern` (see `Mesh.subscribe`); GateDenied if refused."""
+        options = {k: v for k, v in {
+            "durable": durable, "deliver": deliver, "from_seq": from_seq, "since": since,
+            "ack_wait": ack_wait, "max_deliver": max_deliver}.items() if v is not None}
+        key = new_id()
+        state = _SubState(Subscription(self, key, pattern, durable), pattern, options)
+        self._subs[key] = state
+        try:
+            await self._send_subscribe(state)
+        except BaseException:
+            self._subs.pop(key, None)
+            raise
+        return state.stream
+
+    def _control(self, kind: str, target: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {"id": new_id(), "kind": kind, "sender": self.agent, "target": target,
+                "conversation": new_id(), "traceparent": new_traceparent(), "body": body}
+
+    async def _send_subscribe(self, state: _SubState) -> None:
+        options = dict(state.options)
+        if state.stream.durable is None and state.next_seq is not None:
+            options.pop("since", None)
+            options["from_seq"] = state.next_seq  # resume exactly after the last event seen
+        fields = self._control("subscribe", state.pattern, options)
+        if state.hub_id is not None:
+            self._sub_by_hub_id.pop(state.hub_id, None)
+        state.hub_id = fields["id"]
+        self._sub_by_hub_id[fields["id"]] = state
+        answer = await self.request(fields, durable=False)
+        if state.next_seq is None and "start" in answer:
+            state.next_seq = int(answer["start"])
+
+    async def _resubscribe(self, state: _SubState) -> None:
+        try:
+            await self._send_subscribe(state)
+        except InterlinkError as exc:
+            log.error("%s: could not subscribe to %s again after reconnecting: %s", self.agent,
+                      state.pattern, exc)
+            self._subs.pop(state.stream.key, None)
+            state.stream.closed = True
+            state.stream.queue.put_nowait(None)
+
+    async def unsubscribe(self, key: str) -> None:
+        state = self._subs.pop(key, None)
+        if state is None or state.hub_id is None:
+            return
+        self._sub_by_hub_id.pop(state.hub_id, None)
+        if self.is_open:
+            with contextlib.suppress(InterlinkError):
+                await self.request(self._control("unsubscribe", state.hub_id, {}), durable=False)
+
+    async def settle_event(self, durable: str, seq: int, action: str, delay: float) -> None:
+        """Ack (or nak, term, progress) event `seq` of the durable consumer `durable`."""
+        body: dict[str, Any] = {"seq": seq, "action": action}
+        if delay:
+            body["delay"] = delay
+        await self.request(self._control("ack", durable, body), durable=action != "progress")
+
+    def _on_event(self, frame: dict[str, Any]) -> None:
+        state = self._sub_by_hub_id.get(frame.get("sub") or "")
+        if state is None:
+            return  # a subscription closed a moment ago
+        if self._origin(frame) is None:
+            log.error("%s: dropped event %s on %s whose origin signature does not verify",
+                      self.agent, frame.get("seq"), frame.get("topic"))
+            return
+        seq = frame.get("seq")
+        if state.stream.durable is None and isinstance(seq, int):
+            if state.next_seq is not None and seq < state.next_seq:
+                return  # seen before the reconnect
+            state.next_seq = seq + 1
+        state.stream.queue.put_nowait(Event.from_frame(frame, self.settle_event))
+
     # -- receiving ---------------------------------------------------------------------------
 
     def _on_frame(self, frame: dict[str, Any]) -> None:
@@ -315,6 +433,8 @@ class Connection:
                 future.set_result(frame)
         elif op == "deliver":
             self._on_deliver(frame)
+        elif op == "event":
+            self._on_event(frame)
         elif op == "failed":
             pending = self._calls.get(frame.get("id") or "")
             error = frame.get("error") or {}
