@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, Field
@@ -93,11 +93,11 @@ def test_removing_an_optional_property_from_a_closed_object_is_refused() -> None
 
 def test_removed_optional_property_must_fit_additional_properties_schema() -> None:
     """Its old values are now checked by `additionalProperties`, which must accept them."""
-    old = obj({"title": STR, "nick": STR}, ("title",))
-    refused(old, obj({"title": STR}, ("title",), additionalProperties=INT),
-            "/additionalProperties", "type changed from string to integer")
-    assert compatibility_problems(old, obj({"title": STR}, ("title",),
-                                           additionalProperties=STR)) == []
+    new = obj({"title": STR}, ("title",), additionalProperties=INT)
+    old = obj({"title": STR, "nick": STR}, ("title",), additionalProperties=INT)
+    refused(old, new, "/additionalProperties", "type changed from string to integer")
+    old = obj({"title": STR, "nick": INT}, ("title",), additionalProperties=INT)
+    assert compatibility_problems(old, new) == []
 
 
 def test_nested_properties_are_checked_with_their_path() -> None:
@@ -119,8 +119,8 @@ def test_type_change_is_refused_with_what_old_events_carry() -> None:
 
 
 @pytest.mark.parametrize("old, new", [
-    ("integer", "number"), ("string", ["string", "null"]), (["integer", "null"], ["number", "null"]),
-    ("string", None),
+    ("integer", "number"), ("string", ["string", "null"]),
+    (["integer", "null"], ["number", "null"]), ("string", None),
 ])
 def test_widening_a_type_is_fine(old: Any, new: Any) -> None:
     """integer -> number, adding a type, or dropping `type` keeps old events valid."""
@@ -142,8 +142,10 @@ def test_narrowing_or_changing_a_type_is_refused(old: Any, new: str, phrase: str
 
 def test_enum_without_type_counts_as_its_values_types() -> None:
     """`{"enum": ["a"]}` only ever carried strings, so adding `type: string` is fine."""
-    assert compatibility_problems(field(enum=["a", "b"]), field(type="string",
-                                                                 enum=["a", "b"])) == []
+    assert compatibility_problems(field(enum=["a", "b"]),
+                                  field(type="string", enum=["a", "b"])) == []
+    refused(field(enum=["a", 1]), field(type="string"), "/properties/f",
+            "from [integer, string] to string (events already published may carry an integer)")
 
 
 # additionalProperties.
@@ -154,6 +156,12 @@ def test_closing_an_object_is_refused(old: Any) -> None:
     old_schema = obj({"title": STR}, **({} if old is None else {"additionalProperties": old}))
     new_schema = obj({"title": STR}, additionalProperties=False)
     refused(old_schema, new_schema, "/additionalProperties", "changed to false")
+
+
+def test_constraining_additional_properties_is_refused() -> None:
+    """From any extra property to a schema for them: old extras may not fit it."""
+    refused(obj({"title": STR}), obj({"title": STR}, additionalProperties=STR),
+            "/additionalProperties", "type changed from any type to string")
 
 
 def test_opening_an_object_is_fine() -> None:
@@ -177,7 +185,7 @@ def test_additional_properties_schema_is_compared() -> None:
 def test_removing_an_enum_value_is_refused() -> None:
     """Old events may carry the removed value."""
     refused(field(type="string", enum=["draft", "live"]), field(type="string", enum=["live"]),
-            "/properties/f", 'enum values removed: "draft"')
+            "/properties/f", 'enum no longer allows "draft"')
 
 
 def test_adding_an_enum_value_is_fine() -> None:
@@ -205,7 +213,9 @@ def test_keeping_or_dropping_a_const_is_fine() -> None:
 
 def test_enum_values_are_compared_as_json() -> None:
     """`true` and `1` are different JSON values."""
-    refused(field(enum=[True, 1]), field(enum=[1]), "/properties/f", "enum values removed: true")
+    kind = ["boolean", "integer"]
+    refused(field(type=kind, enum=[True, 1]), field(type=kind, enum=[1]), "/properties/f",
+            "enum no longer allows true")
 
 
 # Bounds.
@@ -309,7 +319,6 @@ def test_any_of_with_a_changed_definition_is_refused() -> None:
     old = {**field(anyOf=[{"$ref": "#/$defs/A"}, {"type": "null"}]), "$defs": {"A": STR}}
     new = {**old, "$defs": {"A": INT}}
     refused(old, new, "/properties/f", "cannot prove the change to 'anyOf'")
-    assert compatibility_problems(old, {**old, "$defs": {"A": {**STR, "title": "A"}}}) != []
     assert compatibility_problems(old, {**old}) == []
 
 
@@ -381,7 +390,7 @@ class PostExtraOptional(BaseModel):
     title: str = Field(max_length=100, description="Shown in lists")
     author: Author
     tags: list[str] = []
-    subtitle: Optional[str] = None
+    subtitle: str | None = None
     views: int = 0
 
 
@@ -439,6 +448,7 @@ def test_check_schema_accepts_pydantic_schemas() -> None:
         kids: list[Node] = []
     check_schema(V1)
     check_schema(Node.model_json_schema())
+    check_schema({"type": ["object"]})
 
 
 @pytest.mark.parametrize("schema, phrase", [
@@ -450,6 +460,6 @@ def test_check_schema_accepts_pydantic_schemas() -> None:
 ])
 def test_check_schema_refuses_with_a_clear_message(schema: Any, phrase: str) -> None:
     """Not a dict, not valid JSON Schema, or not describing an object: ValueError says why."""
-    with pytest.raises(ValueError, match="") as err:
+    with pytest.raises(ValueError) as err:
         check_schema(schema)
     assert phrase in str(err.value)

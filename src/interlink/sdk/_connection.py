@@ -213,14 +213,19 @@ class Connection:
                 future.set_exception(exc)
 
     async def _resend(self) -> None:
-        """After a reconnect: everything unanswered goes again, re-signed, with its old id."""
+        """After a reconnect: subscriptions first (so acks find them), then everything
+        unanswered, re-signed, with its old id."""
+        for state in list(self._subs.values()):
+            fields = self._subscribe_fields(state)
+            answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+            self._acks[fields["id"]] = answer
+            await self._send_fields(fields)
+            self._spawn(self._resubscribed(state, fields["id"], answer))
         for fields in list(self._outbox.values()):
             await self._send_fields(fields)
         for pending in list(self._calls.values()):
             if pending.fields["id"] not in self._outbox:
                 await self._send_fields(pending.fields)
-        for state in list(self._subs.values()):
-            self._spawn(self._resubscribe(state))
 
     # -- sending -----------------------------------------------------------------------------
 
@@ -368,7 +373,7 @@ class Connection:
         return {"id": new_id(), "kind": kind, "sender": self.agent, "target": target,
                 "conversation": new_id(), "traceparent": new_traceparent(), "body": body}
 
-    async def _send_subscribe(self, state: _SubState) -> None:
+    def _subscribe_fields(self, state: _SubState) -> dict[str, Any]:
         options = dict(state.options)
         if state.stream.durable is None and state.next_seq is not None:
             options.pop("since", None)
@@ -378,16 +383,26 @@ class Connection:
             self._sub_by_hub_id.pop(state.hub_id, None)
         state.hub_id = fields["id"]
         self._sub_by_hub_id[fields["id"]] = state
-        answer = await self.request(fields, durable=False)
+        return fields
+
+    async def _send_subscribe(self, state: _SubState) -> None:
+        answer = await self.request(self._subscribe_fields(state), durable=False)
         if state.next_seq is None and "start" in answer:
             state.next_seq = int(answer["start"])
 
-    async def _resubscribe(self, state: _SubState) -> None:
+    async def _resubscribed(self, state: _SubState, env_id: str,
+                            answer: asyncio.Future[dict[str, Any]]) -> None:
+        """Wait for the hub's verdict on a subscription renewed after a reconnect."""
         try:
-            await self._send_subscribe(state)
-        except InterlinkError as exc:
+            frame = await asyncio.wait_for(answer, 30.0)
+        except (asyncio.TimeoutError, InterlinkError) as exc:
+            frame = {"op": "refused", "error": {"stage": "sdk", "code": "no_answer",
+                                                "reason": repr(exc)}}
+        finally:
+            self._acks.pop(env_id, None)
+        if frame.get("op") == "refused":
             log.error("%s: could not subscribe to %s again after reconnecting: %s", self.agent,
-                      state.pattern, exc)
+                      state.pattern, GateDenied.from_dict(frame.get("error") or {}))
             self._subs.pop(state.stream.key, None)
             state.stream.closed = True
             state.stream.queue.put_nowait(None)

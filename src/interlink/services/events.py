@@ -40,7 +40,7 @@ from ..errors import GateDenied, KeyExists, NotFound, RevisionMismatch
 from ..gate.context import GateContext, Session
 from ..gate.stage import deny
 from ..policy import HubSettings
-from ..store import KV, Consumer, Log, LogMessage
+from ..store import KV, Consumer, ConsumerInfo, Log, LogMessage
 from ..topics import consumer_error, dead_letter_topic, matches
 from .audit import AuditLog
 from .schema_compat import check_schema, compatibility_problems
@@ -177,11 +177,14 @@ class EventBus:
                             f"durable consumer {durable!r} follows {existing.filter!r}, not "
                             f"{env.target!r}; pick another name, or subscribe with "
                             f"{existing.filter!r} to join its group")
-            self._consumers[durable] = await self.log.consumer(
+            consumer = await self.log.consumer(
                 durable, filter=env.target,
                 ack_wait=float(body.get("ack_wait") or self.settings.event_ack_wait_seconds),
                 max_deliver=int(body.get("max_deliver") or self.settings.event_max_deliver),
                 dead_letter=dead_letter_topic(durable), deliver=body.get("deliver") or "all")
+            if durable not in self._consumers and existing is not None:
+                await _put_back(consumer, existing)
+            self._consumers[durable] = consumer
             ctx.answer.update(sub=sub.id, durable=durable, created=existing is None)
         else:
             if "from_seq" in body:
@@ -388,6 +391,13 @@ class EventBus:
                 await asyncio.gather(group.task, return_exceptions=True)
                 self._groups.pop(group.name, None)
         sub.inflight.clear()
+
+
+async def _put_back(consumer: Consumer, info: ConsumerInfo) -> None:
+    """Make what an earlier hub process handed out and nobody acked deliverable again at once,
+    so it comes before newer events (its subscribers' connections died with that process)."""
+    for seq in range(info.ack_floor + 1, info.delivered_seq + 1):
+        await _quietly(consumer.nak(seq))
 
 
 def _pick(group: Group, limit: int) -> Subscription | None:

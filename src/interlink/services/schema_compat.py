@@ -1,19 +1,15 @@
 """Schema compatibility: may a new version of a topic's JSON Schema replace the old one?
 
-Events already published were valid under the old schema, and consumers were written against
-it. The new schema may replace it only if those events stay valid (no new required fields, no
-narrowed types, enums or bounds, no newly closed objects) and nothing consumers rely on goes
-away (a required field stays required). The check is conservative: a change it cannot prove
-compatible (e.g. a different `anyOf`) is refused.
-
-Each problem names a JSON pointer into the new schema (local `$ref`s are followed, so a change
-inside a definition is reported at `/$defs/<Name>/...`).
+Only if events already published stay valid (no new required fields, no narrowed types, enums
+or bounds, no newly closed objects) and nothing consumers rely on goes away (required fields
+stay required). What cannot be proved compatible (e.g. a changed `anyOf`) is refused. Problems
+name JSON pointers into the new schema; local `$ref`s are followed, so a change inside a
+definition is reported at `/$defs/<Name>/...`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import jsonschema
@@ -38,10 +34,10 @@ def compatibility_problems(old: dict, new: dict) -> list[str]:
     problems: list[str] = []
     seen: set[tuple[str, str]] = set()
 
-    def compare(o: Any, n: Any, optr: str, nptr: str) -> None:
+    def compare(o: Any, optr: str, n: Any, nptr: str) -> None:
         o, optr = _deref(o, old, optr)
         n, nptr = _deref(n, new, nptr)
-        if (optr, nptr) in seen:  # already compared (also ends `$ref` cycles)
+        if (optr, nptr) in seen or o == n == {}:  # compared already (ends `$ref` cycles)
             return
         seen.add((optr, nptr))
         if o is False:  # nothing was allowed here, so nothing published can break
@@ -54,8 +50,9 @@ def compatibility_problems(old: dict, new: dict) -> list[str]:
         both = _types(o) & _types(n)
         if "object" in both:
             compare_objects(o, n, optr, nptr)
-        if "array" in both:
-            compare_arrays(o, n, optr, nptr)
+        if "array" in both:  # each tuple position, then `items` for the rest
+            for i in range(max(len(o.get("prefixItems", [])), len(n.get("prefixItems", []))) + 1):
+                compare(*_item(o, i, optr), *_item(n, i, nptr))
 
     def compare_objects(o: dict, n: dict, optr: str, nptr: str) -> None:
         oprops, nprops = o.get("properties", {}), n.get("properties", {})
@@ -72,39 +69,23 @@ def compatibility_problems(old: dict, new: dict) -> list[str]:
         for name, schema in oprops.items():
             at_o, at_n = f"{optr}/properties/{_esc(name)}", f"{nptr}/properties/{_esc(name)}"
             if name in nprops:
-                compare(schema, nprops[name], at_o, at_n)
+                compare(schema, at_o, nprops[name], at_n)
             elif name in oreq and name in nreq:
                 problems.append(f"{at_n}: required property '{name}' was removed from properties "
                                 "(removing a required field); consumers rely on it")
-            elif name not in oreq:  # its values are now checked by patternProperties or the rest
-                patterns = {p: s for p, s in n.get("patternProperties", {}).items()
-                            if _matches(p, name)}
-                for pattern, sub in patterns.items():
-                    compare(schema, sub, at_o, f"{nptr}/patternProperties/{_esc(pattern)}")
-                if not patterns and nap is False:
-                    problems.append(f"{at_n}: optional property '{name}' removed while "
-                                    "additionalProperties is false; events already published "
-                                    "that carry it would be rejected")
-                elif not patterns:
-                    compare(schema, nap, at_o, f"{nptr}/additionalProperties")
+            elif name not in oreq and nap is False:
+                problems.append(f"{at_n}: optional property '{name}' removed while "
+                                "additionalProperties is false; events already published that "
+                                "carry it would be rejected")
+            elif name not in oreq and isinstance(nap, dict) and nap:  # old values must fit it
+                compare(schema, at_o, nap, f"{nptr}/additionalProperties")
         if nap is False and oap is not False:
             problems.append(f"{nptr}/additionalProperties: changed to false; events already "
                             "published may carry properties the new schema does not list")
         elif nap is not False:
-            compare(oap, nap, f"{optr}/additionalProperties", f"{nptr}/additionalProperties")
+            compare(oap, f"{optr}/additionalProperties", nap, f"{nptr}/additionalProperties")
 
-    def compare_arrays(o: dict, n: dict, optr: str, nptr: str) -> None:
-        opre, npre = o.get("prefixItems", []), n.get("prefixItems", [])
-        for i in range(max(len(opre), len(npre))):
-            osub, ops = (opre[i], f"{optr}/prefixItems/{i}") if i < len(opre) else (
-                o.get("items"), f"{optr}/items")
-            nsub, nps = (npre[i], f"{nptr}/prefixItems/{i}") if i < len(npre) else (
-                n.get("items"), f"{nptr}/items")
-            compare(osub, nsub, ops, nps)
-        if "items" in o or "items" in n:
-            compare(o.get("items"), n.get("items"), f"{optr}/items", f"{nptr}/items")
-
-    compare(old, new, "", "")
+    compare(old, "", new, "")
     return problems
 
 
@@ -118,10 +99,10 @@ def check_schema(schema: dict) -> None:
     except jsonschema.SchemaError as e:
         where = "/" + "/".join(str(p) for p in e.path)
         raise ValueError(f"not a valid JSON Schema (draft 2020-12) at {where}: {e.message}; "
-                         "fix the schema and register it again") from e
+                         "fix the schema and try again") from e
     root, _ = _deref(schema, schema, "")
     kind = root.get("type") if isinstance(root, dict) else None
-    if kind != "object":
+    if kind not in ("object", ["object"]):
         raise ValueError(f'an event schema needs top-level "type": "object" (events are JSON '
                          f'objects), got {kind!r}; add "type": "object" and describe the '
                          'event fields under "properties"')
@@ -138,21 +119,16 @@ def _keyword_problems(o: dict, n: dict, nptr: str, old: Any, new: Any) -> list[s
                  "may carry " + " or ".join(ARTICLE.get(t, t) for t in lost))
         out.append(f"{at}: type changed from {_show(otypes)} to {_show(ntypes)} "
                    f"(events already published {carry})")
-    values = o["enum"] if "enum" in o else [o["const"]] if "const" in o else None
-    for kw, allowed in (("enum", n.get("enum")), ("const", [n.get("const")])):
-        if kw not in n:
-            continue
-        keys = {_key(v) for v in allowed}
-        gone = [v for v in values or [] if _key(v) not in keys]
-        if values is None:
+    values = _values(o)
+    for kw in ("enum", "const"):
+        allowed = {_key(v) for v in _values({kw: n[kw]})} if kw in n else None
+        gone = [_key(v) for v in values or [] if allowed is not None and _key(v) not in allowed]
+        if allowed is not None and values is None:
             out.append(f"{at}: {kw} added; events already published may carry other values")
-        elif gone and kw == "enum":
-            out.append(f"{at}: enum values removed: {', '.join(_key(v) for v in gone)} "
-                       "(events already published may carry them)")
         elif gone:
-            was = _key(o["const"]) if "const" in o else f"enum {_key(o['enum'])}"
-            out.append(f"{at}: const changed from {was} to {_key(n['const'])} "
-                       "(events already published carry the old value)")
+            change = (f"changed from {_key(o['const'])} to {_key(n['const'])}" if kw == "const"
+                      and "const" in o else f"no longer allows {', '.join(gone)}")
+            out.append(f"{at}: {kw} {change} (events already published may carry it)")
     for kw in LOWER + UPPER:
         if kw not in n:
             continue
@@ -194,12 +170,9 @@ def _resolve(ref: str, root: Any) -> Any:
     node = root
     for part in ref[2:].split("/") if ref != "#" else []:
         part = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
+        if not isinstance(node, dict) or part not in node:
             return None
+        node = node[part]
     return node if isinstance(node, (dict, bool)) else None
 
 
@@ -217,29 +190,35 @@ def _inline(value: Any, root: Any, stack: tuple[str, ...] = ()) -> Any:
 
 
 def _types(schema: dict) -> frozenset[str]:
-    """The JSON types a schema allows: from `type`, else from `enum`/`const`, else all."""
-    if "type" in schema:
-        kind = schema["type"]
-        return frozenset([kind] if isinstance(kind, str) else kind)
-    if "enum" in schema or "const" in schema:
-        values = schema["enum"] if "enum" in schema else [schema["const"]]
-        return frozenset(_json_type(v) for v in values)
-    return ALL_TYPES
+    """The JSON types a schema allows: `type` (a string or a list), else those of its `enum` or
+    `const` values, else all."""
+    values = _values(schema)
+    kind = schema.get("type", ALL_TYPES if values is None else {_json_type(v) for v in values})
+    return frozenset([kind] if isinstance(kind, str) else kind)
 
 
 def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int) or isinstance(value, float) and value.is_integer():
-        return "integer"
-    names = {float: "number", str: "string", type(None): "null", list: "array", dict: "object"}
-    return names.get(type(value), "object")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return "integer" if float(value).is_integer() else "number"
+    return {bool: "boolean", str: "string", list: "array", dict: "object"}.get(type(value), "null")
+
+
+def _values(schema: dict) -> list[Any] | None:
+    """The only values a schema allows by `const` or `enum`, or None if it does not say."""
+    return [schema["const"]] if "const" in schema else schema.get("enum")
+
+
+def _item(schema: dict, i: int, ptr: str) -> tuple[Any, str]:
+    """The sub-schema array position `i` must match, and the pointer it lives at."""
+    prefix = schema.get("prefixItems", [])
+    return (prefix[i], f"{ptr}/prefixItems/{i}") if i < len(prefix) else (
+        schema.get("items"), f"{ptr}/items")
 
 
 def _show(types: frozenset[str]) -> str:
-    if types == ALL_TYPES:
-        return "any type"
-    return next(iter(types)) if len(types) == 1 else "[" + ", ".join(sorted(types)) + "]"
+    names = sorted(types)
+    return "any type" if types == ALL_TYPES else names[0] if len(names) == 1 else (
+        f"[{', '.join(names)}]")
 
 
 def _key(value: Any) -> str:
@@ -248,10 +227,3 @@ def _key(value: Any) -> str:
 
 def _esc(name: str) -> str:
     return name.replace("~", "~0").replace("/", "~1")
-
-
-def _matches(pattern: str, name: str) -> bool:
-    try:
-        return re.search(pattern, name) is not None
-    except re.error:
-        return True  # cannot tell: compare against it, which is the stricter choice
