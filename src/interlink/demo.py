@@ -1,12 +1,14 @@
 """`interlink demo`: a blog team of three scripted agents on an embedded hub.
 
-The ideator asks the drafter for a draft; the drafter asks the editor for a review; then the
-ideator tries to skip the drafter and call the editor itself, which its grants do not allow.
+The ideator asks the drafter for a draft; the drafter asks the editor for a review and then
+publishes `blog.drafts.created`, which the publicist (subscribed, never called) reacts to; then
+the ideator tries to skip the drafter and call the editor itself, which its grants do not allow.
 Everything crosses the hub's gate, and the audit chain shows it afterwards. No LLM is needed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import time
@@ -19,7 +21,7 @@ from rich.panel import Panel
 
 from .errors import GateDenied
 from .home import MeshHome
-from .sdk import Agent, SkillContext, connect
+from .sdk import Agent, Event, EventContext, SkillContext, connect
 from .server import background_hub
 from .services.audit import RECORD, describe_record, verify_chain
 from .store import open_store
@@ -46,6 +48,28 @@ class Review(BaseModel):
     notes: list[str]
 
 
+class DraftCreated(BaseModel):
+    """The event the drafter publishes on `blog.drafts.created` (its schema is registered)."""
+
+    title: str
+    words: int
+    verdict: str
+
+
+def build_publicist(mesh: MeshHome, hub: str, say: Any, seen: list[Event]) -> Agent:
+    publicist = Agent("publicist", credential=mesh.credential_path("publicist"), hub=hub,
+                      description="Announces new drafts; listens, is never called.")
+
+    @publicist.on_event("blog.drafts.*", durable="publicist")
+    async def announce(ctx: EventContext, event: Event) -> None:
+        say("publicist", f"heard [bold]{event.topic}[/] #{event.topic_seq} from "
+                         f"{event.sender} (signature checked): “{event.data['title']}”, "
+                         f"{event.data['words']} words → queues a teaser; nobody called it")
+        seen.append(event)
+
+    return publicist
+
+
 def build_agents(mesh: MeshHome, hub: str, say: Any) -> tuple[Agent, Agent]:
     drafter = Agent("drafter", credential=mesh.credential_path("drafter"), hub=hub,
                     description="Writes blog drafts and gets them reviewed.")
@@ -61,7 +85,11 @@ def build_agents(mesh: MeshHome, hub: str, say: Any) -> tuple[Agent, Agent]:
                 "signed messages, least-privilege grants and an audit trail.")
         say("drafter", "asking [bold]editor.review[/] (same conversation, hop 1)")
         review = await ctx.call("editor", "review", ReviewRequest(title=title, text=text))
-        say("drafter", f"editor says: {review['verdict']}; returning the draft")
+        say("drafter", f"editor says: {review['verdict']}; publishing "
+                       "[bold]blog.drafts.created[/] for whoever cares")
+        await ctx.publish("blog.drafts.created", DraftCreated(
+            title=title, words=len(text.split()), verdict=review["verdict"]))
+        say("drafter", "event committed by the hub; returning the draft")
         return Draft(title=title, text=text, review=review)
 
     @editor.skill("review", input_schema=ReviewRequest, output_schema=Review)
@@ -80,13 +108,15 @@ async def run_demo(home: Path, out: Console) -> int:
     started = time.time()
 
     def say(who: str, text: str) -> None:
-        colours = {"ideator": "cyan", "drafter": "magenta", "editor": "yellow", "hub": "green"}
+        colours = {"ideator": "cyan", "drafter": "magenta", "editor": "yellow", "hub": "green",
+                   "publicist": "blue"}
         out.print(f"[dim]{time.time() - started:6.3f}s[/] [{colours.get(who, 'white')}]"
-                  f"{who:>8}[/] │ {text}", highlight=False)
+                  f"{who:>9}[/] │ {text}", highlight=False)
 
-    out.print(Panel.fit("[bold]Interlink demo[/]: a blog team of three agents on one mesh\n"
-                        "ideator → drafter.draft → editor.review, every hop through the hub's "
-                        "gate", border_style="cyan"))
+    out.print(Panel.fit("[bold]Interlink demo[/]: a blog team of four agents on one mesh\n"
+                        "ideator → drafter.draft → editor.review, then an event "
+                        "blog.drafts.created → publicist;\nevery hop through the hub's gate",
+                        border_style="cyan"))
     mesh = MeshHome(home)
     if mesh.root.exists():
         shutil.rmtree(mesh.root)
@@ -94,23 +124,44 @@ async def run_demo(home: Path, out: Console) -> int:
     mesh.add_agent("ideator", description="Has ideas; asks for drafts.", calls=["drafter.draft"])
     mesh.add_agent("drafter", description="Writes drafts.", calls=["editor.review"])
     mesh.add_agent("editor", description="Reviews drafts.")
-    say("hub", f"mesh home {mesh.root}: hub key, 3 enrolled agents, policy mesh.yaml")
+    mesh.add_agent("publicist", description="Announces new drafts.")
+    mesh.grant("drafter", publish=["blog.drafts.*"])
+    mesh.grant("publicist", subscribe=["blog.drafts.*"])
+    say("hub", f"mesh home {mesh.root}: hub key, 4 enrolled agents, policy mesh.yaml")
     for name, grants in mesh.load_policy().agents.items():
-        say("hub", f"  policy: {name} may call {', '.join(grants.calls) or 'nothing'}")
+        rights = [f"call {', '.join(grants.calls)}" if grants.calls else "",
+                  f"publish {', '.join(grants.publish)}" if grants.publish else "",
+                  f"subscribe {', '.join(grants.subscribe)}" if grants.subscribe else ""]
+        say("hub", f"  policy: {name} may {'; '.join(r for r in rights if r) or 'do nothing'}")
 
     ok = True
     async with background_hub(mesh) as running:
         say("hub", f"hub listening on {running.url} (embedded SQLite store)")
         drafter, editor = build_agents(mesh, running.url, say)
-        async with editor, drafter, connect("ideator", credential=mesh.credential_path("ideator"),
-                                            hub=running.url) as ideator:
-            say("hub", "editor and drafter connected (signed hello, agent cards registered)")
+        heard: list[Event] = []
+        publicist = build_publicist(mesh, running.url, say, heard)
+        async with editor, drafter, publicist, connect(
+                "ideator", credential=mesh.credential_path("ideator"),
+                hub=running.url) as ideator:
+            say("hub", "editor, drafter and publicist connected (signed hello, agent cards "
+                       "registered; publicist subscribed to blog.drafts.* as a durable consumer)")
+            schema = await drafter.connection.register_schema(
+                "blog.drafts.created", DraftCreated.model_json_schema())
+            say("drafter", f"registered the schema of [bold]blog.drafts.created[/] "
+                           f"(v{schema['version']}): the hub validates every event against it")
             say("ideator", "calling [bold]drafter.draft[/] topic “agent meshes”")
             result = await ideator.call("drafter", "draft", {"topic": "agent meshes"})
             say("ideator", f"got the draft “{result['title']}” "
                            f"(review: {result['review']['verdict']})")
             out.print(Panel(json.dumps(result, indent=2), title="the draft, as the ideator got it",
                             border_style="dim"))
+            for _ in range(200):
+                if heard:
+                    break
+                await asyncio.sleep(0.01)
+            if not heard:
+                say("hub", "[red]the publicist never heard the event![/]")
+                ok = False
             say("ideator", "now trying to skip the drafter: calling [bold]editor.review[/] "
                            "directly …")
             try:
@@ -146,6 +197,8 @@ async def run_demo(home: Path, out: Console) -> int:
         f"  interlink agents --home {home}\n"
         f"  interlink audit show --home {home} --last 30\n"
         f"  interlink audit verify --home {home}\n"
+        f"  interlink topics --home {home}\n"
+        f"  interlink tail 'blog.>' --from-seq 1 --no-follow --home {home}\n"
         f"  interlink serve --home {home}        # run this hub yourself, then:\n"
         f"  interlink call ideator drafter draft '{{\"topic\": \"x\"}}' --home {home}\n"
         "    (with the drafter and editor agents running: see examples/blog_team.py)",

@@ -137,3 +137,64 @@ async def test_call_and_agents_commands_against_a_running_hub(tmp_path: Path) ->
     offline = await asyncio.to_thread(interlink, "call", "cli", "echo", "say", "{}", "--hub",
                                       hub.url)
     assert offline.returncode == 5 and "cannot reach the hub" in offline.stderr
+
+
+async def test_publish_tail_and_topics_commands(tmp_path: Path) -> None:
+    """`publish` commits and numbers events (a repeated id is a duplicate); `tail` shows them
+    live with sequence, topic number and sender; `topics` shows counts and consumer lag."""
+    home = MeshHome(tmp_path / "h")
+    home.init()
+    home.add_agent("pub")
+    home.add_agent("reader")
+    home.grant("pub", publish=["blog.*"])
+    home.grant("reader", subscribe=["blog.>"])
+    hub = HubProcess(home)
+    await hub.start()
+
+    def interlink(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "interlink", *args, "--home",
+                               str(home.root)], capture_output=True, text=True, timeout=60,
+                              env={**env_python(), "COLUMNS": "200"})
+
+    try:
+        tail = subprocess.Popen(
+            [sys.executable, "-m", "interlink", "tail", "blog.>", "--count", "2", "--home",
+             str(home.root)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**env_python(), "COLUMNS": "200"})
+        await asyncio.sleep(1.5)  # let tail start following
+        first = await asyncio.to_thread(interlink, "publish", "pub", "blog.drafts",
+                                        '{"title": "one"}', "--id", "e1", "--hub", hub.url)
+        assert first.returncode == 0, first.stderr
+        assert "blog.drafts #1" in first.stdout
+        again = await asyncio.to_thread(interlink, "publish", "pub", "blog.drafts",
+                                        '{"title": "one"}', "--id", "e1", "--hub", hub.url)
+        assert "duplicate" in again.stdout and "#1" in again.stdout
+        second = await asyncio.to_thread(interlink, "publish", "pub", "blog.news",
+                                         '{"title": "two"}', "--hub", hub.url)
+        assert "blog.news #1" in second.stdout
+        refused = await asyncio.to_thread(interlink, "publish", "reader", "blog.news", "{}",
+                                          "--hub", hub.url)
+        assert refused.returncode == 3 and "agents.reader.publish" in refused.stderr
+        shown, _ = await asyncio.to_thread(tail.communicate, timeout=30)
+        lines = shown.strip().splitlines()
+        assert len(lines) == 2
+        assert "blog.drafts#1" in lines[0] and "pub" in lines[0] and '"one"' in lines[0]
+        assert "blog.news#1" in lines[1]
+        from interlink import connect
+        async with connect("reader", credential=home.credential_path("reader"),
+                           hub=hub.url) as reader:
+            sub = await reader.subscribe("blog.>", durable="archive")
+            event = await sub.get(5)
+            await event.ack()
+        listed = await asyncio.to_thread(interlink, "topics", "--json")
+        assert listed.returncode == 0, listed.stderr
+        report = json.loads(listed.stdout)
+        assert {t["topic"]: t["events"] for t in report["topics"]} == {
+            "blog.drafts": 1, "blog.news": 1}
+        [archive] = report["consumers"]
+        assert (archive["name"], archive["lag"]) == ("archive", 0)
+        assert archive["ack_pending"] == 1  # delivered with the first, not acked: lag is 0
+        bad = await asyncio.to_thread(interlink, "tail", "blog..x", "--no-follow")
+        assert bad.returncode == 2 and "empty token" in bad.stderr
+    finally:
+        hub.stop()

@@ -196,8 +196,10 @@ def describe_record(rec: dict[str, Any]) -> str:
     env = rec.get("envelope") or {}
     who = f"{env.get('sender', '?')} → {env.get('target', '?')}" if env else "(undecodable frame)"
     if rec["decision"] == "accepted":
-        call = f" call {env['id'][:8]}…" if env.get("kind") == "call" else (
-            f" to {env['parent'][:8]}…" if env.get("parent") else "")
+        kind, parent = env.get("kind"), env.get("parent")
+        call = (f" call {env['id'][:8]}…" if kind == "call" else
+                f" to {parent[:8]}…" if parent and kind in ("reply", "progress") else
+                f" (within {parent[:8]}…)" if parent else "")
         return f"{head} accepted  {env.get('kind', '?'):<8} {who}{call}   [{rec.get('rule')}]"
     return (f"{head} REFUSED   {env.get('kind', '?'):<8} {who}   at {rec['stage']} "
             f"({rec['code']}): {rec['reason']}" + (f" [rule: {rec['rule']}]" if rec.get("rule")
