@@ -21,6 +21,7 @@ test: setup
 
 bench: setup
 	$(BIN)/python benchmarks/call_rtt.py
+	$(BIN)/python benchmarks/event_latency.py
 
 clean:
 	rm -rf $(VENV) interlink-demo .pytest_cache

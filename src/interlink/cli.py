@@ -333,7 +333,8 @@ def _event_line(message: Any) -> str:
     text = json.dumps(data, ensure_ascii=False)
     if len(text) > 160:
         text = text[:157] + "..."
-    when = time.strftime("%H:%M:%S", time.localtime(message.ts)) + f".{int(message.ts % 1 * 1000):03d}"
+    when = time.strftime("%H:%M:%S", time.localtime(message.ts))
+    when += f".{int(message.ts % 1 * 1000):03d}"
     number = message.headers.get("topic_seq")
     where = f"{message.subject}#{number}" if number else message.subject
     dead = (f" [red](dead letter: {message.headers.get('reason')} after "

@@ -59,7 +59,8 @@ def valid_agent_name(name: str) -> bool:
 class Envelope(BaseModel):
     """One crossing. `target` is `agent.skill` for a call, the caller for a reply or progress,
     `hub` for a hello, the topic for a publish or schema, the pattern for a subscribe, the
-    durable consumer for an ack and the subscription id for an unsubscribe; `parent` is the causal parent (for a reply: the call it answers)."""
+    durable consumer for an ack and the subscription id for an unsubscribe; `parent` is the
+    causal parent (for a reply: the call it answers)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -16,7 +16,7 @@ from typing import Any
 from .envelope import BUS_KINDS
 from .errors import GateDenied
 from .gate import (Authenticate, Authorize, Commit, Decode, Deliver, GateContext, Observe,
-                   Pipeline, Session, Validate)
+                   Pipeline, Service, Session, Validate)
 from .home import MeshHome
 from .policy import PolicyFile
 from .services.audit import AuditLog
@@ -74,7 +74,7 @@ class Hub:
             await self._store.log(EVENTS_LOG, dedup_window=self.settings.event_dedup_seconds),
             await self._store.kv(SCHEMAS_BUCKET), self.audit, self.settings)
         hello = HelloService(self.registry, self.calls)
-        services = {"hello": hello, "call": self.calls, "reply": self.calls,
+        services: dict[str, Service] = {"hello": hello, "call": self.calls, "reply": self.calls,
                     "progress": self.calls,
                     **{kind: self.events for kind in BUS_KINDS}}
         self.gate = Pipeline([

@@ -16,15 +16,9 @@ from .context import GateContext
 from .stage import deny
 
 
-class TopicSchema(Protocol):
-    version: int
-
-    @property
-    def validator(self) -> Any: ...
-
-
 class SchemaLookup(Protocol):
-    def schema(self, topic: str) -> TopicSchema | None: ...
+    def schema(self, topic: str) -> Any:
+        """The topic's latest schema (with `version` and a jsonschema `validator`), or None."""
 
 
 class Validate:

@@ -71,24 +71,6 @@ class Skill:
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
 
-    def on_event(self, pattern: str, *, durable: str | None = None, deliver: str | None = None,
-                 ack_wait: float | None = None, max_deliver: int | None = None,
-                 retry_delay: float = 1.0) -> Callable[[EventFn], EventFn]:
-        """Handle events on `pattern` (`*` one token, `>` the rest). With `durable`, a named
-        durable consumer: events wait for the agent while it is away, each is acked when the
-        handler returns and redelivered (after `retry_delay`) when it raises; agents sharing a
-        durable name share its events. Without it, a live subscription from now on."""
-        if self._connection is not None:
-            raise RuntimeError("declare event handlers before the agent starts")
-
-        def register(fn: EventFn) -> EventFn:
-            options = {k: v for k, v in {"durable": durable, "deliver": deliver,
-                                         "ack_wait": ack_wait,
-                                         "max_deliver": max_deliver}.items() if v is not None}
-            self.handlers.append(EventHandler(pattern, fn, options, retry_delay))
-            return fn
-        return register
-
     def card(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.id, "description": self.description,
                 "input_schema": self.input_schema, "output_schema": self.output_schema}

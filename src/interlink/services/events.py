@@ -112,8 +112,9 @@ class EventBus:
                 self._cache_schema(entry.key, versions[-1])
 
     async def aclose(self) -> None:
-        tasks = [t.task for t in [*self._subs.values(), *self._groups.values()]
-                 if t.task is not None] + list(self._tasks)
+        tasks = [s.task for s in self._subs.values() if s.task is not None]
+        tasks += [g.task for g in self._groups.values() if g.task is not None]
+        tasks += list(self._tasks)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -247,6 +248,9 @@ class EventBus:
         env = ctx.env
         assert env is not None
         topic, schema = env.target, env.body.get("schema")
+        if not isinstance(schema, dict):
+            return deny("commit", "bad_schema", "a schema envelope carries `schema`, a JSON "
+                        "Schema object")
         try:
             check_schema(schema)
         except ValueError as exc:
