@@ -163,7 +163,8 @@ def agents(home: HomeOption = None,
         out.print_json(json.dumps([{
             "name": s.name, "connected": s.connected, "description": s.description,
             "skills": [k.id for k in s.card.skills] if s.card else [],
-            "calls": policy.agents[s.name].calls} for s in statuses]))
+            "calls": policy.agents[s.name].calls, "publish": policy.agents[s.name].publish,
+            "subscribe": policy.agents[s.name].subscribe} for s in statuses]))
         return
     table = Table(title=f"agents of {mesh.root}")
     for column in ("agent", "state", "skills", "may call", "description"):
