@@ -250,7 +250,7 @@ def tail(pattern: Annotated[str, typer.Argument(help="Topic pattern: * one token
          follow: Annotated[bool, typer.Option(help="Keep waiting for new events.")] = True
          ) -> None:
     """Show events as they land: sequence, time, topic and its number, sender, data."""
-    from .topics import matches, pattern_error
+    from .names import matches, pattern_error
     if problem := pattern_error(pattern):
         raise fail(problem, "e.g. `interlink tail 'blog.>'`", code=2)
     mesh = MeshHome(home)

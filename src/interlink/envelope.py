@@ -1,8 +1,8 @@
 """The envelope: the one shape of everything that crosses the hub.
 
 A call, its reply, progress on a call, the opening hello of a connection, an event published
-on a topic and the bus's control messages (subscribe, ack, unsubscribe, schema) are all
-envelopes. The sender signs the canonical JSON
+on a topic, the bus's control messages (subscribe, ack, unsubscribe, schema) and shared-memory
+operations (read, write, watch) are all envelopes. The sender signs the canonical JSON
 form of the envelope without `sig`; the hub checks that signature and forwards the envelope
 unchanged, so a recipient can check the origin's signature end to end.
 
@@ -25,9 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .identity import canonical, sign, verify
 
 Kind = Literal["hello", "call", "reply", "progress",
-               "publish", "subscribe", "ack", "unsubscribe", "schema"]
+               "publish", "subscribe", "ack", "unsubscribe", "schema", "memory"]
 KINDS: tuple[str, ...] = ("hello", "call", "reply", "progress",
-                          "publish", "subscribe", "ack", "unsubscribe", "schema")
+                          "publish", "subscribe", "ack", "unsubscribe", "schema", "memory")
 BUS_KINDS: tuple[str, ...] = ("publish", "subscribe", "ack", "unsubscribe", "schema")
 
 AGENT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
@@ -59,7 +59,8 @@ def valid_agent_name(name: str) -> bool:
 class Envelope(BaseModel):
     """One crossing. `target` is `agent.skill` for a call, the caller for a reply or progress,
     `hub` for a hello, the topic for a publish or schema, the pattern for a subscribe, the
-    durable consumer for an ack and the subscription id for an unsubscribe; `parent` is the
+    durable consumer for an ack, the subscription id for an unsubscribe and the namespace for
+    a memory operation; `parent` is the
     causal parent (for a reply: the call it answers)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

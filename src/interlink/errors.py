@@ -35,14 +35,17 @@ class GateDenied(InterlinkError):
     """The hub's gate refused an envelope.
 
     `stage` is the gate stage that decided, `code` a stable machine-readable reason,
-    `reason` a sentence for people, `rule` the policy rule that decided (if a rule did).
+    `reason` a sentence for people, `rule` the policy rule that decided (if a rule did), and
+    `detail` machine-readable facts for the sender (e.g. the current revision of a stale write).
     """
 
-    def __init__(self, stage: str, code: str, reason: str, rule: str | None = None) -> None:
+    def __init__(self, stage: str, code: str, reason: str, rule: str | None = None,
+                 detail: dict[str, Any] | None = None) -> None:
         self.stage = stage
         self.code = code
         self.reason = reason
         self.rule = rule
+        self.detail = detail or {}
         super().__init__(self._text())
 
     def _text(self) -> str:
@@ -52,15 +55,20 @@ class GateDenied(InterlinkError):
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stage": self.stage, "code": self.code, "reason": self.reason, "rule": self.rule}
+        data = {"stage": self.stage, "code": self.code, "reason": self.reason, "rule": self.rule}
+        if self.detail:
+            data["detail"] = self.detail
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> GateDenied:
+        detail = data.get("detail")
         return cls(
             str(data.get("stage", "?")),
             str(data.get("code", "?")),
             str(data.get("reason", "")),
             data.get("rule"),
+            detail if isinstance(detail, dict) else None,
         )
 
 

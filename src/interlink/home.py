@@ -142,7 +142,7 @@ class MeshHome:
         self.grant(name, calls=patterns)
 
     def grant(self, name: str, *, calls: Iterable[str] = (), publish: Iterable[str] = (),
-              subscribe: Iterable[str] = ()) -> None:
+              subscribe: Iterable[str] = (), memory: dict[str, str] | None = None) -> None:
         """Add grants to an enrolled agent (validated; the running hub picks them up)."""
         policy = self.load_policy()
         if name not in policy.agents:
@@ -151,4 +151,7 @@ class MeshHome:
         entry.calls = sorted(set(entry.calls) | set(calls))
         entry.publish = sorted(set(entry.publish) | set(publish))
         entry.subscribe = sorted(set(entry.subscribe) | set(subscribe))
+        for namespace, access in (memory or {}).items():
+            if entry.memory.get(namespace) != "read-write":
+                entry.memory[namespace] = access  # type: ignore[assignment]
         self.save_policy(parse_policy(dump_policy(policy)))

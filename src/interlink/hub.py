@@ -22,6 +22,7 @@ from .policy import PolicyFile
 from .services.audit import AuditLog
 from .services.calls import CallService
 from .services.events import EVENTS_LOG, SCHEMAS_BUCKET, EventBus
+from .services.memory import MEMORY_BUCKET, SharedMemory
 from .services.registry import PRESENCE_REFRESH, Registry
 from .store import Store, open_store
 
@@ -73,15 +74,19 @@ class Hub:
         self.events = EventBus(
             await self._store.log(EVENTS_LOG, dedup_window=self.settings.event_dedup_seconds),
             await self._store.kv(SCHEMAS_BUCKET), self.audit, self.settings)
+        self.memory = SharedMemory(await self._store.kv(
+            MEMORY_BUCKET, history=self.settings.memory_history))
         hello = HelloService(self.registry, self.calls)
         services: dict[str, Service] = {"hello": hello, "call": self.calls, "reply": self.calls,
                     "progress": self.calls,
+                    "memory": self.memory,
                     **{kind: self.events for kind in BUS_KINDS}}
         self.gate = Pipeline([
             Decode(self.settings.max_envelope_bytes),
             Authenticate(self.key, skew=self.settings.clock_skew_seconds, started=self.started),
             Authorize(self.policy, self.calls, self.events),
-            Validate(self.events, max_event_bytes=self.settings.max_event_bytes),
+            Validate(self.events, max_event_bytes=self.settings.max_event_bytes,
+                     max_memory_value_bytes=self.settings.max_memory_value_bytes),
             Commit(services),
             Deliver(services),
             Observe(self.audit),
@@ -98,6 +103,7 @@ class Hub:
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.calls.aclose()
         await self.events.aclose()
+        await self.memory.aclose()
         if self._store is not None:
             with contextlib.suppress(Exception):
                 await self.audit.append("hub_stopped", hub=self.key.id)
@@ -119,6 +125,7 @@ class Hub:
         await self.registry.disconnected(session)
         await self.calls.disconnected(session)
         await self.events.disconnected(session)
+        await self.memory.disconnected(session)
 
     async def _housekeeping(self) -> None:
         """Presence refresh, policy reload and periodic audit checkpoints."""

@@ -9,6 +9,9 @@
         calls: [editor.review]    # agent.skill patterns; * matches within a name
         publish: [blog.drafts.*]  # topics (NATS wildcards: * one token, > the rest)
         subscribe: [blog.>]       # patterns it may subscribe to (each must be covered)
+        memory:                   # shared-memory namespaces (patterns allowed): read or
+          blog: read-write        #   read-write
+          "team-*": read
       editor: {}                  # enrolled, may do nothing
 
 Rights come only from the verified identity of the sender and its grants here; nothing an
@@ -27,14 +30,14 @@ import time
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .envelope import AGENT_NAME
 from .errors import ConfigError
-from .topics import covers, matches, pattern_error
+from .names import covers, matches, pattern_error
 
 log = logging.getLogger("interlink.policy")
 
@@ -62,6 +65,10 @@ class HubSettings(BaseModel):
     event_max_deliver: int = Field(default=5, ge=1)
     event_max_inflight: int = Field(default=256, ge=1)
     """Events delivered to one subscriber and not yet acknowledged, at most."""
+    max_memory_value_bytes: int = Field(default=64 * 1024, ge=64)
+    """The largest shared-memory value (its JSON form)."""
+    memory_history: int = Field(default=256, ge=1)
+    """Revisions kept per memory key (history, and how far a watch can resume)."""
 
 
 class AgentGrants(BaseModel):
@@ -71,6 +78,8 @@ class AgentGrants(BaseModel):
     calls: list[str] = Field(default_factory=list)
     publish: list[str] = Field(default_factory=list)
     subscribe: list[str] = Field(default_factory=list)
+    memory: dict[str, Literal["read", "read-write"]] = Field(default_factory=dict)
+    """Namespace pattern (`*` within a name) → `read` or `read-write`."""
 
     @field_validator("publish", "subscribe")
     @classmethod
@@ -127,6 +136,22 @@ class Policy(BaseModel):
                 return Decision(True, f"agents.{agent}.calls[{index}]: {pattern}")
         return Decision(False, f"default deny: no entry in agents.{agent}.calls matches {wanted}")
 
+    def may_use_memory(self, agent: str, namespace: str, *, write: bool) -> Decision:
+        grants = self.agents.get(agent)
+        if grants is None:
+            return Decision(False, f"agents.{agent}: not in mesh.yaml (not enrolled)")
+        readable = None
+        for pattern, access in grants.memory.items():
+            if fnmatchcase(namespace, pattern):
+                rule = f"agents.{agent}.memory[{pattern!r}]: {access}"
+                if access == "read-write" or not write:
+                    return Decision(True, rule)
+                readable = rule
+        if readable is not None:
+            return Decision(False, f"{readable} (read only)")
+        return Decision(False, f"default deny: no entry in agents.{agent}.memory matches "
+                               f"namespace {namespace!r}")
+
     def may_publish(self, agent: str, topic: str) -> Decision:
         return self._topic_grant(agent, "publish", topic, matches)
 
@@ -168,6 +193,7 @@ def dump_policy(policy: Policy) -> str:
     header = ("# Interlink mesh policy: default deny. Each agent may do only what is granted here.\n"
               "# calls: agent.skill patterns (editor.review, editor.*, *.review).\n"
               "# publish / subscribe: topic patterns (blog.drafts.created, blog.*, blog.>).\n"
+              "# memory: namespace pattern -> read | read-write.\n"
               "# The hub re-reads this file when it changes; no restart needed.\n")
     return header + yaml.safe_dump(data, sort_keys=False)
 

@@ -144,3 +144,19 @@ async def test_closing_the_store_releases_a_waiting_watch(make_store: MakeStore,
         await store.aclose()
         with pytest.raises(StoreClosed):
             await asyncio.wait_for(pending, 1.0)
+
+
+async def test_revision_is_where_a_resumed_watch_starts(store: Store, fresh: Fresh) -> None:
+    """revision() is 0 before any write, then the latest; a watch after it sees only later
+    changes (deletes count: they are revisions too)."""
+    kv = await store.kv(fresh("kv"))
+    assert await kv.revision() == 0
+    await kv.put("a", b"1")
+    last = await kv.delete("a")
+    assert await kv.revision() == last
+    mark = await kv.revision()
+    later = await kv.put("b", b"2")
+    async with closing_watch(kv.watch(after_revision=mark)) as watch:
+        [change] = await _take(watch, 1)
+        assert (change.key, change.revision) == ("b", later)
+        assert await _nothing_more(watch)

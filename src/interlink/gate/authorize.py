@@ -10,7 +10,8 @@ from typing import Protocol
 
 from ..errors import GateDenied
 from ..policy import Policy, PolicyFile
-from ..topics import pattern_error, topic_error
+from ..names import (MEMORY_READS, MEMORY_WRITES, namespace_error, pattern_error,
+                     topic_error)
 from .context import GateContext, Session
 from .stage import deny
 
@@ -79,7 +80,29 @@ class Authorize:
             return None
         if env.kind in ("publish", "subscribe", "ack", "unsubscribe", "schema"):
             return self._bus(ctx, policy)
+        if env.kind == "memory":
+            return self._memory(ctx, policy)
         return deny(self.name, "unknown_kind", f"no rule covers envelopes of kind {env.kind!r}")
+
+    def _memory(self, ctx: GateContext, policy: Policy) -> GateDenied | None:
+        env = ctx.env
+        assert env is not None
+        problem = namespace_error(env.target)
+        if problem:
+            return deny(self.name, "bad_namespace", problem)
+        op = env.body.get("op")
+        if op not in MEMORY_READS + MEMORY_WRITES:
+            return deny(self.name, "bad_request",
+                        f"memory op {op!r} is not one of "
+                        f"{', '.join(MEMORY_READS + MEMORY_WRITES)}")
+        write = op in MEMORY_WRITES
+        decision = policy.may_use_memory(env.sender, env.target, write=write)
+        if not decision.allowed:
+            return deny(self.name, "not_granted", f"{env.sender} may not "
+                        f"{'write to' if write else 'read'} memory namespace {env.target}",
+                        decision.rule)
+        ctx.rule = decision.rule
+        return None
 
     def _bus(self, ctx: GateContext, policy: Policy) -> GateDenied | None:
         env = ctx.env

@@ -3,7 +3,7 @@ None to continue, or a `GateDenied` value to stop. Stages keep no per-envelope s
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import GateDenied
 from .context import GateContext
@@ -15,5 +15,6 @@ class Stage(Protocol):
     async def __call__(self, ctx: GateContext) -> GateDenied | None: ...
 
 
-def deny(stage: str, code: str, reason: str, rule: str | None = None) -> GateDenied:
-    return GateDenied(stage, code, reason, rule)
+def deny(stage: str, code: str, reason: str, rule: str | None = None,
+         detail: dict[str, Any] | None = None) -> GateDenied:
+    return GateDenied(stage, code, reason, rule, detail)

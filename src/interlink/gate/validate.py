@@ -1,8 +1,10 @@
 """validate: does the content have the shape its destination promises?
 
 A publish must carry an A2A message with the event's data, no bigger than
-`hub.max_event_bytes`, and matching the latest registered schema of its topic. (Skill input
-and output schemas join here with the security issue.)
+`hub.max_event_bytes`, and matching the latest registered schema of its topic. A memory
+operation must name valid keys and revisions, and carry a JSON value no bigger than
+`hub.max_memory_value_bytes`. (Skill input and output schemas join here with the security
+issue.)
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 from typing import Any, Protocol
 
 from ..envelope import body_data
+from ..names import key_error, prefix_error
 from ..errors import GateDenied
 from .context import GateContext
 from .stage import deny
@@ -24,13 +27,21 @@ class SchemaLookup(Protocol):
 class Validate:
     name = "validate"
 
-    def __init__(self, schemas: SchemaLookup, *, max_event_bytes: int) -> None:
+    def __init__(self, schemas: SchemaLookup, *, max_event_bytes: int,
+                 max_memory_value_bytes: int) -> None:
         self.schemas = schemas
         self.max_event_bytes = max_event_bytes
+        self.max_memory_value_bytes = max_memory_value_bytes
 
     async def __call__(self, ctx: GateContext) -> GateDenied | None:
         env = ctx.env
         assert env is not None
+        if env.kind == "memory":
+            problem = self._memory_problem(env.body)
+            if problem is not None:
+                code, reason = problem
+                return deny(self.name, code, reason)
+            return None
         if env.kind != "publish":
             return None
         try:
@@ -54,3 +65,65 @@ class Validate:
                             + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""),
                             f"schemas.{env.target}: v{topic.version}")
         return None
+
+    def _memory_problem(self, body: dict[str, Any]) -> tuple[str, str] | None:
+        """(code, reason) for what is wrong with a memory operation, or None."""
+        op = body["op"]
+        allowed = MEMORY_FIELDS[op]
+        unknown = sorted(set(body) - allowed - {"op"})
+        if unknown:
+            return "bad_request", f"memory {op} takes {sorted(allowed)}, not {unknown}"
+        if "key" in allowed:
+            if "key" not in body:
+                return "bad_request", f"memory {op} needs a `key`"
+            if problem := key_error(body["key"]):
+                return "bad_key", problem
+        if (problem := prefix_error(body.get("prefix", ""))) is not None:
+            return "bad_key", problem
+        if "value" in allowed:
+            if "value" not in body:
+                return "bad_request", f"memory {op} needs a `value` (any JSON; null is fine)"
+            try:
+                size = len(json.dumps(body["value"], allow_nan=False, separators=(",", ":")))
+            except ValueError:
+                return "bad_value", "the value is not JSON (NaN and Infinity are not JSON)"
+            if size > self.max_memory_value_bytes:
+                return "too_large", (
+                    f"the value is {size} bytes; memory values may be at most "
+                    f"{self.max_memory_value_bytes} (hub.max_memory_value_bytes). Split it "
+                    "over several keys, or store a reference")
+        if op == "update" and not _revision(body.get("expect"), minimum=0):
+            return "bad_request", ("update needs `expect`: the revision you read (0: only if "
+                                   "the key is absent); use put to write unconditionally")
+        if "expect" in body and op == "delete" and not _revision(body["expect"], minimum=1):
+            return "bad_request", "expect must be a revision (a positive integer)"
+        if "after_revision" in body and not _revision(body["after_revision"], minimum=0):
+            return "bad_request", "after_revision must be a revision (an integer >= 0)"
+        ttl = body.get("ttl")
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float)
+                                or not 0 < ttl <= 10 * 365 * 86400):
+            return "bad_request", f"ttl must be a number of seconds > 0, not {ttl!r}"
+        based_on = body.get("based_on")
+        if based_on is not None:
+            if not isinstance(based_on, dict) or len(based_on) > 64:
+                return "bad_request", "based_on maps up to 64 keys to the revisions you read"
+            for key, revision in based_on.items():
+                if problem := key_error(key):
+                    return "bad_key", f"in based_on: {problem}"
+                if not _revision(revision, minimum=0):
+                    return "bad_request", (f"based_on[{key!r}] must be the revision you read "
+                                           "(0: the key was absent)")
+        return None
+
+
+MEMORY_FIELDS: dict[str, set[str]] = {
+    "get": {"key"}, "history": {"key"}, "list": {"prefix"},
+    "watch": {"prefix", "after_revision"}, "unwatch": {"watch"},
+    "put": {"key", "value", "ttl", "based_on"},
+    "update": {"key", "value", "expect", "ttl", "based_on"},
+    "delete": {"key", "expect", "based_on"},
+}
+
+
+def _revision(value: Any, *, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum

@@ -7,6 +7,7 @@ from ._agent import Agent, EventContext, SkillContext
 from ._client import Mesh, connect
 from ._connection import Connection
 from ._events import Event, Subscription
+from ._memory import Memory, MemoryEntry, MemoryWatch, StaleRevision
 
-__all__ = ["Agent", "Connection", "Event", "EventContext", "Mesh", "SkillContext",
-           "Subscription", "connect"]
+__all__ = ["Agent", "Connection", "Event", "EventContext", "Memory", "MemoryEntry",
+           "MemoryWatch", "Mesh", "SkillContext", "StaleRevision", "Subscription", "connect"]

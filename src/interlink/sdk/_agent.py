@@ -34,6 +34,7 @@ from ..home import resolve_home
 from ..identity import Credential, CredentialFile
 from ._connection import Connection
 from ._events import Event, Subscription
+from ._memory import Memory
 
 log = logging.getLogger("interlink.agent")
 
@@ -104,6 +105,10 @@ class SkillContext:
         (by default, the call's own timeout)."""
         await self._connection.progress(self._call, note, extend)
 
+    def memory(self, namespace: str) -> Memory:
+        """A shared-memory namespace, read and written as this agent."""
+        return Memory(self._connection, namespace)
+
     async def publish(self, topic: str, data: Any = None, *,
                       event_id: str | None = None) -> dict[str, Any]:
         """Publish an event within this conversation; returns once the hub committed it."""
@@ -123,6 +128,9 @@ class EventContext:
         self.conversation = event.conversation
         self.traceparent: str = event.envelope["traceparent"]
         self.hops: int = event.envelope.get("hops", 0)
+
+    def memory(self, namespace: str) -> Memory:
+        return Memory(self._connection, namespace)
 
     async def call(self, agent: str, skill: str, data: Any = None, *,
                    timeout: float = 30.0) -> Any:
@@ -260,6 +268,10 @@ class Agent:
                    timeout: float = 30.0) -> Any:
         """Start a new conversation by calling another agent."""
         return await self.connection.call(agent, skill, data, timeout=timeout)
+
+    def memory(self, namespace: str) -> Memory:
+        """A shared-memory namespace, read and written as this agent (once started)."""
+        return Memory(self.connection, namespace)
 
     async def publish(self, topic: str, data: Any = None, *,
                       event_id: str | None = None) -> dict[str, Any]:

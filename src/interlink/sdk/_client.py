@@ -14,6 +14,7 @@ from ..identity import CredentialFile
 from ._agent import credential_path
 from ._connection import Connection, ProgressHandler
 from ._events import Subscription
+from ._memory import Memory
 
 
 class Mesh:
@@ -74,6 +75,10 @@ class Mesh:
         return await self.connection.subscribe(
             pattern, durable=durable, deliver=deliver, from_seq=from_seq, since=since,
             ack_wait=ack_wait, max_deliver=max_deliver)
+
+    def memory(self, namespace: str) -> Memory:
+        """The shared-memory namespace `namespace` (reads and writes as granted in mesh.yaml)."""
+        return Memory(self.connection, namespace)
 
     async def register_schema(self, topic: str, schema: dict[str, Any]) -> dict[str, Any]:
         """Register a (new version of the) JSON Schema events on `topic` must match."""

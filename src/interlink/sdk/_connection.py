@@ -30,6 +30,7 @@ from ..errors import (CallError, CallTimeout, ConnectionLost, GateDenied, Interl
                       SkillFailed)
 from ..identity import Credential, CredentialFile
 from ._events import Event, Subscription
+from ._memory import MemoryEntry, MemoryWatch, StaleRevision
 
 log = logging.getLogger("interlink.sdk")
 
@@ -65,6 +66,15 @@ class _SubState:
     hub_id: str | None = None
 
 
+@dataclass(eq=False)
+class _WatchState:
+    """A memory watch, renewed after a reconnect from the last revision it delivered."""
+
+    stream: MemoryWatch
+    after_revision: int | None = None
+    hub_id: str | None = None
+
+
 class Connection:
     """The transport under `Agent` and `connect()`. States: new → open → closed."""
 
@@ -90,6 +100,8 @@ class Connection:
         self._handlers: set[asyncio.Task[Any]] = set()
         self._subs: dict[str, _SubState] = {}
         self._sub_by_hub_id: dict[str, _SubState] = {}
+        self._watches: dict[str, _WatchState] = {}
+        self._watch_by_hub_id: dict[str, _WatchState] = {}
         self.reconnects = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -125,10 +137,12 @@ class Connection:
                 future.set_exception(lost)
         self._acks.clear()
         self._calls.clear()
-        for state in self._subs.values():
-            state.stream.closed = True
-            state.stream.queue.put_nowait(None)
+        for stream in [*(s.stream for s in self._subs.values()),
+                       *(w.stream for w in self._watches.values())]:
+            stream.closed = True
+            stream.queue.put_nowait(None)
         self._subs.clear()
+        self._watches.clear()
 
     @property
     def is_open(self) -> bool:
@@ -221,6 +235,12 @@ class Connection:
             self._acks[fields["id"]] = answer
             await self._send_fields(fields)
             self._spawn(self._resubscribed(state, fields["id"], answer))
+        for watch in list(self._watches.values()):
+            fields = self._watch_fields(watch)
+            answer = asyncio.get_running_loop().create_future()
+            self._acks[fields["id"]] = answer
+            await self._send_fields(fields)
+            self._spawn(self._rewatched(watch, fields["id"], answer))
         for fields in list(self._outbox.values()):
             await self._send_fields(fields)
         for pending in list(self._calls.values()):
@@ -438,6 +458,84 @@ class Connection:
             state.next_seq = seq + 1
         state.stream.queue.put_nowait(Event.from_frame(frame, self.settle_event))
 
+    # -- shared memory -----------------------------------------------------------------------
+
+    async def memory_request(self, namespace: str, op: str,
+                             fields: dict[str, Any]) -> dict[str, Any]:
+        """One memory operation through the gate; StaleRevision when a revision moved."""
+        try:
+            return await self.request(self._control("memory", namespace, {"op": op, **fields}),
+                                      durable=False)
+        except GateDenied as exc:
+            if exc.code in ("stale_revision", "stale_context"):
+                raise StaleRevision(exc.stage, exc.code, exc.reason, exc.rule,
+                                    exc.detail) from None
+            raise
+
+    def _watch_fields(self, watch: _WatchState) -> dict[str, Any]:
+        body: dict[str, Any] = {"op": "watch", "prefix": watch.stream.prefix}
+        if watch.after_revision is not None:
+            body["after_revision"] = watch.after_revision
+        fields = self._control("memory", watch.stream.namespace, body)
+        if watch.hub_id is not None:
+            self._watch_by_hub_id.pop(watch.hub_id, None)
+        watch.hub_id = fields["id"]
+        self._watch_by_hub_id[fields["id"]] = watch
+        return fields
+
+    async def watch_memory(self, namespace: str, prefix: str,
+                           after_revision: int | None) -> MemoryWatch:
+        key = new_id()
+        watch = _WatchState(MemoryWatch(self, key, namespace, prefix), after_revision)
+        self._watches[key] = watch
+        try:
+            answer = await self.request(self._watch_fields(watch), durable=False)
+        except BaseException:
+            self._watches.pop(key, None)
+            raise
+        if watch.after_revision is None:
+            watch.after_revision = int(answer["revision"])
+        return watch.stream
+
+    async def _rewatched(self, watch: _WatchState, env_id: str,
+                         answer: asyncio.Future[dict[str, Any]]) -> None:
+        try:
+            frame = await asyncio.wait_for(answer, 30.0)
+        except (asyncio.TimeoutError, InterlinkError) as exc:
+            frame = {"op": "refused", "error": {"stage": "sdk", "code": "no_answer",
+                                                "reason": repr(exc)}}
+        finally:
+            self._acks.pop(env_id, None)
+        if frame.get("op") == "refused":
+            log.error("%s: could not watch %s/%s again after reconnecting: %s", self.agent,
+                      watch.stream.namespace, watch.stream.prefix,
+                      GateDenied.from_dict(frame.get("error") or {}))
+            self._watches.pop(watch.stream.key, None)
+            watch.stream.closed = True
+            watch.stream.queue.put_nowait(None)
+
+    async def unwatch_memory(self, key: str) -> None:
+        watch = self._watches.pop(key, None)
+        if watch is None or watch.hub_id is None:
+            return
+        self._watch_by_hub_id.pop(watch.hub_id, None)
+        if self.is_open:
+            with contextlib.suppress(InterlinkError):
+                await self.request(self._control("memory", watch.stream.namespace, {
+                    "op": "unwatch", "watch": watch.hub_id}), durable=False)
+
+    def _on_memory(self, frame: dict[str, Any]) -> None:
+        watch = self._watch_by_hub_id.get(frame.get("watch") or "")
+        if watch is None:
+            return
+        revision = frame.get("revision")
+        if not isinstance(revision, int):
+            return
+        if watch.after_revision is not None and revision <= watch.after_revision:
+            return  # delivered before a reconnect
+        watch.after_revision = revision
+        watch.stream.queue.put_nowait(MemoryEntry.from_dict(frame))
+
     # -- receiving ---------------------------------------------------------------------------
 
     def _on_frame(self, frame: dict[str, Any]) -> None:
@@ -450,6 +548,8 @@ class Connection:
             self._on_deliver(frame)
         elif op == "event":
             self._on_event(frame)
+        elif op == "memory":
+            self._on_memory(frame)
         elif op == "failed":
             pending = self._calls.get(frame.get("id") or "")
             error = frame.get("error") or {}

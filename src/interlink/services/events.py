@@ -41,7 +41,7 @@ from ..gate.context import GateContext, Session
 from ..gate.stage import deny
 from ..policy import HubSettings
 from ..store import KV, Consumer, ConsumerInfo, Log, LogMessage
-from ..topics import consumer_error, dead_letter_topic, matches
+from ..names import consumer_error, dead_letter_topic, matches
 from .audit import AuditLog
 from .schema_compat import check_schema, compatibility_problems
 

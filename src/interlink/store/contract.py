@@ -200,6 +200,10 @@ class KV(Protocol):
     async def history(self, key: str) -> list[KVEntry]:
         """Past revisions of a key, oldest first (up to the bucket's history depth)."""
 
+    async def revision(self) -> int:
+        """The bucket's latest revision (0 before the first write): a watch started with
+        `after_revision=` this value sees every change made after this call."""
+
     def watch(self, prefix: str = "", *, after_revision: int | None = None
               ) -> AsyncIterator[KVEntry]:
         """Changes to keys starting with `prefix`, in revision order.

@@ -797,6 +797,11 @@ class SqliteKV:
                               "ORDER BY revision", (self.name, key)).fetchall()
         return [_entry(self.name, row) for row in rows]
 
+    async def revision(self) -> int:
+        """The bucket's latest revision (0 before the first write)."""
+        with self._store._transaction(write=False) as db:
+            return self._revision(db)
+
     def watch(self, prefix: str = "", *, after_revision: int | None = None
               ) -> AsyncGenerator[KVEntry, None]:
         """Changes to keys starting with `prefix`, in revision order, each once.

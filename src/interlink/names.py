@@ -1,4 +1,5 @@
-"""Topic names and subscription patterns, and when a granted pattern covers a wanted one.
+"""Names the mesh routes by: topics and subscription patterns (and when a granted pattern
+covers a wanted one), and shared-memory namespaces and keys.
 
 A topic is 1-16 dot-separated tokens of letters, digits, `_` and `-` (`blog.drafts.created`).
 A pattern may use NATS wildcards: `*` for exactly one token, `>` (last) for one or more.
@@ -8,6 +9,9 @@ Agents cannot publish to them; subscribing needs a grant that names `$dead` expl
     topic_error("blog..x")                    "…empty token…"
     covers("blog.>", "blog.drafts.*")        True   (every topic the second matches, the first does)
     covers("blog.*", "blog.>")               False
+
+A memory namespace is 1-64 lower-case letters, digits, `_`, `-` and `.` (`blog`, `team.alpha`);
+a key is 1-256 letters, digits and `-_.=:@/` (slashes make hierarchy: `drafts/2026/intro`).
 """
 
 from __future__ import annotations
@@ -21,9 +25,14 @@ MAX_TOKENS = 16
 DEAD_PREFIX = "$dead"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]+")
 _CONSUMER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+MEMORY_READS = ("get", "list", "history", "watch", "unwatch")
+MEMORY_WRITES = ("put", "update", "delete")
+_NAMESPACE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
+_KEY = re.compile(r"[A-Za-z0-9\-_.=:@/]{1,256}")
+_PREFIX = re.compile(r"[A-Za-z0-9\-_.=:@/]{0,256}")
 
-__all__ = ["DEAD_PREFIX", "consumer_error", "covers", "dead_letter_topic", "matches",
-           "pattern_error", "topic_error"]
+__all__ = ["DEAD_PREFIX", "MEMORY_READS", "MEMORY_WRITES", "consumer_error", "covers", "dead_letter_topic", "key_error",
+           "matches", "namespace_error", "pattern_error", "prefix_error", "topic_error"]
 
 
 def _shape_error(text: str, what: str, *, wildcards: bool) -> str | None:
@@ -98,3 +107,29 @@ def covers(granted: str, wanted: str) -> bool:
         if token != "*" and token != want[i]:  # a literal grant covers only that literal
             return False
     return len(have) == len(want)
+
+
+def namespace_error(namespace: str) -> str | None:
+    """Why `namespace` is not a memory namespace, or None."""
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        return (f"memory namespace {namespace!r} must be 1-64 lower-case letters, digits, _, - "
+                "and ., starting with a letter or digit (e.g. 'blog', 'team.alpha')")
+    return None
+
+
+def key_error(key: str) -> str | None:
+    """Why `key` is not a memory key, or None."""
+    if not isinstance(key, str) or not _KEY.fullmatch(key):
+        return (f"memory key {key!r} must be 1-256 letters, digits and -_.=:@/ "
+                "(e.g. 'style-guide', 'drafts/2026/intro')")
+    if key.startswith("/") or "//" in key:
+        return f"memory key {key!r} has an empty path segment"
+    return None
+
+
+def prefix_error(prefix: str) -> str | None:
+    """Why `prefix` is not a key prefix ('' means every key), or None."""
+    if not isinstance(prefix, str) or not _PREFIX.fullmatch(prefix):
+        return (f"key prefix {prefix!r} must be at most 256 letters, digits and -_.=:@/ "
+                "('' for every key)")
+    return None
