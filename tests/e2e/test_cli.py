@@ -198,3 +198,55 @@ async def test_publish_tail_and_topics_commands(tmp_path: Path) -> None:
         assert bad.returncode == 2 and "empty token" in bad.stderr
     finally:
         hub.stop()
+
+
+async def test_memory_commands(tmp_path: Path) -> None:
+    """`memory put` writes through the hub as an agent (grants and CAS apply); `ls`, `get`
+    and `history` read the store; errors say what to do."""
+    home = MeshHome(tmp_path / "h")
+    home.init()
+    home.add_agent("editor")
+    home.add_agent("reader")
+    hub = HubProcess(home)
+    await hub.start()
+
+    def interlink(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "interlink", *args, "--home",
+                               str(home.root)], capture_output=True, text=True, timeout=60,
+                              env={**env_python(), "COLUMNS": "200"})
+
+    try:
+        granted = await asyncio.to_thread(interlink, "agent", "grant", "editor", "--memory",
+                                          "blog=read-write")
+        assert granted.returncode == 0, granted.stderr
+        await asyncio.to_thread(interlink, "agent", "grant", "reader", "--memory", "blog=read")
+        await asyncio.sleep(0.3)
+        put = await asyncio.to_thread(interlink, "memory", "put", "blog", "guide",
+                                      '{"tone": "plain"}', "--as", "editor", "--hub", hub.url)
+        assert put.returncode == 0, put.stderr
+        assert "revision 1" in put.stdout
+        cas = await asyncio.to_thread(interlink, "memory", "put", "blog", "guide",
+                                      '{"tone": "warm"}', "--as", "editor", "--expect", "1",
+                                      "--hub", hub.url)
+        assert "revision 2" in cas.stdout
+        stale = await asyncio.to_thread(interlink, "memory", "put", "blog", "guide", '"x"',
+                                        "--as", "editor", "--expect", "1", "--hub", hub.url)
+        assert stale.returncode == 3 and "at revision 2, not 1" in stale.stderr
+        denied = await asyncio.to_thread(interlink, "memory", "put", "blog", "guide", '"x"',
+                                         "--as", "reader", "--hub", hub.url)
+        assert denied.returncode == 3 and "read only" in denied.stderr
+        got = await asyncio.to_thread(interlink, "memory", "get", "blog", "guide")
+        assert json.loads(got.stdout) == {"tone": "warm"}
+        assert "revision 2, written by editor" in got.stderr
+        listed = await asyncio.to_thread(interlink, "memory", "ls", "blog", "--json")
+        assert [(e["key"], e["revision"]) for e in json.loads(listed.stdout)] == [("guide", 2)]
+        history = await asyncio.to_thread(interlink, "memory", "history", "blog", "guide",
+                                          "--json")
+        assert [e["value"] for e in json.loads(history.stdout)] == [
+            {"tone": "plain"}, {"tone": "warm"}]
+        missing = await asyncio.to_thread(interlink, "memory", "get", "blog", "nope")
+        assert missing.returncode == 4 and "not set" in missing.stderr
+        bad = await asyncio.to_thread(interlink, "memory", "ls", "Bad!")
+        assert bad.returncode == 2 and "namespace" in bad.stderr
+    finally:
+        hub.stop()
