@@ -1,8 +1,11 @@
 """`interlink demo`: a blog team of three scripted agents on an embedded hub.
 
-The ideator asks the drafter for a draft; the drafter asks the editor for a review and then
-publishes `blog.drafts.created`, which the publicist (subscribed, never called) reacts to; then
-the ideator tries to skip the drafter and call the editor itself, which its grants do not allow.
+The editor keeps a style guide in shared memory (`blog/style-guide`); the drafter reads it and
+watches it. The ideator asks the drafter for a draft; the drafter writes it in the guide's tone,
+asks the editor for a review and publishes `blog.drafts.created`, which the publicist
+(subscribed, never called) reacts to. The editor then changes the guide; the drafter's watch
+sees the change before the next draft, which follows the new guide. Finally the ideator tries to
+skip the drafter and call the editor itself, which its grants do not allow.
 Everything crosses the hub's gate, and the audit chain shows it afterwards. No LLM is needed.
 """
 
@@ -70,7 +73,10 @@ def build_publicist(mesh: MeshHome, hub: str, say: Any, seen: list[Event]) -> Ag
     return publicist
 
 
-def build_agents(mesh: MeshHome, hub: str, say: Any) -> tuple[Agent, Agent]:
+def build_agents(mesh: MeshHome, hub: str, say: Any,
+                 guide: dict[str, Any]) -> tuple[Agent, Agent]:
+    """The drafter and the editor; `guide` is the drafter's copy of the style guide, kept
+    current by its watch on shared memory."""
     drafter = Agent("drafter", credential=mesh.credential_path("drafter"), hub=hub,
                     description="Writes blog drafts and gets them reviewed.")
     editor = Agent("editor", credential=mesh.credential_path("editor"), hub=hub,
@@ -81,8 +87,12 @@ def build_agents(mesh: MeshHome, hub: str, say: Any) -> tuple[Agent, Agent]:
         """Write a draft on a topic, reviewed by the editor."""
         say("drafter", f"got a call from [bold]{ctx.caller}[/]: draft “{req.topic}”")
         title = req.topic.title()
+        say("drafter", f"writing in the [bold]{guide['tone']}[/] tone (style guide revision "
+                       f"{guide['revision']}, from shared memory)")
         text = (f"{title}. Teams that run many agents need them to talk safely: "
                 "signed messages, least-privilege grants and an audit trail.")
+        if guide["tone"] == "warm":
+            text = f"You run a dozen agents and they keep talking past each other? {text}"
         say("drafter", "asking [bold]editor.review[/] (same conversation, hop 1)")
         review = await ctx.call("editor", "review", ReviewRequest(title=title, text=text))
         say("drafter", f"editor says: {review['verdict']}; publishing "
@@ -114,8 +124,9 @@ async def run_demo(home: Path, out: Console) -> int:
                   f"{who:>9}[/] │ {text}", highlight=False)
 
     out.print(Panel.fit("[bold]Interlink demo[/]: a blog team of four agents on one mesh\n"
-                        "ideator → drafter.draft → editor.review, then an event "
-                        "blog.drafts.created → publicist;\nevery hop through the hub's gate",
+                        "ideator → drafter.draft → editor.review; an event "
+                        "blog.drafts.created → publicist;\na style guide in shared memory, "
+                        "watched by the drafter; every hop through the hub's gate",
                         border_style="cyan"))
     mesh = MeshHome(home)
     if mesh.root.exists():
@@ -125,19 +136,22 @@ async def run_demo(home: Path, out: Console) -> int:
     mesh.add_agent("drafter", description="Writes drafts.", calls=["editor.review"])
     mesh.add_agent("editor", description="Reviews drafts.")
     mesh.add_agent("publicist", description="Announces new drafts.")
-    mesh.grant("drafter", publish=["blog.drafts.*"])
+    mesh.grant("drafter", publish=["blog.drafts.*"], memory={"blog": "read"})
+    mesh.grant("editor", memory={"blog": "read-write"})
     mesh.grant("publicist", subscribe=["blog.drafts.*"])
     say("hub", f"mesh home {mesh.root}: hub key, 4 enrolled agents, policy mesh.yaml")
     for name, grants in mesh.load_policy().agents.items():
         rights = [f"call {', '.join(grants.calls)}" if grants.calls else "",
                   f"publish {', '.join(grants.publish)}" if grants.publish else "",
-                  f"subscribe {', '.join(grants.subscribe)}" if grants.subscribe else ""]
+                  f"subscribe {', '.join(grants.subscribe)}" if grants.subscribe else "",
+                  ", ".join(f"{access} memory {ns}" for ns, access in grants.memory.items())]
         say("hub", f"  policy: {name} may {'; '.join(r for r in rights if r) or 'do nothing'}")
 
     ok = True
     async with background_hub(mesh) as running:
         say("hub", f"hub listening on {running.url} (embedded SQLite store)")
-        drafter, editor = build_agents(mesh, running.url, say)
+        guide: dict[str, Any] = {"tone": "?", "revision": 0}
+        drafter, editor = build_agents(mesh, running.url, say, guide)
         heard: list[Event] = []
         publicist = build_publicist(mesh, running.url, say, heard)
         async with editor, drafter, publicist, connect(
@@ -149,6 +163,26 @@ async def run_demo(home: Path, out: Console) -> int:
                 "blog.drafts.created", DraftCreated.model_json_schema())
             say("drafter", f"registered the schema of [bold]blog.drafts.created[/] "
                            f"(v{schema['version']}): the hub validates every event against it")
+            style = editor.memory("blog")
+            first = await style.put("style-guide", {"tone": "plain", "max_words": 40})
+            say("editor", f"wrote [bold]blog/style-guide[/] to shared memory (revision {first})")
+            current = await drafter.memory("blog").get("style-guide")
+            assert current is not None
+            guide.update(tone=current.value["tone"], revision=current.revision)
+            changes = await drafter.memory("blog").watch("style-guide",
+                                                         after_revision=current.revision)
+            changed = asyncio.Event()
+
+            async def follow() -> None:
+                async for change in changes:
+                    guide.update(tone=change.value["tone"], revision=change.revision)
+                    say("drafter", f"[bold]watch[/]: {change.by} changed the style guide "
+                                   f"(revision {change.revision}, tone {change.value['tone']})"
+                                   " — pushed by the hub, no polling")
+                    changed.set()
+
+            watcher = asyncio.ensure_future(follow())
+            say("drafter", f"read the style guide (revision {current.revision}) and watches it")
             say("ideator", "calling [bold]drafter.draft[/] topic “agent meshes”")
             result = await ideator.call("drafter", "draft", {"topic": "agent meshes"})
             say("ideator", f"got the draft “{result['title']}” "
@@ -162,6 +196,22 @@ async def run_demo(home: Path, out: Console) -> int:
             if not heard:
                 say("hub", "[red]the publicist never heard the event![/]")
                 ok = False
+            latest = await style.get("style-guide")
+            assert latest is not None
+            second = await style.update("style-guide", {"tone": "warm", "max_words": 60},
+                                        expect=latest.revision)
+            say("editor", f"changed the style guide: tone warm (compare-and-swap on revision "
+                          f"{latest.revision} → {second})")
+            try:
+                await asyncio.wait_for(changed.wait(), 5)
+            except asyncio.TimeoutError:
+                say("hub", "[red]the drafter's watch never saw the change![/]")
+                ok = False
+            say("ideator", "calling [bold]drafter.draft[/] again, topic “shared memory”")
+            again = await ideator.call("drafter", "draft", {"topic": "shared memory"})
+            say("ideator", f"got “{again['title']}”: {again['text'][:60]}…")
+            watcher.cancel()
+            await changes.close()
             say("ideator", "now trying to skip the drafter: calling [bold]editor.review[/] "
                            "directly …")
             try:
@@ -198,6 +248,7 @@ async def run_demo(home: Path, out: Console) -> int:
         f"  interlink audit show --home {home} --last 30\n"
         f"  interlink audit verify --home {home}\n"
         f"  interlink topics --home {home}\n"
+        f"  interlink memory history blog style-guide --home {home}\n"
         f"  interlink tail 'blog.>' --from-seq 1 --no-follow --home {home}\n"
         f"  interlink serve --home {home}        # run this hub yourself, then:\n"
         f"  interlink call ideator drafter draft '{{\"topic\": \"x\"}}' --home {home}\n"
