@@ -22,6 +22,7 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/call_rtt.py
 	$(BIN)/python benchmarks/event_latency.py
+	$(BIN)/python benchmarks/memory_throughput.py
 
 clean:
 	rm -rf $(VENV) interlink-demo .pytest_cache
