@@ -42,7 +42,8 @@ class HelloService:
 
     async def deliver(self, ctx: GateContext) -> None:
         await self.registry.deliver(ctx)
-        self.calls.connected(ctx.session)
+        if ctx.session.serves:
+            self.calls.connected(ctx.session)
         replaced: Session | None = ctx.notes.get("replaced")
         if replaced is not None and replaced.close is not None:
             replaced.closed = True
@@ -70,7 +71,8 @@ class Hub:
         await self.audit.open()
         self.registry = Registry(await self._store.kv("registry"))
         self.calls = CallService(await self._store.log("calls"), await self._store.kv("calls"),
-                                 self.audit, self.settings, self.registry.session)
+                                 self.audit, self.settings, self.registry.session,
+                                 self.registry.session_by_id)
         self.events = EventBus(
             await self._store.log(EVENTS_LOG, dedup_window=self.settings.event_dedup_seconds),
             await self._store.kv(SCHEMAS_BUCKET), self.audit, self.settings)

@@ -251,3 +251,20 @@ async def test_reconnecting_agent_replaces_its_old_session(home: MeshHome,
                                     hub=hub.url) as mesh:
             assert (await mesh.call("editor", "review", {"text": "x"}))["ok"]
             assert hub.hub.registry.session("editor") is not None
+
+
+async def test_client_connection_beside_the_serving_one(home: MeshHome, hub: RunningHub) -> None:
+    """A plain client of an agent (connect(), the CLI, an edge) does not replace the agent's
+    serving connection: calls keep reaching the skills, and each connection gets the replies
+    to its own calls."""
+    home.grant_calls("drafter", ["editor.review"])
+    drafter, editor = team(home, hub)
+    async with drafter, editor, connect("drafter", credential=home.credential_path("drafter"),
+                                        hub=hub.url) as side:
+        await asyncio.sleep(0.3)  # the grant above reaches the running hub
+        assert (await side.call("editor", "review", {"text": "x"}))["caller"] == "drafter"
+        assert drafter.connection.is_open  # not replaced
+        async with connect("ideator", credential=home.credential_path("ideator"),
+                           hub=hub.url) as mesh:
+            result = await mesh.call("drafter", "draft", {"topic": "still served"})
+        assert result["text"] == "STILL SERVED"

@@ -29,6 +29,8 @@ class Session:
     credential: Credential | None = None
     connected_at: float = field(default_factory=time.time)
     closed: bool = False
+    serves: bool = False
+    """Whether this is the agent's serving connection (calls to the agent arrive on it)."""
 
 
 @dataclass(eq=False, slots=True)

@@ -41,6 +41,10 @@ RESULT_GRACE = 5.0
 """How long after the hub's deadline a caller waits for the hub's own verdict."""
 
 CallHandler = Callable[[dict[str, Any], Credential], Awaitable[None]]
+Transport = Callable[[], Awaitable[Any]]
+"""Opens the socket under a connection: by default a WebSocket to `url`; the hub's protocol
+edges pass an in-process one (`interlink.edges.local`), so the same client code and the same
+gate serve every way in."""
 ProgressHandler = Callable[[dict[str, Any]], Any]
 
 
@@ -80,7 +84,8 @@ class Connection:
 
     def __init__(self, credential: CredentialFile, *, url: str | None = None,
                  card: dict[str, Any] | None = None, on_call: CallHandler | None = None,
-                 reconnect: bool = True, connect_timeout: float = 10.0) -> None:
+                 reconnect: bool = True, connect_timeout: float = 10.0,
+                 transport: Transport | None = None) -> None:
         self.credential = credential
         self.agent = credential.credential.agent
         self.url = url or os.environ.get("INTERLINK_HUB") or credential.hub_url
@@ -88,6 +93,7 @@ class Connection:
         self.on_call = on_call
         self.reconnect = reconnect
         self.connect_timeout = connect_timeout
+        self.transport = transport
         self._private = credential.private()
         self._hub_key = credential.hub_key()
         self._ws: ClientConnection | None = None
@@ -150,9 +156,10 @@ class Connection:
 
     async def _handshake(self) -> None:
         try:
-            ws = await asyncio.wait_for(
-                ws_connect(self.url, max_size=None, compression=None, ping_interval=10.0,
-                           ping_timeout=20.0), self.connect_timeout)
+            opening = self.transport() if self.transport is not None else ws_connect(
+                self.url, max_size=None, compression=None, ping_interval=10.0,
+                ping_timeout=20.0)
+            ws = await asyncio.wait_for(opening, self.connect_timeout)
         except (OSError, asyncio.TimeoutError, websockets.InvalidURI,
                 websockets.InvalidHandshake) as exc:
             raise ConnectionLost(f"cannot reach the hub at {self.url} ({exc!r}): is "
@@ -165,7 +172,8 @@ class Connection:
             "id": new_id(), "kind": "hello", "sender": self.agent, "target": HUB,
             "conversation": new_id(), "traceparent": new_traceparent(),
             "body": {"credential": self.credential.credential.model_dump(),
-                     "challenge": challenge["challenge"], "card": self.card}})
+                     "challenge": challenge["challenge"], "card": self.card,
+                     "serves": self.on_call is not None}})
         await ws.send(json.dumps(hello))
         while True:
             answer = json.loads(await asyncio.wait_for(ws.recv(), self.connect_timeout))

@@ -58,6 +58,9 @@ class CallRecord(BaseModel):
     timeout: float
     seq: int | None = None
     session: str | None = None
+    caller_session: str | None = None
+    """The connection the call came from: its reply goes back there (else to the caller's
+    serving connection)."""
     deliveries: int = 0
     reply: dict[str, Any] | None = None
     reply_origin: dict[str, Any] | None = None
@@ -68,12 +71,15 @@ class CallRecord(BaseModel):
 
 
 SessionLookup = Callable[[str], Session | None]
+SessionById = Callable[[str | None], Session | None]
 
 
 class CallService:
     def __init__(self, log_: Log, kv: KV, audit: AuditLog, settings: HubSettings,
-                 sessions: SessionLookup, *, clock: Callable[[], float] = time.time) -> None:
+                 sessions: SessionLookup, session_by_id: SessionById, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self.log = log_
+        self.session_by_id = session_by_id
         self.kv = kv
         self.audit = audit
         self.settings = settings
@@ -156,7 +162,7 @@ class CallService:
         timeout = min(wanted, self.settings.max_call_timeout_seconds)
         rec = CallRecord(id=env.id, caller=env.sender, target=target, skill=skill,
                          conversation=env.conversation, created=now, deadline=now + timeout,
-                         timeout=timeout)
+                         timeout=timeout, caller_session=ctx.session.id)
         entry = await self.kv.get(env.id)
         if entry is not None and entry.value:
             existing = CallRecord.model_validate_json(entry.value)
@@ -167,6 +173,9 @@ class CallService:
             ctx.notes["audit"] = {"retry_of": existing.id, "state": existing.state}
             ctx.answer.update(state=existing.state, deadline=existing.deadline, retry=True)
             if existing.state not in TERMINAL:
+                if existing.caller_session != ctx.session.id:  # the caller reconnected
+                    await self._cas(env.id, lambda r: r.model_copy(update={
+                        "caller_session": ctx.session.id}))
                 await self._append(env.id, target, wire, ctx.credential.model_dump())
             return None
         try:
@@ -258,11 +267,17 @@ class CallService:
             if retry is not None and retry.state in TERMINAL:
                 self._spawn(self._send_outcome(retry, ctx.session))
             return  # the target's dispatcher wakes on the append
-        caller = self.sessions(env.target)
+        caller = self._caller(ctx.notes.get("call"), env.target)
         if caller is not None:
             frame = {"op": "deliver", "env": wire, "origin": ctx.credential.model_dump()
                      if ctx.credential else None}
             self._spawn(_send(caller, frame))
+
+    def _caller(self, rec: CallRecord | None, agent: str) -> Session | None:
+        """Where a call's outcome goes: the connection that made it, else the caller's serving
+        connection (a retry after a reconnect comes from a new connection)."""
+        session = self.session_by_id(rec.caller_session) if rec is not None else None
+        return session if session is not None else self.sessions(agent)
 
     async def _send_outcome(self, rec: CallRecord, session: Session) -> None:
         """Tell a caller (again) how a finished call ended."""
@@ -380,7 +395,7 @@ class CallService:
             await _quietly(consumer.term(rec.seq))
         await self.audit.append("timeout", call=call_id, caller=rec.caller, target=rec.target,
                                 skill=rec.skill, state_before=rec.state)
-        caller = self.sessions(rec.caller)
+        caller = self._caller(rec, rec.caller)
         if caller is not None:
             await _send(caller, {"op": "failed", "id": call_id, "error": error})
 

@@ -85,12 +85,17 @@ class Registry:
     def __init__(self, kv: KV) -> None:
         self.kv = kv
         self.sessions: dict[str, Session] = {}
+        """Each agent's serving connection (the one its calls are delivered to)."""
+        self.by_id: dict[str, Session] = {}
+        """Every authenticated connection, serving or client."""
 
     # -- the gate hands hellos here ----------------------------------------------------------
 
     async def commit(self, ctx: GateContext) -> GateDenied | None:
         env = ctx.env
         assert env is not None and ctx.credential is not None
+        if env.body.get("serves") is False:
+            return None  # a client connection (connect(), the CLI, an edge): no card, no calls
         try:
             card = AgentCard.model_validate(env.body.get("card") or {"name": env.sender})
         except ValidationError as exc:
@@ -108,11 +113,15 @@ class Registry:
     async def deliver(self, ctx: GateContext) -> None:
         env, session = ctx.env, ctx.session
         assert env is not None
-        previous = self.sessions.get(env.sender)
         session.agent = env.sender
         session.credential = ctx.credential
-        self.sessions[env.sender] = session
+        self.by_id[session.id] = session
         ctx.answer["agent"] = env.sender
+        if env.body.get("serves") is False:
+            return  # clients come and go beside the agent's serving connection
+        session.serves = True
+        previous = self.sessions.get(env.sender)
+        self.sessions[env.sender] = session
         if previous is not None and previous is not session and not previous.closed:
             ctx.notes["replaced"] = previous
             ctx.notes["audit"] = {"replaced_session": previous.id}
@@ -123,7 +132,12 @@ class Registry:
         session = self.sessions.get(agent)
         return None if session is None or session.closed else session
 
+    def session_by_id(self, session_id: str | None) -> Session | None:
+        session = self.by_id.get(session_id or "")
+        return None if session is None or session.closed else session
+
     async def disconnected(self, session: Session) -> None:
+        self.by_id.pop(session.id, None)
         if session.agent and self.sessions.get(session.agent) is session:
             del self.sessions[session.agent]
             await self.kv.delete(f"presence/{session.agent}")

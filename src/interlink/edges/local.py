@@ -1,0 +1,120 @@
+"""An in-process connection to the hub, for the hub's own protocol edges (A2A, ACP).
+
+An edge speaks for an outside caller (authenticated by a bearer token) or for a remote agent.
+It does so as an ordinary SDK `Connection` whose socket is this in-process pair instead of a
+WebSocket: the edge holds a short-lived credential the hub issued for that agent's identity,
+signs every envelope with it, and the hub's gate treats it exactly like any other connection
+(authenticate, authorize, validate, commit, deliver, observe). Nothing is special-cased.
+
+    connection = Connection(edge_credential(hub, "ideator"), transport=local_transport(hub))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from typing import TYPE_CHECKING, Any
+
+from websockets.exceptions import ConnectionClosedOK
+
+from ..envelope import new_id
+from ..gate import Session
+from ..identity import CredentialFile, new_agent_key
+
+if TYPE_CHECKING:
+    from ..hub import Hub
+
+log = logging.getLogger("interlink.local")
+
+EDGE_CREDENTIAL_DAYS = 1 / 24
+"""Edge credentials live an hour; edges ask for a new one per connection."""
+
+
+def edge_credential(hub: Hub, agent: str) -> CredentialFile:
+    """A fresh key pair and a short-lived hub-signed credential for `agent`, held in memory by
+    an edge that acts for it (never written to disk)."""
+    private, private_b64 = new_agent_key()
+    credential = hub.key.issue(agent, private.public_key(), days=EDGE_CREDENTIAL_DAYS)
+    return CredentialFile(credential=credential, private_key=private_b64,
+                          hub_url="local:", hub_public_key=hub.key.public_b64)
+
+
+class LocalSocket:
+    """The client's end of an in-process connection: the subset of a websockets client
+    connection that `Connection` uses (send, recv, iterate, close, close_code)."""
+
+    def __init__(self, hub: Hub, remote: str) -> None:
+        self._hub = hub
+        self._inbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self.session = Session(id=new_id(), remote=remote, challenge=secrets.token_hex(16),
+                               send=self._deliver, close=self._closed_by_hub)
+        self._pump = asyncio.ensure_future(self._run())
+        self._inbox.put_nowait(json.dumps({
+            "op": "challenge", "challenge": self.session.challenge, "hub": hub.key.id,
+            "max_envelope_bytes": hub.settings.max_envelope_bytes}))
+
+    async def _deliver(self, frame: dict[str, Any]) -> None:
+        if self.close_code is None:
+            self._inbox.put_nowait(json.dumps(frame, separators=(",", ":")))
+
+    async def _closed_by_hub(self, code: int, reason: str) -> None:
+        self._shut(code, reason)
+
+    async def _run(self) -> None:
+        """Hand the client's frames to the gate one at a time, like a WebSocket edge does."""
+        try:
+            while True:
+                text = await self._outbox.get()
+                if text is None:
+                    break
+                await self._hub.handle(text.encode(), self.session)
+        except asyncio.CancelledError:
+            pass
+        finally:
+            with contextlib.suppress(Exception):
+                await self._hub.disconnected(self.session)
+
+    def _shut(self, code: int, reason: str) -> None:
+        if self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+            self._inbox.put_nowait(None)
+            self._outbox.put_nowait(None)
+
+    # -- what Connection calls --------------------------------------------------------------
+
+    async def send(self, text: str | bytes) -> None:
+        if self.close_code is not None:
+            raise ConnectionClosedOK(None, None)
+        self._outbox.put_nowait(text if isinstance(text, str) else text.decode())
+
+    async def recv(self) -> str:
+        text = await self._inbox.get()
+        if text is None:
+            raise ConnectionClosedOK(None, None)
+        return text
+
+    def __aiter__(self) -> LocalSocket:
+        return self
+
+    async def __anext__(self) -> str:
+        text = await self._inbox.get()
+        if text is None:
+            raise StopAsyncIteration
+        return text
+
+    async def close(self) -> None:
+        self._shut(1000, "closed by the edge")
+        await asyncio.gather(self._pump, return_exceptions=True)
+
+
+def local_transport(hub: Hub, remote: str) -> Any:
+    """A `Connection` transport that opens in-process sockets to `hub`."""
+    async def open_socket() -> LocalSocket:
+        return LocalSocket(hub, remote)
+    return open_socket
