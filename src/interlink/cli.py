@@ -220,6 +220,22 @@ def call(as_agent: Annotated[str, typer.Argument(metavar="AS_AGENT")],
     err.print(f"[dim]{target}.{skill} answered in {1000 * (time.perf_counter() - started):.1f} ms[/]")
 
 
+@app.command()
+@friendly
+def token(agent: str, home: HomeOption = None,
+          days: Annotated[float, typer.Option(help="How long the token is valid.")] = 30.0
+          ) -> None:
+    """Issue a bearer token that lets an outside client (an A2A or ACP client) act as the
+    enrolled AGENT at the hub's protocol edges; the gate applies AGENT's grants."""
+    from .identity import issue_token
+    mesh = MeshHome(home)
+    if not mesh.load_policy().enrolled(agent):
+        raise fail(f"{agent!r} is not enrolled", f"`interlink agent add {agent}` first", code=2)
+    print(issue_token(mesh.hub_key(), agent, days=days))
+    err.print(f"[dim]bearer token for {agent}, valid {days:g} days; send it as "
+              "`Authorization: Bearer <token>`; it acts with exactly this agent's grants[/]")
+
+
 # -- events ---------------------------------------------------------------------------------
 
 @app.command()

@@ -10,7 +10,8 @@
     │   └── StoreClosed            the store was closed; nothing more can be done with it
     ├── CallError                  a call did not produce a result
     │   ├── CallTimeout            the deadline passed before the target answered (retriable)
-    │   └── SkillFailed            the target's skill raised; the reason is the target's
+    │   ├── SkillFailed            the target's skill raised; the reason is the target's
+    │   └── InputRequired          the skill asks a question before it can finish
     └── ConnectionLost             the hub connection broke (retriable)
 
 Errors carry fields, not only strings, and their message says what happened, why, and what to do.
@@ -129,6 +130,16 @@ class CallTimeout(CallError):
 
 class SkillFailed(CallError):
     """The target agent's skill raised an error; `reason` is what it said."""
+
+
+class InputRequired(CallError):
+    """A skill needs more input before it can finish: raise it in a skill with the question;
+    the caller gets it with `prompt` (at the A2A edge: the task goes to INPUT_REQUIRED, and
+    the caller's next message on that task calls the skill again)."""
+
+    def __init__(self, prompt: str, *, call_id: str | None = None) -> None:
+        self.prompt = prompt
+        super().__init__("input_required", prompt, call_id=call_id, stage="skill")
 
 
 class ConnectionLost(InterlinkError):

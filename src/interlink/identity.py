@@ -15,10 +15,12 @@ import functools
 import hashlib
 import json
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Any
 
+import jwt
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -124,6 +126,34 @@ class HubKey:
             "expires": round(issued + days * 86400, 3),
         }
         return Credential(**body, signature=self.sign(canonical(body)))
+
+
+TOKEN_AUDIENCE = "interlink-edge"
+
+
+def issue_token(hub: HubKey, agent: str, *, days: float = 30.0,
+                now: float | None = None) -> str:
+    """A bearer token (a JWT signed by the hub's Ed25519 key) that lets an outside client act
+    as the enrolled agent `agent` at the hub's protocol edges (A2A, ACP) until it expires."""
+    issued = time.time() if now is None else now
+    claims = {"sub": agent, "iss": hub.id, "aud": TOKEN_AUDIENCE, "iat": int(issued),
+              "exp": int(issued + days * 86400), "jti": secrets.token_hex(8)}
+    return jwt.encode(claims, hub.private, algorithm="EdDSA", headers={"kid": hub.id})
+
+
+def check_token(token: str, hub_public: Ed25519PublicKey, hub_id: str) -> str:
+    """The agent a bearer token speaks for; ConfigError saying why when it does not verify."""
+    try:
+        claims = jwt.decode(token, hub_public, algorithms=["EdDSA"], audience=TOKEN_AUDIENCE,
+                            issuer=hub_id, options={"require": ["sub", "exp", "iss", "aud"]})
+    except jwt.ExpiredSignatureError as exc:
+        raise ConfigError("the bearer token has expired; issue a new one with "
+                          "`interlink token AGENT`") from exc
+    except jwt.InvalidIssuerError as exc:
+        raise ConfigError("the bearer token was issued by another hub") from exc
+    except jwt.PyJWTError as exc:
+        raise ConfigError(f"the bearer token is not valid here ({exc})") from exc
+    return str(claims["sub"])
 
 
 class Credential(BaseModel):

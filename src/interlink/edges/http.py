@@ -1,4 +1,5 @@
-"""The hub's HTTP surface: the WebSocket endpoint for agents, health, and the hub's identity."""
+"""The hub's HTTP surface: the WebSocket endpoint for agents, the A2A edge (`/a2a/{agent}`
+and the hub's card), health, and the hub's identity."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route, WebSocketRoute
@@ -13,22 +15,32 @@ from starlette.websockets import WebSocket
 
 from ..home import MeshHome
 from ..hub import Hub
+from .a2a import A2ARouter, Edge, card_json
 from .ws import serve_connection
 
 
 def create_app(home: MeshHome, *, store_url: str | None = None) -> Starlette:
     hub = Hub(home, store_url=store_url)
+    a2a = Edge(hub)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with hub:
-            yield
+            try:
+                yield
+            finally:
+                await a2a.aclose()
 
     async def websocket(ws: WebSocket) -> None:
         await serve_connection(hub, ws)
 
     async def health(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok", "hub": hub.key.id})
+
+    async def hub_card(request: Request) -> JSONResponse:
+        base = f"{request.url.scheme}://{request.url.netloc}"
+        return JSONResponse(card_json(await a2a.hub_card(base)),
+                            headers={"cache-control": "max-age=60"})
 
     async def identity(request: Request) -> JSONResponse:
         return JSONResponse({"hub": hub.key.id, "public_key": hub.key.public_b64,
@@ -38,6 +50,8 @@ def create_app(home: MeshHome, *, store_url: str | None = None) -> Starlette:
         WebSocketRoute("/ws", websocket),
         Route("/healthz", health),
         Route("/.well-known/interlink-hub.json", identity),
-    ], lifespan=lifespan)
+        Route("/.well-known/agent-card.json", hub_card),
+    ], lifespan=lifespan, middleware=[Middleware(A2ARouter, edge=a2a)])
     app.state.hub = hub
+    app.state.a2a = a2a
     return app

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable
 from typing import Annotated, Any, TypeVar
@@ -129,7 +130,7 @@ class MeshBridge(MCPServer[None]):
         for tool, hints in ((self.list_agents, READ_ONLY), (self.call_skill, WRITES),
                             (self.publish, WRITES), (self.memory_get, READ_ONLY),
                             (self.memory_put, WRITES), (self.memory_list, READ_ONLY)):
-            self.add_tool(tool, annotations=hints)
+            self.add_tool(tool, description=inspect.getdoc(tool), annotations=hints)
         json_type = "application/json"
         self.resource("interlink://agents", name="agents", mime_type=json_type,
                       description="Every enrolled agent: connected or not, and its skills."

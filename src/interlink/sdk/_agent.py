@@ -29,7 +29,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..envelope import body_data, error_body, reply_body, valid_agent_name
-from ..errors import ConfigError, GateDenied, InterlinkError
+from ..errors import ConfigError, GateDenied, InputRequired, InterlinkError
 from ..home import resolve_home
 from ..identity import Credential, CredentialFile
 from ._connection import Connection
@@ -90,6 +90,9 @@ class SkillContext:
         self.hops: int = call.get("hops", 0)
         self.deadline: float | None = call.get("deadline")
         self.labels: dict[str, Any] = call.get("labels") or {}
+        self.message: dict[str, Any] = (call.get("body") or {}).get("message") or {}
+        """The A2A message of the call as the caller sent it (parts, metadata, and at the A2A
+        edge the task and context ids)."""
 
     async def call(self, agent: str, skill: str, data: Any = None, *,
                    timeout: float = 30.0) -> Any:
@@ -104,6 +107,19 @@ class SkillContext:
         """Tell the caller the work goes on; moves the call's deadline out by `extend` seconds
         (by default, the call's own timeout)."""
         await self._connection.progress(self._call, note, extend)
+
+    async def artifact(self, data: Any = None, *, text: str | None = None,
+                       name: str | None = None, append: bool = False,
+                       last_chunk: bool = True) -> None:
+        """Stream part of the output to the caller before the call ends (an A2A artifact
+        update at the A2A edge); also moves the deadline out like `progress`."""
+        if isinstance(data, BaseModel):
+            data = data.model_dump(mode="json")
+        part = {"text": text} if text is not None else {"data": data}
+        artifact: dict[str, Any] = {"parts": [part], "append": append, "lastChunk": last_chunk}
+        if name is not None:
+            artifact["name"] = name
+        await self._connection.progress(self._call, None, None, artifact)
 
     def memory(self, namespace: str) -> Memory:
         """A shared-memory namespace, read and written as this agent."""
@@ -351,6 +367,8 @@ class Agent:
             result = skill.fn(ctx, data)
             if inspect.isawaitable(result):
                 result = await result
+        except InputRequired as exc:
+            return {**reply_body(exc.prompt, call["id"] + ":input"), "state": "input_required"}
         except (GateDenied, InterlinkError) as exc:
             return error_body("skill", "skill_error",
                               f"{self.name}.{skill_id} failed: {exc}")

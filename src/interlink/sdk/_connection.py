@@ -26,8 +26,8 @@ from websockets.asyncio.client import connect as ws_connect
 
 from ..envelope import (HUB, body_data, call_body, check_signature, child_traceparent,
                         event_body, new_id, new_traceparent, seal)
-from ..errors import (CallError, CallTimeout, ConnectionLost, GateDenied, InterlinkError,
-                      SkillFailed)
+from ..errors import (CallError, CallTimeout, ConnectionLost, GateDenied, InputRequired,
+                      InterlinkError, SkillFailed)
 from ..identity import Credential, CredentialFile
 from ._events import Event, Subscription
 from ._memory import MemoryEntry, MemoryWatch, StaleRevision
@@ -301,12 +301,15 @@ class Connection:
     async def call(self, agent: str, skill: str, data: Any = None, *, timeout: float = 30.0,
                    call_id: str | None = None, conversation: str | None = None,
                    parent: str | None = None, hops: int = 0, traceparent: str | None = None,
-                   on_progress: ProgressHandler | None = None) -> Any:
+                   on_progress: ProgressHandler | None = None,
+                   on_accepted: Callable[[dict[str, Any]], Any] | None = None,
+                   message: dict[str, Any] | None = None) -> Any:
         """Call `agent.skill` with `data` and return its output.
 
         Raises GateDenied if the hub refused the call (with the rule), CallTimeout if no answer
         came in time, SkillFailed if the skill raised. Retrying with the same `call_id` never
-        runs the skill twice: it returns the first call's outcome.
+        runs the skill twice: it returns the first call's outcome. `on_accepted` hears the
+        hub's acceptance; `message` sends a whole A2A message (all its parts) instead of `data`.
         """
         call_id = call_id or new_id()
         if (same := self._calls.get(call_id)) is not None:  # the same call, already on its way
@@ -316,12 +319,15 @@ class Connection:
             "id": call_id, "kind": "call", "sender": self.agent, "target": f"{agent}.{skill}",
             "conversation": conversation or call_id, "parent": parent, "hops": hops,
             "traceparent": child_traceparent(traceparent) if traceparent else new_traceparent(),
-            "deadline": round(deadline, 6), "body": call_body(data, call_id)}
+            "deadline": round(deadline, 6),
+            "body": {"message": message} if message is not None else call_body(data, call_id)}
         loop = asyncio.get_running_loop()
         pending = _PendingCall(fields, loop.create_future(), deadline, timeout, on_progress)
         self._calls[call_id] = pending
         try:
-            await self.request(fields)
+            answer = await self.request(fields)
+            if on_accepted is not None:
+                on_accepted(answer)
             while True:
                 wait = pending.deadline + RESULT_GRACE - time.time()
                 try:
@@ -347,12 +353,15 @@ class Connection:
             log.warning("%s: reply to call %s refused: %s", self.agent, call["id"], exc)
 
     async def progress(self, call: dict[str, Any], note: str | None = None,
-                       extend: float | None = None) -> dict[str, Any]:
+                       extend: float | None = None,
+                       artifact: dict[str, Any] | None = None) -> dict[str, Any]:
         body: dict[str, Any] = {}
         if note is not None:
             body["note"] = note
         if extend is not None:
             body["extend"] = extend
+        if artifact is not None:
+            body["artifact"] = artifact
         return await self.request({
             "id": new_id(), "kind": "progress", "sender": self.agent, "target": call["sender"],
             "conversation": call["conversation"], "parent": call["id"],
@@ -602,7 +611,15 @@ class Connection:
                 self._spawn(self.on_call(wire, origin))
         elif kind == "reply":
             body = wire.get("body") or {}
-            if "error" in body:
+            if body.get("state") == "input_required":
+                try:
+                    prompt = body_data(body)
+                except ValueError:
+                    prompt = ""
+                self._settle(wire.get("parent"), InputRequired(
+                    prompt if isinstance(prompt, str) else json.dumps(prompt),
+                    call_id=wire.get("parent")))
+            elif "error" in body:
                 err = body["error"] or {}
                 self._settle(wire.get("parent"), SkillFailed(
                     err.get("code", "skill_error"), err.get("reason", ""),

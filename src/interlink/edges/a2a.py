@@ -1,0 +1,413 @@
+"""The A2A 1.0 edge: every mesh agent is an A2A agent at `/a2a/{agent}`.
+
+    GET  /a2a/{agent}/.well-known/agent-card.json    the agent's card, signed by the hub
+    POST /a2a/{agent}  (or /a2a/{agent}/)            JSON-RPC: SendMessage, SendStreamingMessage,
+                                                     GetTask, ListTasks, CancelTask,
+                                                     SubscribeToTask (0.3 methods too)
+    *    /a2a/{agent}/message:send, /tasks/...       HTTP+JSON (REST) binding
+    GET  /.well-known/agent-card.json                the hub's own card: its agents' skills
+
+The protocol work is a2a-sdk's (routes, request handler, task store, SSE, version
+negotiation with 0.3 served through its compat layer). What is ours is the executor: a message
+becomes a mesh call made by the caller's identity (the bearer token's agent) over an
+in-process connection, so the hub's gate decides exactly as for SDK agents — authenticate,
+authorize (policy), validate, commit, audit. Task states map one to one: SUBMITTED (task
+created), WORKING (the gate accepted the call; progress notes arrive as status updates and
+`ctx.artifact()` as artifact updates), INPUT_REQUIRED (the skill raised `InputRequired`),
+COMPLETED (the reply, as a data artifact), FAILED (the skill failed or timed out), CANCELED.
+A gate refusal is a standard A2A error carrying {stage, code, reason, rule}.
+
+Tasks and their streams belong to the identity that created them: a2a-sdk's store is scoped
+by the authenticated user, which here is the token's agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from a2a.helpers import new_task_from_user_message
+from a2a.server.agent_execution import AgentExecutor, RequestContext
+from a2a.server.events import EventQueue
+from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.routes import (create_agent_card_routes, create_jsonrpc_routes,
+                               create_rest_routes)
+from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.types import AgentCard, Message, Part, TaskState
+from a2a.utils.errors import InternalError, InvalidParamsError, InvalidRequestError
+from a2a.utils.signing import create_agent_card_signer
+from google.protobuf.json_format import MessageToDict, ParseDict
+from starlette.applications import Starlette
+from starlette.authentication import SimpleUser
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from ..envelope import TRACEPARENT, child_traceparent, new_id, new_traceparent
+from ..errors import (CallTimeout, ConfigError, GateDenied, InputRequired, InterlinkError,
+                      SkillFailed)
+from ..identity import check_token
+from ..sdk import Connection
+from .local import edge_credential, local_transport
+
+if TYPE_CHECKING:
+    from ..hub import Hub
+    from ..services.registry import AgentCard as MeshCard
+
+log = logging.getLogger("interlink.a2a")
+
+SCHEMAS_EXTENSION = "https://interlink.dev/a2a/ext/skill-schemas/v1"
+"""Card extension carrying each skill's input and output JSON Schema (A2A's AgentSkill has no
+schema field)."""
+PROTOCOL_VERSION = "1.0"
+CARD_PATH = "/.well-known/agent-card.json"
+
+
+class Edge:
+    """Serves `/a2a/...` and the root card; one a2a-sdk app per mesh agent, made on demand."""
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self._apps: dict[str, ASGIApp] = {}
+        self._handlers: list[DefaultRequestHandler] = []
+        self._connections: dict[str, Connection] = {}
+        self._lock = asyncio.Lock()
+        self._sign = create_agent_card_signer(
+            signing_key=hub.key.private,  # type: ignore[arg-type]
+            protected_header={"alg": "EdDSA", "kid": hub.key.id, "typ": "JOSE"})
+
+    async def aclose(self) -> None:
+        for connection in self._connections.values():
+            await connection.aclose()
+        for handler in self._handlers:
+            with contextlib.suppress(Exception):
+                await handler.aclose()
+
+    # -- identity ------------------------------------------------------------------------------
+
+    async def connection(self, agent: str) -> Connection:
+        """The in-process client connection that acts for `agent` (one per agent, reused)."""
+        async with self._lock:
+            connection = self._connections.get(agent)
+            if connection is None or not connection.is_open:
+                connection = Connection(edge_credential(self.hub, agent),
+                                        transport=local_transport(self.hub, f"a2a:{agent}"),
+                                        reconnect=True)
+                await connection.open()
+                self._connections[agent] = connection
+            return connection
+
+    # -- cards ---------------------------------------------------------------------------------
+
+    async def card(self, agent: str, base: str) -> AgentCard:
+        """The agent's A2A card, from the card it registered, signed by the hub."""
+        mesh_card = await self.hub.registry.card(agent)
+        policy = self.hub.policy.current()
+        return self._signed(_card_dict(agent, mesh_card, policy.agents[agent].description,
+                                       f"{base}/a2a/{agent}"))
+
+    async def hub_card(self, base: str) -> AgentCard:
+        """The hub's card: every connected-or-known agent skill as `agent.skill`, served at
+        `/a2a/hub`, which routes a message to the skill named in its metadata."""
+        skills, schemas = [], {}
+        for status in await self.hub.registry.statuses(self.hub.policy.current()):
+            for skill in status.card.skills if status.card else []:
+                skill_id = f"{status.name}.{skill.id}"
+                skills.append({"id": skill_id, "name": skill_id,
+                               "description": skill.description or skill_id,
+                               "tags": [status.name]})
+                schemas[skill_id] = {"input": skill.input_schema, "output": skill.output_schema}
+        card = _base_card(f"Interlink hub {self.hub.key.id}",
+                          "The mesh's agents; call one at /a2a/{agent} (see each agent's card), "
+                          "or here naming the skill as metadata.skill = 'agent.skill'.",
+                          "0.1.0", f"{base}/a2a/hub", skills, schemas)
+        return self._signed(card)
+
+    def _signed(self, card: dict[str, Any]) -> AgentCard:
+        return self._sign(ParseDict(card, AgentCard()))
+
+    # -- ASGI ----------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """`/a2a/{agent}[/...]`: authenticate the bearer token (cards are public), then hand the
+        request to the agent's a2a-sdk app with the path below the agent."""
+        path: str = scope["path"]
+        agent, _, rest = path.removeprefix("/a2a/").partition("/")
+        policy = self.hub.policy.current()
+        if agent != "hub" and not policy.enrolled(agent):
+            await _json(scope, receive, send, 404, {
+                "error": f"there is no agent {agent!r} on this mesh",
+                "agents": f"{_base(scope)}{CARD_PATH}"})
+            return
+        rest = "/" + rest
+        headers = dict(scope.get("headers") or [])
+        incoming = headers.get(b"traceparent", b"").decode()
+        trace = child_traceparent(incoming) if TRACEPARENT.match(incoming) else new_traceparent()
+        scope = dict(scope)
+        scope["headers"] = [(k, v) for k, v in scope.get("headers") or []
+                            if k != b"traceparent"] + [(b"traceparent", trace.encode())]
+        if rest != CARD_PATH and scope["type"] == "http":
+            caller = self._authenticate(headers.get(b"authorization", b"").decode())
+            if isinstance(caller, str) and caller.startswith("!"):
+                await _json(scope, receive, send, 401, {
+                    "error": caller[1:],
+                    "how": "send `Authorization: Bearer <token>`; an operator issues one with "
+                           "`interlink token AGENT`"}, {"www-authenticate": "Bearer"})
+                return
+            scope["user"] = SimpleUser(caller)
+            scope["auth"] = ["authenticated"]
+        scope["path"] = rest
+        scope["raw_path"] = rest.encode()
+        scope["root_path"] = scope.get("root_path", "") + f"/a2a/{agent}"
+        app = self._apps.get(agent) or await self._make_app(agent, _base(scope))
+
+        async def send_with_trace(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []),
+                                                   (b"traceparent", trace.encode())]}
+            await send(message)
+
+        await app(scope, receive, send_with_trace)
+
+    def _authenticate(self, authorization: str) -> str:
+        """The agent a bearer token speaks for, or '!' + why not."""
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            return "!this endpoint needs a bearer token"
+        try:
+            agent = check_token(token.strip(), self.hub.key.public, self.hub.key.id)
+        except ConfigError as exc:
+            return f"!{exc}"
+        if not self.hub.policy.current().enrolled(agent):
+            return f"!the token's agent {agent!r} is no longer enrolled on this mesh"
+        return agent
+
+    async def _make_app(self, agent: str, base: str) -> ASGIApp:
+        card = await (self.hub_card(base) if agent == "hub" else self.card(agent, base))
+        handler = DefaultRequestHandler(agent_executor=MeshExecutor(self, agent),
+                                        task_store=InMemoryTaskStore(), agent_card=card)
+        self._handlers.append(handler)
+
+        async def fresh_card(_: AgentCard) -> AgentCard:
+            return await (self.hub_card(base) if agent == "hub" else self.card(agent, base))
+
+        app = Starlette(routes=[
+            *create_agent_card_routes(card, card_modifier=fresh_card, card_url=CARD_PATH,
+                                      cache_control="max-age=60"),
+            *create_jsonrpc_routes(handler, rpc_url="/", enable_v0_3_compat=True),
+            *create_rest_routes(handler, enable_v0_3_compat=True),
+        ])
+        self._apps[agent] = app
+        return app
+
+
+class MeshExecutor(AgentExecutor):
+    """Turns an A2A message into a mesh call by the caller's identity, and the call's life into
+    task events."""
+
+    def __init__(self, edge: Edge, agent: str) -> None:
+        self.edge = edge
+        self.agent = agent
+        self._running: dict[str, asyncio.Task[Any]] = {}
+
+    async def execute(self, context: RequestContext, event_queue: EventQueue) -> None:
+        message = context.message
+        assert message is not None
+        caller = context.call_context.user.user_name
+        target, skill = await self._target(context)
+        headers = context.call_context.state.get("headers") or {}
+        connection = await self.edge.connection(caller)
+        task = context.current_task or new_task_from_user_message(message)
+        accepted: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        progress: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        wire = MessageToDict(message, preserving_proto_field_name=False)
+        wire.setdefault("taskId", task.id)
+        wire.setdefault("contextId", task.context_id)
+        call = asyncio.ensure_future(connection.call(
+            target, skill, message=wire, timeout=_timeout(context), call_id=new_id(),
+            conversation=_conversation(task.context_id), traceparent=headers.get("traceparent"),
+            on_accepted=lambda answer: accepted.done() or accepted.set_result(answer),
+            on_progress=progress.put_nowait))
+        self._running[task.id] = call
+        try:
+            await asyncio.wait({call, accepted}, return_when=asyncio.FIRST_COMPLETED)
+            if call.done() and not accepted.done():
+                exc = call.exception()
+                if isinstance(exc, GateDenied):
+                    raise _a2a_error(exc)
+                if exc is not None:
+                    raise InternalError(message=f"the mesh call could not start: {exc}")
+            if context.current_task is None:
+                await event_queue.enqueue_event(task)
+            updater = TaskUpdater(event_queue, task.id, task.context_id)
+            await updater.start_work(_agent_message(
+                updater, f"accepted by the mesh gate: {target}.{skill}"))
+            await self._follow(call, progress, updater)
+        finally:
+            self._running.pop(task.id, None)
+
+    async def _follow(self, call: asyncio.Task[Any], progress: asyncio.Queue[dict[str, Any]],
+                      updater: TaskUpdater) -> None:
+        """Relay progress and artifacts while the call runs; then its outcome."""
+        while not call.done():
+            getter = asyncio.ensure_future(progress.get())
+            await asyncio.wait({call, getter}, return_when=asyncio.FIRST_COMPLETED)
+            if not getter.done():
+                getter.cancel()
+                continue
+            await _relay(getter.result(), updater)
+        while not progress.empty():
+            await _relay(progress.get_nowait(), updater)
+        try:
+            result = call.result()
+        except InputRequired as exc:
+            await updater.requires_input(_agent_message(updater, exc.prompt))
+            return
+        except (SkillFailed, CallTimeout) as exc:
+            await updater.failed(_agent_message(updater, f"{exc.code}: {exc.reason}"))
+            return
+        except GateDenied as exc:
+            await updater.failed(_agent_message(updater, str(exc)))
+            return
+        except InterlinkError as exc:
+            await updater.failed(_agent_message(updater, f"the mesh call failed: {exc}"))
+            return
+        await updater.add_artifact([_part(result)], name="result")
+        await updater.complete()
+
+    async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
+        """Stop following the call (a late reply is dropped) and mark the task canceled."""
+        call = self._running.pop(context.task_id or "", None)
+        if call is not None:
+            call.cancel()
+        await TaskUpdater(event_queue, context.task_id or "", context.context_id or "").cancel()
+
+    async def _target(self, context: RequestContext) -> tuple[str, str]:
+        """(agent, skill) for a message: `metadata.skill`, else the agent's only skill."""
+        named = context.metadata.get("skill")
+        if named is None and context.message is not None and context.message.metadata:
+            named = MessageToDict(context.message.metadata).get("skill")
+        if self.agent == "hub":
+            agent, _, skill = str(named or "").partition(".")
+            if not agent or not skill:
+                raise InvalidParamsError(message="the hub endpoint needs metadata.skill = "
+                                                 "'agent.skill'; the hub's card lists them")
+            return agent, skill
+        card = await self.edge.hub.registry.card(self.agent)
+        skills = [s.id for s in card.skills] if card else []
+        if named is not None:
+            return self.agent, str(named)
+        if len(skills) == 1:
+            return self.agent, skills[0]
+        raise InvalidParamsError(message=(
+            f"{self.agent} has skills {skills or 'none (it never connected)'}: name one in "
+            "the message's metadata.skill"))
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def _base_card(name: str, description: str, version: str, url: str,
+               skills: list[dict[str, Any]], schemas: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name, "description": description or name, "version": version,
+        "supportedInterfaces": [
+            {"url": url, "protocolBinding": "JSONRPC", "protocolVersion": PROTOCOL_VERSION},
+            {"url": url, "protocolBinding": "HTTP+JSON", "protocolVersion": PROTOCOL_VERSION}],
+        "provider": {"organization": "Interlink mesh", "url": url.rsplit("/a2a/", 1)[0]},
+        "capabilities": {"streaming": True, "pushNotifications": False, "extensions": [{
+            "uri": SCHEMAS_EXTENSION, "required": False,
+            "description": "Input and output JSON Schema of each skill, by skill id",
+            "params": {"skills": schemas}}]},
+        "securitySchemes": {"bearer": {"httpAuthSecurityScheme": {
+            "scheme": "Bearer", "bearerFormat": "JWT",
+            "description": "issued by the mesh operator: `interlink token AGENT`"}}},
+        "securityRequirements": [{"schemes": {"bearer": {"list": []}}}],
+        "defaultInputModes": ["application/json", "text/plain"],
+        "defaultOutputModes": ["application/json", "text/plain"],
+        "skills": skills or [{"id": "none", "name": "none", "tags": ["offline"],
+                              "description": "this agent has not connected yet"}],
+    }
+
+
+def _card_dict(agent: str, card: MeshCard | None, description: str,
+               url: str) -> dict[str, Any]:
+    skills, schemas = [], {}
+    for skill in card.skills if card else []:
+        skills.append({"id": skill.id, "name": skill.name or skill.id,
+                       "description": skill.description or skill.id,
+                       "tags": skill.tags or [agent]})
+        schemas[skill.id] = {"input": skill.input_schema, "output": skill.output_schema}
+    return _base_card(agent, description or (card.description if card else agent),
+                      card.version if card else "0.0.0", url, skills, schemas)
+
+
+def _a2a_error(exc: GateDenied) -> Exception:
+    """A gate refusal as a standard A2A error with the structured detail."""
+    detail = {"stage": exc.stage, "code": exc.code, "reason": exc.reason, "rule": exc.rule}
+    text = f"refused by the mesh gate at {exc.stage} ({exc.code}): {exc.reason}"
+    if exc.stage in ("decode", "validate"):
+        return InvalidParamsError(message=text, data=detail)
+    return InvalidRequestError(message=text, data=detail)
+
+
+def _part(value: Any) -> Part:
+    if isinstance(value, str):
+        return Part(text=value)
+    return ParseDict({"data": value}, Part())
+
+
+def _agent_message(updater: TaskUpdater, text: str) -> Message:
+    return updater.new_agent_message([Part(text=text)])
+
+
+async def _relay(body: dict[str, Any], updater: TaskUpdater) -> None:
+    artifact = body.get("artifact")
+    if isinstance(artifact, dict):
+        parts = [ParseDict(p, Part()) for p in artifact.get("parts") or []]
+        await updater.add_artifact(parts, name=artifact.get("name"),
+                                   append=artifact.get("append"),
+                                   last_chunk=artifact.get("lastChunk"))
+    elif body.get("note"):
+        await updater.update_status(TaskState.TASK_STATE_WORKING,
+                                    _agent_message(updater, str(body["note"])))
+
+
+def _timeout(context: RequestContext) -> float:
+    value = context.metadata.get("timeout")
+    return float(value) if isinstance(value, int | float) and value > 0 else 300.0
+
+
+def _conversation(context_id: str) -> str:
+    """A2A context ids are free-form; mesh conversation ids are letters, digits and _.:-."""
+    cleaned = "".join(c if c.isalnum() or c in "_.:-" else "-" for c in context_id)[:128]
+    return cleaned if cleaned and cleaned[0].isalnum() else f"a2a-{cleaned}"[:128]
+
+
+def _base(scope: Scope) -> str:
+    headers = dict(scope.get("headers") or [])
+    host = headers.get(b"host", b"").decode() or "{}:{}".format(*scope.get("server", ("", "")))
+    return f"{scope.get('scheme', 'http')}://{host}"
+
+
+async def _json(scope: Scope, receive: Receive, send: Send, status: int, body: dict[str, Any],
+                headers: dict[str, str] | None = None) -> None:
+    await JSONResponse(body, status_code=status, headers=headers)(scope, receive, send)
+
+
+class A2ARouter:
+    """ASGI middleware: `/a2a/...` requests go to the edge, everything else to the hub's app."""
+
+    def __init__(self, app: ASGIApp, edge: Edge) -> None:
+        self.app = app
+        self.edge = edge
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/a2a/"):
+            await self.edge(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def card_json(card: AgentCard) -> dict[str, Any]:
+    return MessageToDict(card, preserving_proto_field_name=False)
