@@ -250,15 +250,16 @@ class MeshExecutor(AgentExecutor):
     async def _follow(self, call: asyncio.Task[Any], progress: asyncio.Queue[dict[str, Any]],
                       updater: TaskUpdater) -> None:
         """Relay progress and artifacts while the call runs; then its outcome."""
+        artifact_ids: dict[str, str] = {}  # chunks of one named artifact share its id
         while not call.done():
             getter = asyncio.ensure_future(progress.get())
             await asyncio.wait({call, getter}, return_when=asyncio.FIRST_COMPLETED)
             if not getter.done():
                 getter.cancel()
                 continue
-            await _relay(getter.result(), updater)
+            await _relay(getter.result(), updater, artifact_ids)
         while not progress.empty():
-            await _relay(progress.get_nowait(), updater)
+            await _relay(progress.get_nowait(), updater, artifact_ids)
         try:
             result = call.result()
         except InputRequired as exc:
@@ -361,11 +362,15 @@ def _agent_message(updater: TaskUpdater, text: str) -> Message:
     return updater.new_agent_message([Part(text=text)])
 
 
-async def _relay(body: dict[str, Any], updater: TaskUpdater) -> None:
+async def _relay(body: dict[str, Any], updater: TaskUpdater,
+                 artifact_ids: dict[str, str]) -> None:
     artifact = body.get("artifact")
     if isinstance(artifact, dict):
         parts = [ParseDict(p, Part()) for p in artifact.get("parts") or []]
-        await updater.add_artifact(parts, name=artifact.get("name"),
+        name = str(artifact.get("name") or "output")
+        if not artifact.get("append") or name not in artifact_ids:
+            artifact_ids[name] = new_id()
+        await updater.add_artifact(parts, artifact_id=artifact_ids[name], name=name,
                                    append=artifact.get("append"),
                                    last_chunk=artifact.get("lastChunk"))
     elif body.get("note"):

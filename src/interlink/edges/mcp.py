@@ -127,6 +127,8 @@ class MeshBridge(MCPServer[None]):
                 "refused, so report it rather than retrying."))
         self.home, self.agent, self.hub = home, agent, hub
         self._mesh: Mesh | None = None
+        self.failure: InterlinkError | None = None
+        """Why the hub connection could not open (the server then stops)."""
         for tool, hints in ((self.list_agents, READ_ONLY), (self.call_skill, WRITES),
                             (self.publish, WRITES), (self.memory_get, READ_ONLY),
                             (self.memory_put, WRITES), (self.memory_list, READ_ONLY)):
@@ -141,13 +143,17 @@ class MeshBridge(MCPServer[None]):
 
     @contextlib.asynccontextmanager
     async def _connected(self, _: MCPServer[None]) -> AsyncIterator[None]:
-        async with connect(self.agent, credential=self.home.credential_path(self.agent),
-                           hub=self.hub) as mesh:
-            self._mesh = mesh
-            try:
-                yield
-            finally:
-                self._mesh = None
+        mesh = connect(self.agent, credential=self.home.credential_path(self.agent), hub=self.hub)
+        try:
+            self._mesh = await mesh.__aenter__()
+        except InterlinkError as exc:
+            self.failure = exc
+            raise
+        try:
+            yield
+        finally:
+            self._mesh = None
+            await mesh.aclose()
 
     @property
     def mesh(self) -> Mesh:
@@ -258,23 +264,33 @@ def build_server(home: MeshHome, agent: str, *, hub: str | None = None) -> MeshB
 
 async def serve_stdio(home: MeshHome, agent: str, *, hub: str | None = None) -> None:
     """Serve MCP over stdin/stdout until the host closes them."""
-    await build_server(home, agent, hub=hub).run_stdio_async()
+    bridge = build_server(home, agent, hub=hub)
+    try:
+        await bridge.run_stdio_async()
+    except BaseException:
+        if bridge.failure is not None:  # raised plainly, not inside the server's task groups
+            raise bridge.failure from None
+        raise
 
 
 async def serve_http(home: MeshHome, agent: str, *, hub: str | None = None,
                      host: str = "127.0.0.1", port: int = 7751) -> None:
     """Serve MCP over streamable HTTP at http://HOST:PORT/mcp until stopped (cancelling this
     coroutine shuts the server down cleanly, closing the mesh connection)."""
-    app = build_server(home, agent, hub=hub).streamable_http_app(host=host)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, lifespan="on",
-                                           log_level="warning"))
-    running = asyncio.ensure_future(server.serve())
+    bridge = build_server(home, agent, hub=hub)
+    server = uvicorn.Server(uvicorn.Config(bridge.streamable_http_app(host=host), host=host,
+                                           port=port, lifespan="on", log_level="warning"))
+
+    async def serve() -> None:
+        try:
+            await server.serve()
+        except SystemExit:  # uvicorn's answer to a failed startup (e.g. the hub connection)
+            raise bridge.failure or InterlinkError("the MCP server did not start") from None
+
+    running = asyncio.ensure_future(serve())
     try:
         await asyncio.shield(running)
     except asyncio.CancelledError:
         server.should_exit = True
         await running
         raise
-    if not server.started:
-        raise InterlinkError(f"the MCP server on {host}:{port} did not start (is the hub "
-                             "running, and is the agent enrolled?); see the log above")
