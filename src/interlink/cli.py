@@ -112,12 +112,31 @@ def agent_add(name: str, home: HomeOption = None,
               call: Annotated[list[str] | None, typer.Option(
                   "--call", help="Grant a call pattern (agent.skill), repeatable.")] = None,
               days: Annotated[float, typer.Option(help="Credential lifetime in days.")] = 365,
-              renew: Annotated[bool, typer.Option(help="Issue a new key and credential.")] = False
+              renew: Annotated[bool, typer.Option(help="Issue a new key and credential.")] = False,
+              a2a: Annotated[str | None, typer.Option(
+                  "--a2a", help="The agent lives elsewhere and speaks A2A at this URL; the hub "
+                                "calls it for the mesh.")] = None,
+              card_key: Annotated[str | None, typer.Option(
+                  help="With --a2a: PEM public key file its Agent Card must be signed with.")]
+              = None,
+              token_env: Annotated[str | None, typer.Option(
+                  help="With --a2a: environment variable of the hub holding a bearer token "
+                       "for calling it.")] = None,
               ) -> None:
     """Enrol an agent: its key pair and hub-signed credential, and a policy entry."""
     mesh = MeshHome(home)
+    remote = None
+    if a2a:
+        remote = {"url": a2a, "card_key": card_key, "token_env": token_env}
+    elif card_key or token_env:
+        raise fail("--card-key and --token-env go with --a2a URL", code=2)
     path = mesh.add_agent(name, description=description, calls=call or [], days=days,
-                          renew=renew)
+                          renew=renew, a2a=remote)
+    if a2a:
+        out.print(f"[green]✓[/] enrolled remote A2A agent [bold]{name}[/] at {a2a}; the hub "
+                  "resolves its card and serves its skills to the mesh (within ~10 s if it "
+                  "is running)")
+        return
     out.print(f"[green]✓[/] enrolled [bold]{name}[/]; credential at {path} (owner-only)")
     grants = ", ".join(call or []) or "none (default deny)"
     out.print(f"  may call: {grants}; edit {mesh.policy_path} to grant more")

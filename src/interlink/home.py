@@ -16,11 +16,12 @@ from collections.abc import Iterable
 import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 from .envelope import valid_agent_name
 from .errors import ConfigError
 from .identity import DEFAULT_CREDENTIAL_DAYS, CredentialFile, HubKey, new_agent_key
-from .policy import AgentGrants, Policy, dump_policy, parse_policy
+from .policy import AgentGrants, Policy, RemoteA2A, dump_policy, parse_policy
 
 DEFAULT_HOME = ".interlink"
 
@@ -113,7 +114,8 @@ class MeshHome:
     # -- agents ------------------------------------------------------------------------------
 
     def add_agent(self, name: str, *, description: str = "", calls: list[str] | None = None,
-                  days: float = DEFAULT_CREDENTIAL_DAYS, renew: bool = False) -> Path:
+                  days: float = DEFAULT_CREDENTIAL_DAYS, renew: bool = False,
+                  a2a: dict[str, Any] | None = None) -> Path:
         """Enrol an agent: key pair, hub-signed credential file, and a policy entry with no
         grants (default deny) unless `calls` are given."""
         if not valid_agent_name(name):
@@ -134,6 +136,8 @@ class MeshHome:
             entry.description = description
         if calls:
             entry.calls = sorted(set(entry.calls) | set(calls))
+        if a2a is not None:
+            entry.a2a = RemoteA2A.model_validate(a2a)
         policy.agents[name] = entry
         self.save_policy(policy)
         return path

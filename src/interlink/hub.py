@@ -95,6 +95,9 @@ class Hub:
         ])
         await self.calls.start()
         await self.events.start()
+        from .edges.a2a_remote import RemoteAgents  # edges build on the hub, not the reverse
+        self.remotes = RemoteAgents(self)
+        self.remotes.sync(self.policy.current())
         await self.audit.append("hub_started", hub=self.key.id, gate=list(self.gate.names))
         self._background = [asyncio.ensure_future(self._housekeeping())]
         return self
@@ -103,6 +106,7 @@ class Hub:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.remotes.aclose()
         await self.calls.aclose()
         await self.events.aclose()
         await self.memory.aclose()
@@ -135,7 +139,7 @@ class Hub:
             await asyncio.sleep(PRESENCE_REFRESH)
             try:
                 await self.registry.refresh_presence()
-                self.policy.current()
+                self.remotes.sync(self.policy.current())
                 await self.audit.checkpoint()
             except Exception:
                 log.exception("housekeeping failed; will retry")

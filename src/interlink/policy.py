@@ -71,6 +71,27 @@ class HubSettings(BaseModel):
     """Revisions kept per memory key (history, and how far a watch can resume)."""
 
 
+class RemoteA2A(BaseModel):
+    """A remote A2A agent enrolled in the mesh (`interlink agent add NAME --a2a URL`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str
+    """Its base URL; the card is read from `{url}/.well-known/agent-card.json`."""
+    card_key: str | None = None
+    """PEM public key its card must be signed with (then an unsigned or badly signed card is
+    refused); without it, a signed card is accepted unverified and the audit says so."""
+    token_env: str | None = None
+    """Name of an environment variable of the hub holding a bearer token for calling it."""
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"an A2A agent's URL is http(s)://…, not {value!r}")
+        return value.rstrip("/")
+
+
 class AgentGrants(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -80,6 +101,8 @@ class AgentGrants(BaseModel):
     subscribe: list[str] = Field(default_factory=list)
     memory: dict[str, Literal["read", "read-write"]] = Field(default_factory=dict)
     """Namespace pattern (`*` within a name) → `read` or `read-write`."""
+    a2a: RemoteA2A | None = None
+    """Set for an agent that lives elsewhere and speaks A2A: the hub calls it for the mesh."""
 
     @field_validator("publish", "subscribe")
     @classmethod

@@ -32,7 +32,7 @@ from ..envelope import body_data, error_body, reply_body, valid_agent_name
 from ..errors import ConfigError, GateDenied, InputRequired, InterlinkError
 from ..home import resolve_home
 from ..identity import Credential, CredentialFile
-from ._connection import Connection
+from ._connection import Connection, Transport
 from ._events import Event, Subscription
 from ._memory import Memory
 
@@ -174,14 +174,22 @@ class EventHandler:
 
 
 class Agent:
-    def __init__(self, name: str, *, credential: str | os.PathLike[str] | None = None,
-                 hub: str | None = None, description: str = "", version: str = "0.1.0") -> None:
+    def __init__(self, name: str, *, credential: str | os.PathLike[str] | CredentialFile | None
+                 = None, hub: str | None = None, description: str = "", version: str = "0.1.0",
+                 labels: dict[str, Any] | None = None, transport: Transport | None = None
+                 ) -> None:
         if not valid_agent_name(name):
             raise ConfigError(f"{name!r} is not a valid agent name")
         self.name = name
         self.description = description
         self.version = version
-        self._credential_path = credential_path(name, credential)
+        self._credential = credential if isinstance(credential, CredentialFile) else None
+        self._credential_path = credential_path(
+            name, None if isinstance(credential, CredentialFile) else credential)
+        self.labels = labels or {}
+        """Labels put on everything this agent sends (e.g. where a proxied agent's answers
+        come from)."""
+        self._transport = transport
         self._hub = hub
         self.skills: dict[str, Skill] = {}
         self._connection: Connection | None = None
@@ -237,12 +245,13 @@ class Agent:
     # -- running -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        credential = CredentialFile.load(self._credential_path)
+        credential = self._credential or CredentialFile.load(self._credential_path)
         if credential.credential.agent != self.name:
             raise ConfigError(f"{self._credential_path} is the credential of "
                               f"{credential.credential.agent!r}, not of {self.name!r}")
         self._connection = Connection(credential, url=self._hub, card=self.card(),
-                                      on_call=self._on_call)
+                                      on_call=self._on_call, transport=self._transport,
+                                      labels=self.labels)
         await self._connection.open()
         for handler in self.handlers:
             stream = await self._connection.subscribe(handler.pattern, **handler.options)

@@ -85,7 +85,8 @@ class Connection:
     def __init__(self, credential: CredentialFile, *, url: str | None = None,
                  card: dict[str, Any] | None = None, on_call: CallHandler | None = None,
                  reconnect: bool = True, connect_timeout: float = 10.0,
-                 transport: Transport | None = None) -> None:
+                 transport: Transport | None = None,
+                 labels: dict[str, Any] | None = None) -> None:
         self.credential = credential
         self.agent = credential.credential.agent
         self.url = url or os.environ.get("INTERLINK_HUB") or credential.hub_url
@@ -94,6 +95,7 @@ class Connection:
         self.reconnect = reconnect
         self.connect_timeout = connect_timeout
         self.transport = transport
+        self.labels = labels or {}
         self._private = credential.private()
         self._hub_key = credential.hub_key()
         self._ws: ClientConnection | None = None
@@ -258,6 +260,8 @@ class Connection:
     # -- sending -----------------------------------------------------------------------------
 
     def _seal(self, fields: dict[str, Any]) -> dict[str, Any]:
+        if self.labels and "labels" not in fields:
+            fields = {**fields, "labels": self.labels}
         return seal(fields, self._private)
 
     async def _send_fields(self, fields: dict[str, Any]) -> None:
