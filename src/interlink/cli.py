@@ -255,6 +255,30 @@ def token(agent: str, home: HomeOption = None,
               "`Authorization: Bearer <token>`; it acts with exactly this agent's grants[/]")
 
 
+@app.command()
+@friendly
+def mcp(agent: Annotated[str, typer.Option("--agent", help="The enrolled agent the MCP host "
+                                                        "acts as (its grants apply).")],
+        home: HomeOption = None,
+        hub: Annotated[str | None, typer.Option(help="Hub URL (default from the credential).")]
+        = None,
+        http: Annotated[bool, typer.Option(
+            "--http", help="Serve streamable HTTP instead of stdio.")] = False,
+        host: Annotated[str, typer.Option(help="With --http: address to bind.")] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="With --http: port to bind.")] = 7751) -> None:
+    """Run an MCP server that acts as the enrolled AGENT: an MCP host (an IDE, a desktop
+    assistant) joins the mesh as a scoped, audited agent — list agents, call skills, publish,
+    read and write memory, as far as AGENT's grants allow."""
+    from .edges.mcp import serve_http, serve_stdio
+    mesh = MeshHome(home)
+    mesh.require()
+    if http:
+        err.print(f"MCP (streamable HTTP) as [bold]{agent}[/] on http://{host}:{port}/mcp")
+        run(serve_http(mesh, agent, hub=hub, host=host, port=port))
+    else:
+        run(serve_stdio(mesh, agent, hub=hub))
+
+
 # -- events ---------------------------------------------------------------------------------
 
 @app.command()
