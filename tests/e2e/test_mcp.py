@@ -18,7 +18,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, TextContent, TextResourceContents
 from pydantic import BaseModel
 
-from interlink import Agent, SkillContext
+from interlink import Agent, ConnectionLost, SkillContext
 from interlink.edges.mcp import serve_http
 from interlink.envelope import HUB
 from interlink.home import MeshHome
@@ -71,12 +71,10 @@ def writer(home: MeshHome, hub: RunningHub) -> Agent:
 
 
 def bridge_command(home: MeshHome, agent: str, hub_url: str) -> StdioServerParameters:
-    """How an MCP host starts the bridge over stdio (to become `interlink mcp` in the CLI)."""
-    code = ("import asyncio,sys; from interlink.home import MeshHome; "
-            "from interlink.edges.mcp import serve_stdio; "
-            "asyncio.run(serve_stdio(MeshHome(sys.argv[1]), sys.argv[2], hub=sys.argv[3]))")
+    """How an MCP host starts the bridge over stdio: `interlink mcp --agent NAME`."""
     return StdioServerParameters(command=sys.executable,
-                                 args=["-c", code, str(home.root), agent, hub_url],
+                                 args=["-m", "interlink", "mcp", "--agent", agent, "--home",
+                                       str(home.root), "--hub", hub_url],
                                  env=env_python())
 
 
@@ -150,7 +148,7 @@ async def test_refusals_and_failures_are_mcp_tool_errors(mcp_home: MeshHome,
 
         bad = await client.call_tool("call_skill", {"agent": "writer", "skill": "draft",
                                                     "input": {"words": 3}})
-        assert bad.is_error and "topic" in text(bad)  # the hub checks the skill's schema
+        assert bad.is_error and "topic" in text(bad)  # the agent checks its input schema
 
 
 async def test_publish_and_memory_when_granted_refused_when_not(mcp_home: MeshHome,
@@ -226,6 +224,7 @@ async def test_the_audit_names_the_bridge_agent(mcp_home: MeshHome, hub: Running
                                               "input": {"topic": "audit"}})
         await client.call_tool("call_skill", {"agent": "writer", "skill": "secret"})
         await client.call_tool("publish", {"topic": "notes.audit", "data": {}})
+    await wait_until(lambda: not bridge_connected(hub))  # the host left: the bridge hung up
     records = [r for r in await audit_records(mcp_home) if r["event"] == "gate"]
     by_bridge = {(r["envelope"]["kind"], r["envelope"]["target"], r["decision"])
                  for r in records if r.get("envelope", {}).get("sender") == "bridge"}
@@ -259,3 +258,17 @@ async def test_streamable_http(mcp_home: MeshHome, hub: RunningHub) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await server
     await wait_until(lambda: not bridge_connected(hub))  # stopping closed its connection
+
+
+async def test_without_a_hub_the_bridge_stops_and_says_why(mcp_home: MeshHome) -> None:
+    nowhere = f"ws://127.0.0.1:{free_port()}/ws"
+    with pytest.raises(ConnectionLost, match="cannot reach the hub"):
+        await serve_http(mcp_home, "bridge", hub=nowhere, port=free_port())
+    log = mcp_home.root / "mcp-bridge.log"
+    closed = pytest.RaisesExc(MCPError, match="Connection closed")
+    with log.open("a") as errlog, pytest.RaisesGroup(closed, flatten_subgroups=True):
+        async with Client(stdio_client(bridge_command(mcp_home, "bridge", nowhere),
+                                       errlog=errlog), cache=None):
+            pass
+    said = log.read_text()
+    assert "cannot reach the hub" in said and "interlink serve" in said  # the CLI's own words

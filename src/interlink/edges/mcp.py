@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import inspect
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated, Any, TypeVar
 
 import uvicorn
@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 from ..errors import CallError, GateDenied, InterlinkError
 from ..home import MeshHome
 from ..sdk import Mesh, MemoryEntry, connect
-from ..services.registry import AgentStatus, Registry
+from ..services.registry import AgentStatus, Registry, SkillCard
 from ..store import open_store
 
 T = TypeVar("T")
@@ -43,18 +43,14 @@ Namespace = Annotated[str, Field(description="Shared-memory namespace, e.g. 'blo
 Key = Annotated[str, Field(description="Key inside the namespace, e.g. 'style-guide'.")]
 
 
-class Skill(BaseModel):
-    id: str
-    description: str
-    input_schema: dict[str, Any] = Field(description="JSON Schema the skill's input must match.")
-
-
 class AgentInfo(BaseModel):
     name: str
-    connected: bool = Field(description="Held by the hub now (a call to an offline agent waits "
-                                        "for it until the call's timeout).")
+    connected: bool = Field(description="Serving now (a call to an agent that is not waits for "
+                                        "it to connect, until the call's timeout).")
     description: str
-    skills: list[Skill] = Field(description="Empty until the agent has connected once.")
+    skills: list[SkillCard] = Field(description="Each skill's id, description, and the JSON "
+                                    "Schemas of its input and output; empty until the agent "
+                                    "has connected once.")
 
 
 class AgentList(BaseModel):
@@ -102,19 +98,12 @@ def _explain(exc: InterlinkError) -> str:
 def _entry(namespace: str, key: str, entry: MemoryEntry | None) -> Entry:
     if entry is None:
         return Entry(namespace=namespace, key=key, revision=0)
-    return Entry(namespace=namespace, key=entry.key, value=entry.value, revision=entry.revision,
-                 by=entry.by, ts=entry.ts)
-
-
-def _info(status: AgentStatus) -> AgentInfo:
-    skills = status.card.skills if status.card else []
-    return AgentInfo(name=status.name, connected=status.connected, description=status.description,
-                     skills=[Skill(id=s.id, description=s.description, input_schema=s.input_schema)
-                             for s in skills])
+    return Entry.model_validate(entry, from_attributes=True)
 
 
 class MeshBridge(MCPServer[None]):
-    """The MCP server; `mesh` is its connection as `agent` while the server runs."""
+    """The MCP server: its tools act through one hub connection as `agent`, opened when the
+    server starts (its lifespan) and closed when it stops."""
 
     def __init__(self, home: MeshHome, agent: str, *, hub: str | None = None) -> None:
         super().__init__(
@@ -127,8 +116,7 @@ class MeshBridge(MCPServer[None]):
                 "refused, so report it rather than retrying."))
         self.home, self.agent, self.hub = home, agent, hub
         self._mesh: Mesh | None = None
-        self.failure: InterlinkError | None = None
-        """Why the hub connection could not open (the server then stops)."""
+        self.failure: InterlinkError | None = None  # why the hub connection did not open
         for tool, hints in ((self.list_agents, READ_ONLY), (self.call_skill, WRITES),
                             (self.publish, WRITES), (self.memory_get, READ_ONLY),
                             (self.memory_put, WRITES), (self.memory_list, READ_ONLY)):
@@ -155,15 +143,12 @@ class MeshBridge(MCPServer[None]):
             self._mesh = None
             await mesh.aclose()
 
-    @property
-    def mesh(self) -> Mesh:
+    async def _as_agent(self, action: Callable[[Mesh], Awaitable[T]]) -> T:
+        """Do `action` through the hub as the bridge's agent; what the hub says is a tool error."""
         if self._mesh is None:
             raise ToolError("the bridge is not connected to the hub")
-        return self._mesh
-
-    async def _through_hub(self, action: Awaitable[T]) -> T:
         try:
-            return await action
+            return await action(self._mesh)
         except InterlinkError as exc:
             raise ToolError(_explain(exc)) from exc
 
@@ -178,7 +163,9 @@ class MeshBridge(MCPServer[None]):
     async def list_agents(self) -> AgentList:
         """List the mesh's enrolled agents: whether each is connected, what it does, and its
         skills with the JSON Schema each skill's input must match. Call this before call_skill."""
-        return AgentList(agents=[_info(s) for s in await self._statuses()])
+        return AgentList(agents=[
+            AgentInfo(name=s.name, connected=s.connected, description=s.description,
+                      skills=s.card.skills if s.card else []) for s in await self._statuses()])
 
     async def call_skill(
         self,
@@ -192,26 +179,26 @@ class MeshBridge(MCPServer[None]):
         """Call a skill of another agent on the mesh and return its output (JSON, under
         `result`). The hub allows only calls granted to this bridge's agent; a refusal names
         the stage, code, reason and rule. An offline agent gets the call when it connects."""
-        output = await self._through_hub(self.mesh.call(agent, skill, input, timeout=timeout))
+        output = await self._as_agent(lambda mesh: mesh.call(agent, skill, input, timeout=timeout))
         return CallToolResult(content=[TextContent(type="text", text=json.dumps(output))],
                               structured_content={"result": output})
 
     async def publish(
         self,
-        topic: Annotated[str, Field(description="Dot-separated topic, e.g. 'blog.drafts.created'.")],
+        topic: Annotated[str, Field(description="Dot-separated, e.g. 'blog.drafts.created'.")],
         data: Annotated[dict[str, Any], Field(description="The event's payload (must match the "
                                                           "topic's registered schema, if any).")],
     ) -> Published:
         """Publish an event on a topic; returns once the hub has stored it, with its position
         in the event log (seq) and on its topic (topic_seq). Subscribers receive it."""
-        answer = await self._through_hub(self.mesh.publish(topic, data))
+        answer = await self._as_agent(lambda mesh: mesh.publish(topic, data))
         return Published(seq=answer["seq"], topic=answer.get("topic", topic),
                          topic_seq=answer["topic_seq"], duplicate=answer.get("duplicate", False))
 
     async def memory_get(self, namespace: Namespace, key: Key) -> Entry:
         """Read a key of shared memory: its value, revision (0 when absent) and writer."""
-        return _entry(namespace, key,
-                      await self._through_hub(self.mesh.memory(namespace).get(key)))
+        return _entry(namespace, key, await self._as_agent(
+            lambda mesh: mesh.memory(namespace).get(key)))
 
     async def memory_put(
         self, namespace: Namespace, key: Key,
@@ -222,17 +209,18 @@ class MeshBridge(MCPServer[None]):
     ) -> Written:
         """Write a key of shared memory; returns the new revision. Use memory_get's revision as
         `expect` to avoid overwriting someone else's change."""
-        memory = self.mesh.memory(namespace)
-        write = memory.put(key, value) if expect is None else memory.update(key, value,
-                                                                             expect=expect)
-        return Written(namespace=namespace, key=key, revision=await self._through_hub(write))
+        def write(mesh: Mesh) -> Awaitable[int]:
+            memory = mesh.memory(namespace)
+            return (memory.put(key, value) if expect is None
+                    else memory.update(key, value, expect=expect))
+        return Written(namespace=namespace, key=key, revision=await self._as_agent(write))
 
     async def memory_list(
         self, namespace: Namespace,
         prefix: Annotated[str, Field(description="Only keys starting with this.")] = "",
     ) -> Entries:
         """List the live keys of a shared-memory namespace (values and revisions), by key."""
-        entries = await self._through_hub(self.mesh.memory(namespace).list(prefix))
+        entries = await self._as_agent(lambda mesh: mesh.memory(namespace).list(prefix))
         return Entries(entries=[_entry(namespace, e.key, e) for e in entries])
 
     # -- resources ---------------------------------------------------------------------------
@@ -248,13 +236,14 @@ class MeshBridge(MCPServer[None]):
 
     async def list_resources(self) -> list[Resource]:
         """The static resources, and one card per agent that has connected at least once."""
-        with contextlib.suppress(ResourceError):
-            cards = [Resource(uri=f"interlink://agents/{s.name}/card", name=f"{s.name}-card",
-                              description=f"The card of {s.name}: {s.description}".rstrip(": "),
-                              mime_type="application/json")
-                     for s in await self._statuses() if s.card is not None]
-            return [*await super().list_resources(), *cards]
-        return await super().list_resources()
+        try:
+            statuses = await self._statuses()
+        except ResourceError:  # no store yet: only the static resources
+            statuses = []
+        return [*await super().list_resources(), *(
+            Resource(uri=f"interlink://agents/{s.name}/card", name=f"{s.name}-card",
+                     description=f"The card of {s.name}: {s.description}".rstrip(": "),
+                     mime_type="application/json") for s in statuses if s.card is not None)]
 
 
 def build_server(home: MeshHome, agent: str, *, hub: str | None = None) -> MeshBridge:
