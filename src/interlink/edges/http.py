@@ -1,5 +1,5 @@
 """The hub's HTTP surface: the WebSocket endpoint for agents, the A2A edge (`/a2a/{agent}`
-and the hub's card), health, and the hub's identity."""
+and the hub's card), the ACP edge (`/acp`), health, and the hub's identity."""
 
 from __future__ import annotations
 
@@ -10,18 +10,20 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from ..home import MeshHome
 from ..hub import Hub
 from .a2a import A2ARouter, Edge, card_json
+from .acp import AcpEdge
 from .ws import serve_connection
 
 
 def create_app(home: MeshHome, *, store_url: str | None = None) -> Starlette:
     hub = Hub(home, store_url=store_url)
     a2a = Edge(hub)
+    acp = AcpEdge(a2a)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -29,6 +31,7 @@ def create_app(home: MeshHome, *, store_url: str | None = None) -> Starlette:
             try:
                 yield
             finally:
+                await acp.aclose()
                 await a2a.aclose()
 
     async def websocket(ws: WebSocket) -> None:
@@ -51,6 +54,7 @@ def create_app(home: MeshHome, *, store_url: str | None = None) -> Starlette:
         Route("/healthz", health),
         Route("/.well-known/interlink-hub.json", identity),
         Route("/.well-known/agent-card.json", hub_card),
+        Mount("/acp", app=acp),
     ], lifespan=lifespan, middleware=[Middleware(A2ARouter, edge=a2a)])
     app.state.hub = hub
     app.state.a2a = a2a
