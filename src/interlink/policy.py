@@ -57,6 +57,25 @@ class HubSettings(BaseModel):
     call_max_deliver: int = Field(default=5, ge=1)
     keep_results_seconds: float = Field(default=3600.0, gt=0)
     """How long a finished call's result is kept, so a retry with the same id gets it."""
+    max_hops: int = Field(default=16, ge=1)
+    """Longest causal chain of calls (a loop between agents stops here)."""
+    conversation_max_messages: int = Field(default=2000, ge=1)
+    conversation_max_tokens: float = Field(default=1_000_000, gt=0)
+    """Model tokens agents report in replies (`usage.tokens`), per conversation."""
+    rate_per_agent: float = Field(default=500.0, gt=0)
+    rate_burst: int = Field(default=1000, ge=1)
+    breaker_window: int = Field(default=20, ge=1)
+    breaker_min_calls: int = Field(default=5, ge=1)
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    breaker_open_seconds: float = Field(default=5.0, gt=0)
+    quarantine_after: int = Field(default=20, ge=1)
+    """Policy violations (refusals at authorize or label) that quarantine an agent..."""
+    quarantine_window_seconds: float = Field(default=60.0, gt=0)
+    """...within this many seconds."""
+    taint_ttl_seconds: float = Field(default=86400.0, gt=0)
+    """How long the hub remembers what an agent was given in a conversation."""
+    max_depth: int = Field(default=32, ge=1)
+    """Deepest nesting of JSON in a call's input or output."""
     max_event_bytes: int = Field(default=256 * 1024, ge=256)
     """The largest event payload (its JSON data) a publish may carry."""
     event_dedup_seconds: float = Field(default=120.0, gt=0)
@@ -69,6 +88,21 @@ class HubSettings(BaseModel):
     """The largest shared-memory value (its JSON form)."""
     memory_history: int = Field(default=256, ge=1)
     """Revisions kept per memory key (history, and how far a watch can resume)."""
+    a2a_anonymous_caller: dict[str, str] = Field(default_factory=dict)
+    """Opt-in, empty by default (every A2A request needs a bearer token): served agent → the
+    enrolled agent that an A2A request to `/a2a/{agent}` *without* an `Authorization` header
+    acts as, e.g. `{tck: tck-client}`. Only for clients that cannot send a token, such as a
+    conformance kit: anyone who reaches the hub then calls that agent with the grants of the
+    named caller. A request with a bad token is still refused."""
+
+    @field_validator("a2a_anonymous_caller")
+    @classmethod
+    def _anonymous_names(cls, value: dict[str, str]) -> dict[str, str]:
+        for served, caller in value.items():
+            for name in (served, caller):
+                if not AGENT_NAME.match(name):
+                    raise ValueError(f"{name!r} in a2a_anonymous_caller is not an agent name")
+        return value
 
 
 class RemoteA2A(BaseModel):
@@ -92,6 +126,22 @@ class RemoteA2A(BaseModel):
         return value.rstrip("/")
 
 
+class Clearance(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["public", "internal", "confidential", "restricted"] = "internal"
+    tags: list[str] = Field(default_factory=list)
+
+
+class Classification(BaseModel):
+    """The most sensitive data a memory namespace or topic may hold."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    level: Literal["public", "internal", "confidential", "restricted"] = "internal"
+    tags: list[str] = Field(default_factory=list)
+
+
 class AgentGrants(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -103,6 +153,15 @@ class AgentGrants(BaseModel):
     """Namespace pattern (`*` within a name) → `read` or `read-write`."""
     a2a: RemoteA2A | None = None
     """Set for an agent that lives elsewhere and speaks A2A: the hub calls it for the mesh."""
+    clearance: Clearance = Field(default_factory=lambda: Clearance())
+    """What this agent may be given: the highest level, and the tags it is cleared for."""
+    label: dict[str, Any] = Field(default_factory=dict)
+    """A floor for everything this agent sends (e.g. an agent that reads the web:
+    `{integrity: untrusted, provenance: [web]}`)."""
+    sensitive: list[str] = Field(default_factory=list)
+    """This agent's skills (patterns) that refuse untrusted input."""
+    suspended: bool = False
+    """Quarantined: its traffic is refused until an operator restores it."""
 
     @field_validator("publish", "subscribe")
     @classmethod
@@ -129,6 +188,11 @@ class Policy(BaseModel):
 
     hub: HubSettings = Field(default_factory=HubSettings)
     agents: dict[str, AgentGrants] = Field(default_factory=dict)
+    namespaces: dict[str, Classification] = Field(default_factory=dict)
+    """Memory namespace pattern → the most sensitive data it may hold (default: internal)."""
+    topics: dict[str, Classification] = Field(default_factory=dict)
+    """Topic pattern (NATS wildcards) → the most sensitive data it may carry (default:
+    internal)."""
 
     @field_validator("agents", mode="before")
     @classmethod
@@ -148,6 +212,26 @@ class Policy(BaseModel):
 
     def enrolled(self, agent: str) -> bool:
         return agent in self.agents
+
+    def is_sensitive(self, agent: str, skill: str) -> str | None:
+        """The rule marking `agent.skill` sensitive, or None."""
+        grants = self.agents.get(agent)
+        for index, pattern in enumerate(grants.sensitive if grants else []):
+            if fnmatchcase(skill, pattern):
+                return f"agents.{agent}.sensitive[{index}]: {pattern}"
+        return None
+
+    def namespace_class(self, namespace: str) -> tuple[Classification, str]:
+        for pattern, klass in self.namespaces.items():
+            if fnmatchcase(namespace, pattern):
+                return klass, f"namespaces[{pattern!r}]: {klass.level}"
+        return Classification(), "namespaces: default internal"
+
+    def topic_class(self, topic: str) -> tuple[Classification, str]:
+        for pattern, klass in self.topics.items():
+            if matches(pattern, topic):
+                return klass, f"topics[{pattern!r}]: {klass.level}"
+        return Classification(), "topics: default internal"
 
     def may_call(self, agent: str, target: str, skill: str) -> Decision:
         grants = self.agents.get(agent)

@@ -14,11 +14,34 @@ in-process connection, so the hub's gate decides exactly as for SDK agents — a
 authorize (policy), validate, commit, audit. Task states map one to one: SUBMITTED (task
 created), WORKING (the gate accepted the call; progress notes arrive as status updates and
 `ctx.artifact()` as artifact updates), INPUT_REQUIRED (the skill raised `InputRequired`),
-COMPLETED (the reply, as a data artifact), FAILED (the skill failed or timed out), CANCELED.
-A gate refusal is a standard A2A error carrying {stage, code, reason, rule}.
+COMPLETED (the reply, as the result artifact), REJECTED (the skill declined, see `$a2a`
+below), FAILED (the skill failed or timed out), CANCELED. A gate refusal is a standard A2A
+error carrying {stage, code, reason, rule}. A request without a bearer token is refused (401)
+unless the operator opted in with `hub.a2a_anonymous_caller` (see `policy.HubSettings`).
+
+The reply becomes one artifact: a text part for a string, a data part for any other value, none
+for `None`. A skill that needs more of A2A returns `{"$a2a": {...}}` (`A2A_RESULT`):
+
+    parts:  [Part, ...]             ProtoJSON parts, e.g. files: {"raw" | "url", "filename",
+                                    "mediaType"}; instead of the one text or data part
+    reply:  "artifact" (default)    the parts are the result artifact
+            "status"                the parts are the final status message (no artifact)
+            "message"               answer with a bare Message instead of a task: honoured
+                                    when the message starts a task and the skill answers
+                                    within `MESSAGE_WINDOW` without progress or artifacts,
+                                    else like "status"
+    state:  "completed" (default) | "rejected"    the task's final state
+
+So that a quick answer can still be a bare Message, a new task is announced (Task, then
+WORKING) at the skill's first progress note or artifact, at its outcome, or `MESSAGE_WINDOW`
+after the gate accepted the call, whichever comes first.
 
 Tasks and their streams belong to the identity that created them: a2a-sdk's store is scoped
 by the authenticated user, which here is the token's agent.
+
+Media types: a request body must be JSON (`application/json` or `application/*+json`), else
+the answer is ContentTypeNotSupported. REST answers are `application/a2a+json` (A2A 1.0.1),
+or `application/json` to a client that speaks that (A2A 1.0.0, see `_plain_json_client`).
 """
 
 from __future__ import annotations
@@ -26,19 +49,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from a2a.helpers import new_task_from_user_message
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
+from a2a.server.request_handlers.response_helpers import build_error_response
 from a2a.server.routes import (create_agent_card_routes, create_jsonrpc_routes,
                                create_rest_routes)
 from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
-from a2a.types import AgentCard, Message, Part, TaskState
-from a2a.utils.errors import InternalError, InvalidParamsError, InvalidRequestError
+from a2a.types import AgentCard, Message, Part, Role, TaskState
+from a2a.utils.error_handlers import build_rest_error_payload
+from a2a.utils.errors import (ContentTypeNotSupportedError, InternalError, InvalidParamsError,
+                              InvalidRequestError)
 from a2a.utils.signing import create_agent_card_signer
-from google.protobuf.json_format import MessageToDict, ParseDict
+from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from starlette.applications import Starlette
 from starlette.authentication import SimpleUser
 from starlette.responses import JSONResponse
@@ -62,6 +89,12 @@ SCHEMAS_EXTENSION = "https://interlink.dev/a2a/ext/skill-schemas/v1"
 schema field)."""
 PROTOCOL_VERSION = "1.0"
 CARD_PATH = "/.well-known/agent-card.json"
+A2A_JSON = "application/a2a+json"
+A2A_RESULT = "$a2a"
+"""The key of a skill result that says how to answer over A2A (see the module's doc)."""
+MESSAGE_WINDOW = 0.25
+"""Seconds a new task is held back so that a skill answering at once can reply with a bare
+Message; a skill that reports progress, or runs longer, gets its task announced then."""
 
 
 class Edge:
@@ -148,7 +181,7 @@ class Edge:
         scope["headers"] = [(k, v) for k, v in scope.get("headers") or []
                             if k != b"traceparent"] + [(b"traceparent", trace.encode())]
         if rest != CARD_PATH and scope["type"] == "http":
-            caller = self._authenticate(headers.get(b"authorization", b"").decode())
+            caller = self._authenticate(headers.get(b"authorization", b"").decode(), agent)
             if isinstance(caller, str) and caller.startswith("!"):
                 await _json(scope, receive, send, 401, {
                     "error": caller[1:],
@@ -157,21 +190,37 @@ class Edge:
                 return
             scope["user"] = SimpleUser(caller)
             scope["auth"] = ["authenticated"]
+            content_type = headers.get(b"content-type", b"").decode()
+            if scope["method"] in ("POST", "PUT", "PATCH") and not _json_media(content_type):
+                await _unsupported_media(scope, receive, send, content_type, rpc=rest == "/")
+                return
         scope["path"] = rest
         scope["raw_path"] = rest.encode()
         scope["root_path"] = scope.get("root_path", "") + f"/a2a/{agent}"
         app = self._apps.get(agent) or await self._make_app(agent, _base(scope))
 
+        plain = rest not in ("/", CARD_PATH) and _plain_json_client(headers)
+
         async def send_with_trace(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
-                message = {**message, "headers": [*message.get("headers", []),
-                                                   (b"traceparent", trace.encode())]}
+                sent = message.get("headers", [])
+                if plain:  # answer in the client's own media type
+                    sent = [(k, b"application/json" if k.lower() == b"content-type"
+                             and v == A2A_JSON.encode() else v) for k, v in sent]
+                message = {**message, "headers": [*sent, (b"traceparent", trace.encode())]}
             await send(message)
 
         await app(scope, receive, send_with_trace)
 
-    def _authenticate(self, authorization: str) -> str:
-        """The agent a bearer token speaks for, or '!' + why not."""
+    def _authenticate(self, authorization: str, served: str) -> str:
+        """The agent a bearer token speaks for, or '!' + why not. A request without any
+        `Authorization` acts as `hub.a2a_anonymous_caller[served]` when the operator opted in."""
+        policy = self.hub.policy.current()
+        anonymous = policy.hub.a2a_anonymous_caller.get(served)
+        if not authorization and anonymous is not None:
+            if not policy.enrolled(anonymous):
+                return f"!hub.a2a_anonymous_caller names {anonymous!r}, who is not enrolled"
+            return anonymous
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token:
             return "!this endpoint needs a bearer token"
@@ -179,7 +228,7 @@ class Edge:
             agent = check_token(token.strip(), self.hub.key.public, self.hub.key.id)
         except ConfigError as exc:
             return f"!{exc}"
-        if not self.hub.policy.current().enrolled(agent):
+        if not policy.enrolled(agent):
             return f"!the token's agent {agent!r} is no longer enrolled on this mesh"
         return agent
 
@@ -221,6 +270,12 @@ class MeshExecutor(AgentExecutor):
         task = context.current_task or new_task_from_user_message(message)
         accepted: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         progress: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        reported = asyncio.Event()  # the skill sent progress or an artifact
+
+        def on_progress(body: dict[str, Any]) -> None:
+            progress.put_nowait(body)
+            reported.set()
+
         wire = MessageToDict(message, preserving_proto_field_name=False)
         wire.setdefault("taskId", task.id)
         wire.setdefault("contextId", task.context_id)
@@ -228,7 +283,7 @@ class MeshExecutor(AgentExecutor):
             target, skill, message=wire, timeout=_timeout(context), call_id=new_id(),
             conversation=_conversation(task.context_id), traceparent=headers.get("traceparent"),
             on_accepted=lambda answer: accepted.done() or accepted.set_result(answer),
-            on_progress=progress.put_nowait))
+            on_progress=on_progress))
         self._running[task.id] = call
         try:
             await asyncio.wait({call, accepted}, return_when=asyncio.FIRST_COMPLETED)
@@ -239,6 +294,8 @@ class MeshExecutor(AgentExecutor):
                 if exc is not None:
                     raise InternalError(message=f"the mesh call could not start: {exc}")
             if context.current_task is None:
+                if await self._replied_with_message(call, reported, event_queue, task):
+                    return
                 await event_queue.enqueue_event(task)
             updater = TaskUpdater(event_queue, task.id, task.context_id)
             await updater.start_work(_agent_message(
@@ -246,6 +303,31 @@ class MeshExecutor(AgentExecutor):
             await self._follow(call, progress, updater)
         finally:
             self._running.pop(task.id, None)
+
+    async def _replied_with_message(self, call: asyncio.Task[Any], reported: asyncio.Event,
+                                    event_queue: EventQueue, task: Any) -> bool:
+        """Hold a new task back for up to `MESSAGE_WINDOW`: if the skill answers in that time,
+        before any progress or artifact, with `reply: "message"`, enqueue that bare Message
+        (there is no task then) and say so."""
+        waiter = asyncio.ensure_future(reported.wait())
+        try:
+            await asyncio.wait({call, waiter}, timeout=MESSAGE_WINDOW,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if (reported.is_set() or not call.done() or call.cancelled()
+                or call.exception() is not None):
+            return False
+        try:
+            answer = _answer(call.result())
+        except ValueError:
+            return False  # _follow fails the task with the reason
+        if answer.reply != "message" or answer.state != TaskState.TASK_STATE_COMPLETED:
+            return False
+        await event_queue.enqueue_event(Message(
+            role=Role.ROLE_AGENT, message_id=new_id(), context_id=task.context_id,
+            parts=answer.parts))
+        return True
 
     async def _follow(self, call: asyncio.Task[Any], progress: asyncio.Queue[dict[str, Any]],
                       updater: TaskUpdater) -> None:
@@ -274,8 +356,20 @@ class MeshExecutor(AgentExecutor):
         except InterlinkError as exc:
             await updater.failed(_agent_message(updater, f"the mesh call failed: {exc}"))
             return
-        await updater.add_artifact([_part(result)], name="result")
-        await updater.complete()
+        try:
+            answer = _answer(result)
+        except ValueError as exc:
+            await updater.failed(_agent_message(
+                updater, f"the skill's {A2A_RESULT} answer is malformed: {exc}"))
+            return
+        if answer.reply == "artifact" and answer.parts:
+            await updater.add_artifact(answer.parts, name="result")
+        status = (updater.new_agent_message(answer.parts)
+                  if answer.reply != "artifact" and answer.parts else None)
+        if answer.state == TaskState.TASK_STATE_REJECTED:
+            await updater.reject(status)
+        else:
+            await updater.complete(status)
 
     async def cancel(self, context: RequestContext, event_queue: EventQueue) -> None:
         """Stop following the call (a late reply is dropped) and mark the task canceled."""
@@ -358,6 +452,43 @@ def _part(value: Any) -> Part:
     return ParseDict({"data": value}, Part())
 
 
+@dataclass(frozen=True)
+class _Answer:
+    """How a skill's result is answered over A2A."""
+
+    parts: list[Part]
+    reply: str = "artifact"
+    state: TaskState.ValueType = TaskState.TASK_STATE_COMPLETED
+
+
+_REPLIES = ("artifact", "status", "message")
+_STATES = {"completed": TaskState.TASK_STATE_COMPLETED, "rejected": TaskState.TASK_STATE_REJECTED}
+
+
+def _answer(result: Any) -> _Answer:
+    """The A2A answer for a skill's result: its value as one part, or what `{"$a2a": {...}}`
+    spells out. Raises ValueError for a malformed `$a2a`."""
+    if not (isinstance(result, dict) and len(result) == 1 and A2A_RESULT in result):
+        return _Answer([] if result is None else [_part(result)])
+    spec = result[A2A_RESULT]
+    if not isinstance(spec, dict) or set(spec) - {"parts", "reply", "state"}:
+        raise ValueError("it is an object with parts, reply and state")
+    raw = spec.get("parts") or []
+    if not isinstance(raw, list) or not all(isinstance(p, dict) for p in raw):
+        raise ValueError("parts is a list of A2A parts (objects)")
+    try:
+        parts = [ParseDict(p, Part()) for p in raw]
+    except ParseError as exc:
+        raise ValueError(f"a part is not an A2A part: {exc}") from exc
+    reply = spec.get("reply", "artifact")
+    if reply not in _REPLIES:
+        raise ValueError(f"reply is one of {', '.join(_REPLIES)}, not {reply!r}")
+    state = spec.get("state", "completed")
+    if state not in _STATES:
+        raise ValueError(f"state is one of {', '.join(_STATES)}, not {state!r}")
+    return _Answer(parts, reply, _STATES[state])
+
+
 def _agent_message(updater: TaskUpdater, text: str) -> Message:
     return updater.new_agent_message([Part(text=text)])
 
@@ -393,6 +524,41 @@ def _base(scope: Scope) -> str:
     headers = dict(scope.get("headers") or [])
     host = headers.get(b"host", b"").decode() or "{}:{}".format(*scope.get("server", ("", "")))
     return f"{scope.get('scheme', 'http')}://{host}"
+
+
+def _plain_json_client(headers: dict[bytes, bytes]) -> bool:
+    """A REST client that speaks plain `application/json` (A2A 1.0.0's media type for the
+    binding; 1.0.1 prefers `application/a2a+json`, which a2a-sdk sends): its body was
+    application/json, or it accepts application/json but not application/a2a+json."""
+    accept = headers.get(b"accept", b"").decode().lower()
+    if A2A_JSON in accept:
+        return False
+    sent = headers.get(b"content-type", b"").decode().partition(";")[0].strip().lower()
+    return sent == "application/json" or "application/json" in accept
+
+
+def _json_media(content_type: str) -> bool:
+    """Whether a request body of this Content-Type may be read as JSON (none given: a2a-sdk
+    decides, as for a body-less `POST /tasks/{id}:cancel`)."""
+    media = content_type.partition(";")[0].strip().lower()
+    return not media or media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json"))
+
+
+async def _unsupported_media(scope: Scope, receive: Receive, send: Send, content_type: str, *,
+                             rpc: bool) -> None:
+    """ContentTypeNotSupported in the binding's own form: a JSON-RPC error (-32005) for the
+    JSON-RPC endpoint; for the REST binding a google.rpc.Status with HTTP 415, the status for a
+    request body's media type (a2a-sdk answers 400 for the error's other use, parts' media
+    types)."""
+    error = ContentTypeNotSupportedError(
+        message=f"Content-Type {content_type!r} is not supported: send application/json")
+    if rpc:
+        await _json(scope, receive, send, 200, build_error_response(None, error))
+        return
+    payload = build_rest_error_payload(error)
+    payload["error"]["code"] = 415
+    await _json(scope, receive, send, 415, payload)
 
 
 async def _json(scope: Scope, receive: Receive, send: Send, status: int, body: dict[str, Any],
