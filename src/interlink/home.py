@@ -142,6 +142,14 @@ class MeshHome:
         self.save_policy(policy)
         return path
 
+    def set_suspended(self, name: str, suspended: bool) -> None:
+        """Suspend (quarantine) an agent or restore it; the running hub picks it up at once."""
+        policy = self.load_policy()
+        if name not in policy.agents:
+            raise ConfigError(f"agent {name!r} is not enrolled")
+        policy.agents[name].suspended = suspended
+        self.save_policy(parse_policy(dump_policy(policy)))
+
     def grant_calls(self, name: str, patterns: list[str]) -> None:
         self.grant(name, calls=patterns)
 

@@ -16,10 +16,14 @@ from typing import Any
 from .envelope import BUS_KINDS
 from .errors import GateDenied
 from .gate import (Authenticate, Authorize, Commit, Decode, Deliver, GateContext, Observe,
-                   Pipeline, Service, Session, Validate)
+                   Pipeline, Service, Session, Stage, Validate)
+from .gate.guard import Guard
+from .gate.label import LabelStage
 from .home import MeshHome
 from .policy import PolicyFile
 from .services.audit import AuditLog
+from .services.containment import Containment
+from .services.taint import Taint
 from .services.calls import CallService
 from .services.events import EVENTS_LOG, SCHEMAS_BUCKET, EventBus
 from .services.memory import MEMORY_BUCKET, SharedMemory
@@ -27,6 +31,9 @@ from .services.registry import PRESENCE_REFRESH, Registry
 from .store import Store, open_store
 
 log = logging.getLogger("interlink.hub")
+
+VIOLATIONS = ("not_granted", "not_cleared", "untrusted_input", "over_classified")
+"""Refusals that count toward quarantining the sender."""
 
 
 class HelloService:
@@ -52,7 +59,8 @@ class HelloService:
 
 
 class Hub:
-    def __init__(self, home: MeshHome, *, store_url: str | None = None) -> None:
+    def __init__(self, home: MeshHome, *, store_url: str | None = None,
+                 full_gate: bool = True) -> None:
         home.require()
         self.home = home
         self.key = home.hub_key()
@@ -60,6 +68,7 @@ class Hub:
         self.settings = self.policy.policy.hub
         self.store_url = store_url or f"sqlite:///{home.db_path}"
         self.started = time.time()
+        self.full_gate = full_gate
         self._store: Store | None = None
         self._background: list[asyncio.Task[None]] = []
 
@@ -70,29 +79,25 @@ class Hub:
         self.audit = AuditLog(await self._store.log("audit"), self.key)
         await self.audit.open()
         self.registry = Registry(await self._store.kv("registry"))
+        self.taint = Taint(await self._store.kv("taint"), ttl=self.settings.taint_ttl_seconds)
+        self.containment = Containment(self.settings)
+        self.containment.on_change = self._breaker_changed
         self.calls = CallService(await self._store.log("calls"), await self._store.kv("calls"),
                                  self.audit, self.settings, self.registry.session,
-                                 self.registry.session_by_id)
+                                 self.registry.session_by_id, self.taint,
+                                 on_outcome=self.containment.outcome)
         self.events = EventBus(
             await self._store.log(EVENTS_LOG, dedup_window=self.settings.event_dedup_seconds),
-            await self._store.kv(SCHEMAS_BUCKET), self.audit, self.settings)
+            await self._store.kv(SCHEMAS_BUCKET), self.audit, self.settings, self.policy,
+            self.taint)
         self.memory = SharedMemory(await self._store.kv(
-            MEMORY_BUCKET, history=self.settings.memory_history))
+            MEMORY_BUCKET, history=self.settings.memory_history), self.policy, self.taint)
         hello = HelloService(self.registry, self.calls)
-        services: dict[str, Service] = {"hello": hello, "call": self.calls, "reply": self.calls,
-                    "progress": self.calls,
-                    "memory": self.memory,
-                    **{kind: self.events for kind in BUS_KINDS}}
-        self.gate = Pipeline([
-            Decode(self.settings.max_envelope_bytes),
-            Authenticate(self.key, skew=self.settings.clock_skew_seconds, started=self.started),
-            Authorize(self.policy, self.calls, self.events),
-            Validate(self.events, max_event_bytes=self.settings.max_event_bytes,
-                     max_memory_value_bytes=self.settings.max_memory_value_bytes),
-            Commit(services),
-            Deliver(services),
-            Observe(self.audit),
-        ])
+        services: dict[str, Service] = {
+            "hello": hello, "call": self.calls, "reply": self.calls, "progress": self.calls,
+            "memory": self.memory, **{kind: self.events for kind in BUS_KINDS}}
+        self.gate = Pipeline(self.stages(services, full=self.full_gate),
+                             after=[self._after_gate])
         await self.calls.start()
         await self.events.start()
         from .edges.a2a_remote import RemoteAgents  # edges build on the hub, not the reverse
@@ -116,6 +121,65 @@ class Hub:
                 await self.audit.checkpoint()
             await self._store.aclose()
             self._store = None
+
+    def stages(self, services: dict[str, Service], *, full: bool = True) -> list[Stage]:
+        """The gate, in order. `full=False` leaves out label, validate and guard (only for
+        measuring what they cost: `benchmarks/gate_cost.py`)."""
+        settings = self.settings
+        checks: list[Stage] = [
+            LabelStage(self.policy, self.taint, self.calls),
+            Validate(self.events, self.registry, self.calls,
+                     max_event_bytes=settings.max_event_bytes,
+                     max_memory_value_bytes=settings.max_memory_value_bytes,
+                     max_depth=settings.max_depth),
+            Guard(self.containment, settings),
+        ] if full else []
+        return [
+            Decode(settings.max_envelope_bytes),
+            Authenticate(self.key, skew=settings.clock_skew_seconds, started=self.started),
+            Authorize(self.policy, self.calls, self.events),
+            *checks,
+            Commit(services),
+            Deliver(services),
+            Observe(self.audit),
+        ]
+
+    async def _after_gate(self, ctx: GateContext) -> None:
+        """What a decision sets off: a refused reply fails its call for the caller; repeated
+        policy violations quarantine the agent that commits them."""
+        denial, env = ctx.denial, ctx.env
+        if denial is None or env is None:
+            return
+        call_id = ctx.notes.get("fail_call")
+        if call_id and denial.stage == "validate":
+            await self.calls.fail(call_id, {**denial.to_dict(), "reason": (
+                f"the hub refused {env.sender}'s reply: {denial.reason}")})
+        if denial.code in VIOLATIONS and self.containment.violation(env.sender):
+            await self.quarantine(env.sender, f"{self.settings.quarantine_after} policy "
+                                  f"violations within {self.settings.quarantine_window_seconds:g}s"
+                                  f" (last: {denial.code})")
+
+    async def quarantine(self, agent: str, why: str) -> None:
+        """Suspend `agent` in mesh.yaml (its traffic is refused until an operator restores it)."""
+        policy = self.home.load_policy()
+        if agent not in policy.agents or policy.agents[agent].suspended:
+            return
+        self.home.set_suspended(agent, True)
+        self.policy.reload_if_changed()
+        await self.audit.append("quarantined", agent=agent, why=why)
+        log.warning("quarantined %s: %s", agent, why)
+        session = self.registry.session(agent)
+        for other in [s for s in self.registry.by_id.values() if s.agent == agent]:
+            if other.close is not None:
+                with contextlib.suppress(Exception):
+                    await other.close(4003, f"{agent} is suspended: {why}")
+        del session
+
+    def _breaker_changed(self, target: str, state: str) -> None:
+        async def record() -> None:
+            await self.registry.set_breaker(target, state)
+            await self.audit.append("breaker", target=target, state=state)
+        self._background.append(asyncio.ensure_future(record()))
 
     @property
     def store(self) -> Store:

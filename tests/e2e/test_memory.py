@@ -111,11 +111,12 @@ async def test_entries_keep_writer_time_and_labels(mem_home: MeshHome, hub: Runn
     async with client(mem_home, hub, "editor") as editor:
         conn = editor.connection
         fields = conn._control("memory", "blog", {"op": "put", "key": "k", "value": 1})
-        fields["labels"] = {"confidentiality": "internal", "integrity": "trusted"}
+        fields["labels"] = {"level": "internal", "provenance": ["user"]}
         await conn.request(fields, durable=False)
         entry = await editor.memory("blog").get("k")
         assert entry is not None
-        assert entry.labels == {"confidentiality": "internal", "integrity": "trusted"}
+        assert entry.labels == {"level": "internal", "tags": [], "integrity": "trusted",
+                                "provenance": ["agent:editor", "user"]}
         assert entry.by == "editor" and entry.ts > 0
 
 

@@ -46,6 +46,12 @@ class Authorize:
             return deny(self.name, "not_enrolled",
                         f"{env.sender!r} is not an agent of this mesh (removed from mesh.yaml?)",
                         f"agents.{env.sender}: absent")
+        if policy.agents[env.sender].suspended:
+            return deny(self.name, "suspended",
+                        f"{env.sender} is suspended (quarantined after repeated policy "
+                        "violations, or by an operator); its traffic is refused until "
+                        f"`interlink agent restore {env.sender}`",
+                        f"agents.{env.sender}.suspended: true")
         if env.kind == "hello":
             ctx.rule = f"agents.{env.sender}: enrolled"
             return None

@@ -11,6 +11,7 @@ from typing import Any
 from ..envelope import Envelope
 from ..errors import GateDenied
 from ..identity import Credential
+from ..labels import BOTTOM, Label
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
@@ -47,6 +48,8 @@ class GateContext:
     """The sender's verified credential (set by authenticate)."""
     rule: str | None = None
     """The rule that allowed the envelope (set by authorize)."""
+    label: Label = BOTTOM
+    """The envelope's effective label (set by the label stage)."""
     answer: dict[str, Any] = field(default_factory=dict)
     """Extra fields for the sender's `accepted` answer (set by services)."""
     notes: dict[str, Any] = field(default_factory=dict)

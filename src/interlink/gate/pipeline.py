@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from ..errors import GateDenied
@@ -23,7 +23,8 @@ log = logging.getLogger("interlink.gate")
 
 
 class Pipeline:
-    def __init__(self, stages: Sequence[Stage]) -> None:
+    def __init__(self, stages: Sequence[Stage],
+                 after: Sequence[Callable[[GateContext], Awaitable[None]]] = ()) -> None:
         names = [stage.name for stage in stages]
         if len(set(names)) != len(names):
             raise ValueError(f"gate stages must have unique names, got {names}")
@@ -32,6 +33,7 @@ class Pipeline:
         self._stages = tuple(stages[:-1])
         self._observe = stages[-1]
         self.names = tuple(names)
+        self._after = tuple(after)
 
     async def run(self, raw: bytes, session: Session) -> GateContext:
         """Take one frame through every stage; answer the sender; return what happened."""
@@ -53,6 +55,11 @@ class Pipeline:
         except Exception:
             log.exception("audit failed for envelope %s", ctx.env.id if ctx.env else "?")
         await self._answer(ctx)
+        for hook in self._after:  # what a decision sets off: quarantine, failing a call
+            try:
+                await hook(ctx)
+            except Exception:
+                log.exception("after-gate hook failed")
         return ctx
 
     async def _answer(self, ctx: GateContext) -> None:

@@ -3,20 +3,33 @@
 A publish must carry an A2A message with the event's data, no bigger than
 `hub.max_event_bytes`, and matching the latest registered schema of its topic. A memory
 operation must name valid keys and revisions, and carry a JSON value no bigger than
-`hub.max_memory_value_bytes`. (Skill input and output schemas join here with the security
-issue.)
+`hub.max_memory_value_bytes`. A call's input must match its skill's input schema (from the
+target's registered card) and a reply's output the skill's output schema, nested no deeper
+than `hub.max_depth`: the hub does not pass on what an agent promised not to produce. A reply
+refused here fails the call for the caller too (`bad_output`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Protocol
+
+import jsonschema
 
 from ..envelope import body_data
 from ..names import key_error, prefix_error
 from ..errors import GateDenied
 from .context import GateContext
 from .stage import deny
+
+
+class CardLookup(Protocol):
+    async def card(self, agent: str) -> Any: ...
+
+
+class CallLookup(Protocol):
+    async def record(self, call_id: str) -> Any: ...
 
 
 class SchemaLookup(Protocol):
@@ -27,11 +40,14 @@ class SchemaLookup(Protocol):
 class Validate:
     name = "validate"
 
-    def __init__(self, schemas: SchemaLookup, *, max_event_bytes: int,
-                 max_memory_value_bytes: int) -> None:
+    def __init__(self, schemas: SchemaLookup, cards: CardLookup, calls: CallLookup, *,
+                 max_event_bytes: int, max_memory_value_bytes: int, max_depth: int) -> None:
         self.schemas = schemas
+        self.cards = cards
+        self.calls = calls
         self.max_event_bytes = max_event_bytes
         self.max_memory_value_bytes = max_memory_value_bytes
+        self.max_depth = max_depth
 
     async def __call__(self, ctx: GateContext) -> GateDenied | None:
         env = ctx.env
@@ -42,6 +58,11 @@ class Validate:
                 code, reason = problem
                 return deny(self.name, code, reason)
             return None
+        if env.kind == "call":
+            return await self._skill_data(ctx, "input")
+        if env.kind == "reply" and "error" not in env.body \
+                and env.body.get("state") != "input_required":
+            return await self._skill_data(ctx, "output")
         if env.kind != "publish":
             return None
         try:
@@ -116,6 +137,42 @@ class Validate:
         return None
 
 
+    async def _skill_data(self, ctx: GateContext, side: str) -> GateDenied | None:
+        """A call's input or a reply's output against the skill's declared schema."""
+        env = ctx.env
+        assert env is not None
+        code = f"bad_{side}"
+        if side == "input":
+            agent, skill = env.call_target()
+        else:
+            record = await self.calls.record(env.parent or "")
+            if record is None:
+                return None  # authorize already refused replies to unknown calls
+            agent, skill = record.target, record.skill
+            ctx.notes["fail_call"] = env.parent
+        try:
+            data = body_data(env.body)
+        except ValueError as exc:
+            return deny(self.name, code, f"the {side} carries no A2A message: {exc}")
+        depth = _depth(data, self.max_depth + 1)
+        if depth > self.max_depth:
+            return deny(self.name, code, f"the {side} nests deeper than {self.max_depth} "
+                        "levels (hub.max_depth)", "hub.max_depth")
+        card = await self.cards.card(agent)
+        schema = next((getattr(s, f"{side}_schema") for s in (card.skills if card else [])
+                       if s.id == skill), None)
+        if schema:
+            errors = sorted(_validator(json.dumps(schema, sort_keys=True)).iter_errors(data),
+                            key=lambda e: list(e.path))
+            if errors:
+                where = "/" + "/".join(str(p) for p in errors[0].absolute_path)
+                return deny(self.name, code,
+                            f"the {side} of {agent}.{skill} does not match its declared "
+                            f"{side} schema: at {where}: {errors[0].message}",
+                            f"cards.{agent}.skills.{skill}.{side}_schema")
+        ctx.notes.pop("fail_call", None)
+        return None
+
 MEMORY_FIELDS: dict[str, set[str]] = {
     "get": {"key"}, "history": {"key"}, "list": {"prefix"},
     "watch": {"prefix", "after_revision"}, "unwatch": {"watch"},
@@ -127,3 +184,15 @@ MEMORY_FIELDS: dict[str, set[str]] = {
 
 def _revision(value: Any, *, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+@functools.lru_cache(maxsize=512)
+def _validator(schema: str) -> Any:
+    return jsonschema.Draft202012Validator(json.loads(schema))
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of a JSON value, counting no further than `limit`."""
+    if limit <= 0 or not isinstance(value, dict | list):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(v, limit - 1) for v in children), default=0)

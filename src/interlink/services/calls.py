@@ -38,7 +38,9 @@ from ..gate.context import GateContext, Session
 from ..gate.stage import deny
 from ..policy import HubSettings
 from ..store import KV, Consumer, Log, LogMessage
+from ..labels import Label
 from .audit import AuditLog
+from .taint import Taint
 
 log = logging.getLogger("interlink.calls")
 
@@ -64,6 +66,7 @@ class CallRecord(BaseModel):
     deliveries: int = 0
     reply: dict[str, Any] | None = None
     reply_origin: dict[str, Any] | None = None
+    reply_label: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
 
     def dump(self) -> bytes:
@@ -76,9 +79,12 @@ SessionById = Callable[[str | None], Session | None]
 
 class CallService:
     def __init__(self, log_: Log, kv: KV, audit: AuditLog, settings: HubSettings,
-                 sessions: SessionLookup, session_by_id: SessionById, *,
+                 sessions: SessionLookup, session_by_id: SessionById, taint: Taint, *,
+                 on_outcome: Callable[[str, bool], None] = lambda target, ok: None,
                  clock: Callable[[], float] = time.time) -> None:
         self.log = log_
+        self.taint = taint
+        self.on_outcome = on_outcome
         self.session_by_id = session_by_id
         self.kv = kv
         self.audit = audit
@@ -176,20 +182,23 @@ class CallService:
                 if existing.caller_session != ctx.session.id:  # the caller reconnected
                     await self._cas(env.id, lambda r: r.model_copy(update={
                         "caller_session": ctx.session.id}))
-                await self._append(env.id, target, wire, ctx.credential.model_dump())
+                await self._append(env.id, target, wire, ctx.credential.model_dump(),
+                                   ctx.label.to_dict())
             return None
         try:
             await self.kv.create(env.id, rec.dump())
         except KeyExists:  # a concurrent retry got there first: treat this one as the retry
             return await self._commit_call(ctx)
-        await self._append(env.id, target, wire, ctx.credential.model_dump())
+        await self._append(env.id, target, wire, ctx.credential.model_dump(),
+                           ctx.label.to_dict())
         self._arm(env.id, rec.deadline)
         ctx.answer.update(state="pending", deadline=rec.deadline)
         return None
 
     async def _append(self, call_id: str, target: str, wire: dict[str, Any],
-                      origin: dict[str, Any]) -> None:
-        data = json.dumps({"wire": wire, "origin": origin}, separators=(",", ":")).encode()
+                      origin: dict[str, Any], label: dict[str, Any]) -> None:
+        data = json.dumps({"wire": wire, "origin": origin, "label": label},
+                          separators=(",", ":")).encode()
         await self.log.append(f"call.{target}", data, msg_id=call_id)
 
     async def _commit_reply(self, ctx: GateContext) -> GateDenied | None:
@@ -212,6 +221,7 @@ class CallService:
             done = rec.model_copy(update={
                 "state": "failed" if failed else "done", "reply": wire,
                 "reply_origin": ctx.credential.model_dump(),
+                "reply_label": ctx.label.to_dict(),
                 "error": env.body.get("error") if failed else None})
             try:
                 await self.kv.update(rec.id, done.dump(), expect=entry.revision,
@@ -219,6 +229,7 @@ class CallService:
             except RevisionMismatch:
                 continue
             self._disarm(rec.id)
+            self.on_outcome(rec.target, not failed)
             if rec.seq is not None:
                 consumer = await self._consumer(rec.target)
                 await _quietly(consumer.ack(rec.seq))
@@ -270,7 +281,9 @@ class CallService:
         caller = self._caller(ctx.notes.get("call"), env.target)
         if caller is not None:
             frame = {"op": "deliver", "env": wire, "origin": ctx.credential.model_dump()
-                     if ctx.credential else None}
+                     if ctx.credential else None, "labels": ctx.label.to_dict()}
+            self._spawn(self.taint.add(caller.agent or env.target, env.conversation,
+                                       ctx.label))
             self._spawn(_send(caller, frame))
 
     def _caller(self, rec: CallRecord | None, agent: str) -> Session | None:
@@ -285,7 +298,8 @@ class CallService:
             await _send(session, {"op": "failed", "id": rec.id, "error": rec.error or {
                 "stage": "calls", "code": "timeout", "reason": "the call timed out"}})
         else:
-            await _send(session, {"op": "deliver", "env": rec.reply, "origin": rec.reply_origin})
+            await _send(session, {"op": "deliver", "env": rec.reply, "origin": rec.reply_origin,
+                                  "labels": rec.reply_label})
 
     # -- dispatch to connected targets -------------------------------------------------------
 
@@ -356,7 +370,27 @@ class CallService:
         self._inflight.setdefault(session.id, {})[call_id] = message.seq
         await self.audit.append("delivered", call=call_id, to=session.agent,
                                 session=session.id, attempt=message.deliveries)
-        await _send(session, {"op": "deliver", "env": wire, "origin": item["origin"]})
+        label = Label.parse(item.get("label"))
+        await self.taint.add(session.agent or rec.target, rec.conversation, label)
+        await _send(session, {"op": "deliver", "env": wire, "origin": item["origin"],
+                              "labels": label.to_dict()})
+
+    async def fail(self, call_id: str, error: dict[str, Any]) -> None:
+        """End a call as failed because the hub refused its reply (e.g. output that does not
+        match the skill's schema): the caller hears why instead of waiting for the deadline."""
+        rec = await self._cas(call_id, lambda r: r.model_copy(update={
+            "state": "failed", "error": error}) if r.state not in TERMINAL else None,
+            ttl=self.settings.keep_results_seconds)
+        if rec is None:
+            return
+        self._disarm(call_id)
+        self.on_outcome(rec.target, False)
+        if rec.seq is not None:
+            consumer = await self._consumer(rec.target)
+            await _quietly(consumer.ack(rec.seq))
+        caller = self._caller(rec, rec.caller)
+        if caller is not None:
+            await _send(caller, {"op": "failed", "id": call_id, "error": error})
 
     # -- deadlines ---------------------------------------------------------------------------
 
@@ -393,6 +427,7 @@ class CallService:
         if rec.seq is not None:
             consumer = await self._consumer(rec.target)
             await _quietly(consumer.term(rec.seq))
+        self.on_outcome(rec.target, False)
         await self.audit.append("timeout", call=call_id, caller=rec.caller, target=rec.target,
                                 skill=rec.skill, state_before=rec.state)
         caller = self._caller(rec, rec.caller)

@@ -42,7 +42,11 @@ from ..gate.stage import deny
 from ..policy import HubSettings
 from ..store import KV, Consumer, ConsumerInfo, Log, LogMessage
 from ..names import consumer_error, dead_letter_topic, matches
+from ..gate.label import may_receive
+from ..labels import Label
+from ..policy import PolicyFile
 from .audit import AuditLog
+from .taint import Taint
 from .schema_compat import check_schema, compatibility_problems
 
 log = logging.getLogger("interlink.events")
@@ -88,8 +92,11 @@ class TopicSchema:
 
 
 class EventBus:
-    def __init__(self, log_: Log, schemas: KV, audit: AuditLog, settings: HubSettings) -> None:
+    def __init__(self, log_: Log, schemas: KV, audit: AuditLog, settings: HubSettings,
+                 policy: PolicyFile, taint: Taint) -> None:
         self.log = log_
+        self.policy = policy
+        self.taint = taint
         self.schemas_kv = schemas
         self.audit = audit
         self.settings = settings
@@ -145,8 +152,8 @@ class EventBus:
         env, wire, cred = ctx.env, ctx.wire, ctx.credential
         assert env is not None and wire is not None and cred is not None
         topic = env.target
-        data = json.dumps({"wire": wire, "origin": cred.model_dump()},
-                          separators=(",", ":")).encode()
+        data = json.dumps({"wire": wire, "origin": cred.model_dump(),
+                           "label": ctx.label.to_dict()}, separators=(",", ":")).encode()
         async with self._publish_lock:
             n = self._topic_seq.get(topic, 0) + 1
             result = await self.log.append(topic, data, msg_id=f"{env.sender}:{env.id}",
@@ -359,11 +366,24 @@ class EventBus:
 
     async def _send(self, sub: Subscription, message: LogMessage) -> None:
         item = json.loads(message.data)
+        label = Label.parse(item.get("label"))
+        agent = sub.session.agent or ""
+        refused = may_receive(self.policy.current(), agent, label)
+        if refused:  # not for this subscriber's eyes: withheld, and audited
+            reason, rule = refused
+            if sub.durable is not None:
+                sub.inflight.discard(message.seq)
+                await _quietly(self._consumers[sub.durable].term(message.seq))
+            await self.audit.append("withheld", event=message.seq, topic=message.subject,
+                                    to=agent, stage="label", code="not_cleared",
+                                    reason=reason, rule=rule)
+            return
+        await self.taint.add(agent, item["wire"].get("conversation", ""), label)
         frame: dict[str, Any] = {
             "op": "event", "sub": sub.id, "seq": message.seq, "topic": message.subject,
             "topic_seq": int(message.headers.get("topic_seq", "0")),
             "deliveries": message.deliveries or 1, "durable": sub.durable, "ts": message.ts,
-            "env": item["wire"], "origin": item["origin"]}
+            "env": item["wire"], "origin": item["origin"], "labels": label.to_dict()}
         if "reason" in message.headers:  # a dead letter: say why it landed here
             frame["dead"] = {k: message.headers[k] for k in
                              ("reason", "deliveries", "original-seq", "original-subject")

@@ -36,7 +36,11 @@ from ..errors import GateDenied, KeyExists, RevisionMismatch
 from ..gate.context import GateContext, Session
 from ..gate.stage import deny
 from ..names import MEMORY_WRITES
+from ..gate.label import may_receive
+from ..labels import Label
+from ..policy import PolicyFile
 from ..store import KV, KVEntry
+from .taint import Taint
 
 log = logging.getLogger("interlink.memory")
 
@@ -50,6 +54,7 @@ class Watch:
     session: Session
     namespace: str
     prefix: str
+    conversation: str = ""
     task: asyncio.Task[None] | None = None
 
 
@@ -63,8 +68,10 @@ def entry_dict(namespace: str, entry: KVEntry) -> dict[str, Any]:
 
 
 class SharedMemory:
-    def __init__(self, kv: KV) -> None:
+    def __init__(self, kv: KV, policy: PolicyFile, taint: Taint) -> None:
         self.kv = kv
+        self.policy = policy
+        self.taint = taint
         self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._watches: dict[str, Watch] = {}
 
@@ -90,28 +97,56 @@ class SharedMemory:
     async def _get(self, ctx: GateContext) -> GateDenied | None:
         ns, body = _target(ctx)
         entry = await self.kv.get(f"{ns}/{body['key']}")
-        ctx.answer["entry"] = entry_dict(ns, entry) if entry else None
+        readable, withheld = await self._give(ctx, ns, [entry] if entry else [])
+        if withheld:
+            return withheld[0]
+        ctx.answer["entry"] = readable[0] if readable else None
         return None
 
     async def _list(self, ctx: GateContext) -> GateDenied | None:
         ns, body = _target(ctx)
         entries = await self.kv.items(f"{ns}/{body.get('prefix', '')}")
-        ctx.answer["entries"] = [entry_dict(ns, e) for e in entries[:LIST_LIMIT]]
-        ctx.answer["truncated"] = len(entries) > LIST_LIMIT
+        readable, withheld = await self._give(ctx, ns, entries[:LIST_LIMIT])
+        ctx.answer.update(entries=readable, truncated=len(entries) > LIST_LIMIT,
+                          withheld=len(withheld))
         return None
 
     async def _history(self, ctx: GateContext) -> GateDenied | None:
         ns, body = _target(ctx)
-        ctx.answer["entries"] = [entry_dict(ns, e)
-                                 for e in await self.kv.history(f"{ns}/{body['key']}")]
+        readable, withheld = await self._give(
+            ctx, ns, await self.kv.history(f"{ns}/{body['key']}"))
+        ctx.answer.update(entries=readable, withheld=len(withheld))
         return None
+
+    async def _give(self, ctx: GateContext, ns: str, entries: list[KVEntry]
+                    ) -> tuple[list[dict[str, Any]], list[GateDenied]]:
+        """The entries the reader is cleared for (its taint grows by their labels), and a
+        refusal for each it is not."""
+        env = ctx.env
+        assert env is not None
+        policy = self.policy.current()
+        readable, withheld = [], []
+        for entry in entries:
+            item = entry_dict(ns, entry)
+            label = Label.parse(item["labels"]) if item["labels"] else Label()
+            refused = may_receive(policy, env.sender, label)
+            if refused:
+                reason, rule = refused
+                withheld.append(deny("label", "not_cleared",
+                                     f"{ns}/{item['key']}: {reason} ({label.describe()})",
+                                     rule))
+                continue
+            await self.taint.add(env.sender, env.conversation, label)
+            readable.append(item)
+        return readable, withheld
 
     async def _watch(self, ctx: GateContext) -> GateDenied | None:
         ns, body = _target(ctx)
         after = body.get("after_revision")
         current = await self.kv.revision()
         ctx.notes["watch"] = Watch(ctx.env.id if ctx.env else "", ctx.session, ns,
-                                   body.get("prefix", ""))
+                                   body.get("prefix", ""),
+                                   ctx.env.conversation if ctx.env else "")
         ctx.notes["watch_after"] = current if after is None else after
         ctx.answer.update(watch=ctx.env.id if ctx.env else None, revision=current)
         return None
@@ -151,7 +186,7 @@ class SharedMemory:
                 revision = await self.kv.delete(key, expect=expect)
             else:
                 value = json.dumps({"value": body["value"], "by": env.sender,
-                                    "labels": env.labels, "ts": round(time.time(), 6),
+                                    "labels": ctx.label.to_dict(), "ts": round(time.time(), 6),
                                     "envelope": env.id}, separators=(",", ":")).encode()
                 if op == "put":
                     revision = await self.kv.put(key, value, ttl=ttl)
@@ -185,8 +220,12 @@ class SharedMemory:
             async for entry in changes:
                 if watch.session.closed:
                     return
-                frame = {"op": "memory", "watch": watch.id,
-                         **entry_dict(watch.namespace, entry)}
+                item = entry_dict(watch.namespace, entry)
+                label = Label.parse(item["labels"]) if item["labels"] else Label()
+                if may_receive(self.policy.current(), watch.session.agent or "", label):
+                    continue  # not cleared for it: the watcher does not see this change
+                await self.taint.add(watch.session.agent or "", watch.conversation, label)
+                frame = {"op": "memory", "watch": watch.id, **item}
                 try:
                     await watch.session.send(frame)
                 except Exception as exc:

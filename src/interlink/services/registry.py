@@ -77,6 +77,8 @@ class AgentStatus:
     connected: bool
     card: AgentCard | None
     last_seen: float | None
+    breaker: str = "closed"
+    suspended: bool = False
 
 
 class Registry:
@@ -88,6 +90,7 @@ class Registry:
         """Each agent's serving connection (the one its calls are delivered to)."""
         self.by_id: dict[str, Session] = {}
         """Every authenticated connection, serving or client."""
+        self._cards: dict[str, AgentCard] = {}
 
     # -- the gate hands hellos here ----------------------------------------------------------
 
@@ -106,6 +109,7 @@ class Registry:
         if len({s.id for s in card.skills}) != len(card.skills):
             return deny("commit", "bad_card", "two skills in the card share one id")
         await self.kv.put(f"cards/{env.sender}", card.model_dump_json().encode())
+        self._cards[env.sender] = card
         await self._touch(env.sender)
         ctx.notes["card"] = card
         return None
@@ -153,12 +157,24 @@ class Registry:
     # -- reading -----------------------------------------------------------------------------
 
     async def card(self, agent: str) -> AgentCard | None:
-        entry = await self.kv.get(f"cards/{agent}")
-        return AgentCard.model_validate_json(entry.value) if entry and entry.value else None
+        card = self._cards.get(agent)
+        if card is None:
+            entry = await self.kv.get(f"cards/{agent}")
+            card = AgentCard.model_validate_json(entry.value) if entry and entry.value else None
+            if card is not None:
+                self._cards[agent] = card
+        return card
+
+    async def set_breaker(self, agent: str, state: str) -> None:
+        """Record a target's circuit-breaker state where `interlink agents` reads it."""
+        await self.kv.put(f"breakers/{agent}", json.dumps({
+            "state": state, "since": time.time()}).encode())
 
     async def statuses(self, policy: Policy) -> list[AgentStatus]:
         cards = {e.key.removeprefix("cards/"): e for e in await self.kv.items("cards/")}
         presence = {e.key.removeprefix("presence/"): e for e in await self.kv.items("presence/")}
+        breakers = {e.key.removeprefix("breakers/"): json.loads(e.value or b"{}")
+                    for e in await self.kv.items("breakers/")}
         result = []
         for name, grants in sorted(policy.agents.items()):
             card_entry = cards.get(name)
@@ -168,5 +184,7 @@ class Registry:
             result.append(AgentStatus(
                 name=name, description=grants.description or (card.description if card else ""),
                 connected=seen is not None, card=card,
-                last_seen=json.loads(seen.value)["seen"] if seen and seen.value else None))
+                last_seen=json.loads(seen.value)["seen"] if seen and seen.value else None,
+                breaker=breakers.get(name, {}).get("state", "closed"),
+                suspended=grants.suspended))
         return result

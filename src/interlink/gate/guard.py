@@ -1,0 +1,53 @@
+"""guard: containment. Rate limits per agent, the hop limit of a call chain, budgets per
+conversation (messages, and model tokens agents report in replies as `usage.tokens`), and
+circuit breakers per target (a failing agent gets fast refusals instead of more load).
+
+Runs last before commit, so that only envelopes every other stage accepted count against
+limits and probe a half-open breaker.
+"""
+
+from __future__ import annotations
+
+from ..errors import GateDenied
+from ..policy import HubSettings
+from ..services.containment import Containment
+from .context import GateContext
+from .stage import deny
+
+
+class Guard:
+    name = "guard"
+
+    def __init__(self, containment: Containment, settings: HubSettings) -> None:
+        self.containment = containment
+        self.settings = settings
+
+    async def __call__(self, ctx: GateContext) -> GateDenied | None:
+        env = ctx.env
+        assert env is not None
+        if env.kind == "hello":
+            return None
+        if not self.containment.take(env.sender):
+            return deny(self.name, "rate_limited",
+                        f"{env.sender} sends faster than {self.settings.rate_per_agent:g} "
+                        f"envelopes/s (burst {self.settings.rate_burst}); slow down and retry",
+                        "hub.rate_per_agent")
+        if env.kind == "call":
+            if env.hops > self.settings.max_hops:
+                return deny(self.name, "hop_limit",
+                            f"this call is hop {env.hops} of a chain; the limit is "
+                            f"{self.settings.max_hops} (a loop between agents?)",
+                            "hub.max_hops")
+            target, _ = env.call_target()
+            refused = self.containment.admit(target)
+            if refused:
+                return deny(self.name, "circuit_open", refused, f"breaker: {target}")
+        if env.kind in ("call", "publish", "reply"):
+            usage = env.body.get("usage") if env.kind == "reply" else None
+            tokens = usage.get("tokens", 0) if isinstance(usage, dict) else 0
+            over = self.containment.spend(
+                env.conversation, float(tokens) if isinstance(tokens, int | float) else 0.0)
+            if over and env.kind != "reply":  # a reply finishes work already paid for
+                return deny(self.name, "budget_exhausted", over,
+                            "hub.conversation_max_messages / conversation_max_tokens")
+        return None

@@ -1,0 +1,111 @@
+"""label: what the envelope carries, and may it flow where it is going?
+
+The envelope's effective label is the join of
+* what the sender declared (`labels`: it may raise, never lower),
+* the sender's floor from mesh.yaml (`agents.X.label`, e.g. untrusted web content),
+* the sender itself as a source (provenance), and
+* the sender's context taint: everything the hub has delivered to it in this conversation.
+
+Then the flow rules, each naming its rule when it refuses:
+* a call or reply goes only to an agent whose clearance covers the label (level and tags);
+* a skill marked sensitive refuses untrusted input;
+* a publish fits its topic's classification, a memory write its namespace's.
+Events and memory reads are checked per recipient when delivered (`may_receive`), and every
+delivery adds to the recipient's taint.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ..errors import GateDenied
+from ..labels import Label, LabelError
+from ..policy import Policy, PolicyFile
+from .context import GateContext
+from .stage import deny
+
+CONTROL = ("hello", "subscribe", "ack", "unsubscribe", "schema")
+
+
+class TaintLookup(Protocol):
+    async def of(self, agent: str, conversation: str) -> Label: ...
+
+
+class CallerLookup(Protocol):
+    async def record(self, call_id: str) -> object | None: ...
+
+
+def may_receive(policy: Policy, agent: str, label: Label) -> tuple[str, str] | None:
+    """(reason, rule) why `agent` may not be given data labelled `label`, or None."""
+    grants = policy.agents.get(agent)
+    if grants is None:
+        return f"{agent} is not enrolled", f"agents.{agent}: absent"
+    problem = label.covered_by(grants.clearance.level, grants.clearance.tags)
+    if problem:
+        return (f"{agent} is not cleared for this data: {problem}",
+                f"agents.{agent}.clearance: {grants.clearance.level}"
+                + (f" +{'+'.join(grants.clearance.tags)}" if grants.clearance.tags else ""))
+    return None
+
+
+class LabelStage:
+    name = "label"
+
+    def __init__(self, policy: PolicyFile, taint: TaintLookup, calls: CallerLookup) -> None:
+        self.policy = policy
+        self.taint = taint
+        self.calls = calls
+
+    async def __call__(self, ctx: GateContext) -> GateDenied | None:
+        env = ctx.env
+        assert env is not None
+        if env.kind in CONTROL:
+            return None
+        policy = self.policy.current()
+        try:
+            declared = Label.parse(env.labels)
+            floor = Label.parse(policy.agents[env.sender].label)
+        except LabelError as exc:
+            return deny(self.name, "bad_label", str(exc))
+        context = await self.taint.of(env.sender, env.conversation)
+        label = declared.join(floor).join(context).join(
+            Label(provenance=frozenset({f"agent:{env.sender}"})))
+        ctx.label = label
+        if env.kind == "call":
+            target, skill = env.call_target()
+            return self._to_agent(policy, target, label) or self._sensitive(
+                policy, target, skill, label)
+        if env.kind in ("reply", "progress") and env.parent:
+            record = await self.calls.record(env.parent)
+            caller = getattr(record, "caller", None)
+            return self._to_agent(policy, caller, label) if caller else None
+        if env.kind == "publish":
+            klass, rule = policy.topic_class(env.target)
+            problem = label.covered_by(klass.level, klass.tags)
+            if problem:
+                return deny(self.name, "over_classified",
+                            f"{env.target} may not carry this event: {problem}", rule)
+        if env.kind == "memory" and env.body.get("op") in ("put", "update"):
+            klass, rule = policy.namespace_class(env.target)
+            problem = label.covered_by(klass.level, klass.tags)
+            if problem:
+                return deny(self.name, "over_classified",
+                            f"memory namespace {env.target} may not hold this: {problem}", rule)
+        return None
+
+    def _to_agent(self, policy: Policy, agent: str, label: Label) -> GateDenied | None:
+        refused = may_receive(policy, agent, label)
+        if refused:
+            reason, rule = refused
+            return deny(self.name, "not_cleared", f"{reason} ({label.describe()})", rule)
+        return None
+
+    def _sensitive(self, policy: Policy, target: str, skill: str,
+                   label: Label) -> GateDenied | None:
+        rule = policy.is_sensitive(target, skill)
+        if rule and label.integrity == "untrusted":
+            sources = ", ".join(sorted(label.provenance)) or "unknown"
+            return deny(self.name, "untrusted_input",
+                        f"{target}.{skill} is sensitive and this request carries untrusted "
+                        f"data (from {sources}); it needs trusted input", rule)
+        return None

@@ -1,0 +1,128 @@
+"""Containment state the guard stage consults: circuit breakers per target, rate limits per
+agent, budgets per conversation, and the count of policy violations that quarantines an agent.
+
+Breaker per target agent: closed → open when, over the last `breaker_window` finished calls,
+the failure rate (errors and timeouts) reaches `breaker_failure_rate` (with at least
+`breaker_min_calls`); while open, calls to it are refused at once; after `breaker_open_seconds`
+it lets one probe through (half-open): success closes it, failure opens it again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..policy import HubSettings
+
+
+@dataclass
+class Breaker:
+    state: str = "closed"
+    outcomes: deque[bool] = field(default_factory=deque)
+    opened_at: float = 0.0
+    probing: bool = False
+
+
+class Containment:
+    def __init__(self, settings: HubSettings, *, clock: Callable[[], float] = time.monotonic
+                 ) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.breakers: dict[str, Breaker] = defaultdict(Breaker)
+        self._buckets: dict[str, tuple[float, float]] = {}  # agent -> (tokens, last refill)
+        self._spent: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # conv -> msgs, tokens
+        self._violations: dict[str, deque[float]] = defaultdict(deque)
+        self.on_change: Callable[[str, str], None] | None = None
+
+    # -- breakers ------------------------------------------------------------------------------
+
+    def admit(self, target: str) -> str | None:
+        """Why a call to `target` is refused now (its breaker is open), or None."""
+        breaker = self.breakers.get(target)
+        if breaker is None or breaker.state == "closed":
+            return None
+        if breaker.state == "open":
+            if self.clock() - breaker.opened_at < self.settings.breaker_open_seconds:
+                wait = self.settings.breaker_open_seconds - (self.clock() - breaker.opened_at)
+                return (f"{target} is failing (circuit open after "
+                        f"{self._failures(breaker)} failures in its last "
+                        f"{len(breaker.outcomes)} calls); retry in {wait:.1f}s")
+            self._set(target, breaker, "half-open")
+        if breaker.probing:
+            return f"{target} is being probed after failing; retry in a moment"
+        breaker.probing = True
+        return None
+
+    def outcome(self, target: str, ok: bool) -> None:
+        """A call to `target` finished (`ok`: answered without error)."""
+        breaker = self.breakers[target]
+        if breaker.state == "half-open":
+            breaker.probing = False
+            breaker.outcomes.clear()
+            if ok:
+                self._set(target, breaker, "closed")
+            else:
+                breaker.opened_at = self.clock()
+                self._set(target, breaker, "open")
+            return
+        breaker.outcomes.append(ok)
+        while len(breaker.outcomes) > self.settings.breaker_window:
+            breaker.outcomes.popleft()
+        calls = len(breaker.outcomes)
+        if (breaker.state == "closed" and calls >= self.settings.breaker_min_calls
+                and self._failures(breaker) / calls >= self.settings.breaker_failure_rate):
+            breaker.opened_at = self.clock()
+            self._set(target, breaker, "open")
+
+    def breaker_state(self, target: str) -> str:
+        breaker = self.breakers.get(target)
+        return breaker.state if breaker else "closed"
+
+    def _failures(self, breaker: Breaker) -> int:
+        return sum(1 for ok in breaker.outcomes if not ok)
+
+    def _set(self, target: str, breaker: Breaker, state: str) -> None:
+        breaker.state = state
+        if self.on_change is not None:
+            self.on_change(target, state)
+
+    # -- rates and budgets ---------------------------------------------------------------------
+
+    def take(self, agent: str) -> bool:
+        """One envelope from `agent` against its rate limit (a token bucket)."""
+        rate, burst = self.settings.rate_per_agent, self.settings.rate_burst
+        now = self.clock()
+        tokens, last = self._buckets.get(agent, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - last) * rate)
+        if tokens < 1.0:
+            self._buckets[agent] = (tokens, now)
+            return False
+        self._buckets[agent] = (tokens - 1.0, now)
+        return True
+
+    def spend(self, conversation: str, tokens: float = 0.0) -> str | None:
+        """Count one message (and reported model tokens) against the conversation's budget;
+        why it is over budget, or None."""
+        spent = self._spent[conversation]
+        spent[0] += 1
+        spent[1] += tokens
+        if spent[0] > self.settings.conversation_max_messages:
+            return (f"conversation {conversation} has used its budget of "
+                    f"{self.settings.conversation_max_messages} messages")
+        if spent[1] > self.settings.conversation_max_tokens:
+            return (f"conversation {conversation} has used its budget of "
+                    f"{self.settings.conversation_max_tokens:g} model tokens")
+        return None
+
+    # -- violations ----------------------------------------------------------------------------
+
+    def violation(self, agent: str) -> bool:
+        """Count a policy violation by `agent`; True when it should be quarantined."""
+        now = self.clock()
+        seen = self._violations[agent]
+        seen.append(now)
+        while seen and now - seen[0] > self.settings.quarantine_window_seconds:
+            seen.popleft()
+        return len(seen) >= self.settings.quarantine_after
