@@ -58,6 +58,16 @@ async def mesh(tmp_path: Path) -> AsyncIterator[tuple[MeshHome, RunningHub, Agen
             await release.wait()
             return "finally"
 
+        @worker.skill("rich")
+        async def rich(ctx: SkillContext, req: Any) -> Any:
+            how = req if isinstance(req, str) else "artifact"
+            if how == "decline":
+                return {"$a2a": {"parts": [{"text": "not my job"}], "reply": "status",
+                                 "state": "rejected"}}
+            return {"$a2a": {"parts": [{"url": "https://example.com/report.pdf",
+                                        "mediaType": "application/pdf",
+                                        "filename": "report.pdf"}], "reply": how}}
+
         @worker.skill("broken")
         async def broken(ctx: SkillContext, req: Any) -> None:
             raise RuntimeError("the worker broke")
@@ -286,3 +296,31 @@ async def test_unknown_agent_and_ambiguous_skill(mesh: tuple[MeshHome, RunningHu
                                             "messageId": "m", "role": "ROLE_USER",
                                             "parts": [{"text": "which?"}]}}})).json()
         assert answer["error"]["code"] == -32602 and "metadata.skill" in answer["error"]["message"]
+
+
+async def test_skills_can_reply_with_files_messages_or_reject(
+        mesh: tuple[MeshHome, RunningHub, Agent]) -> None:
+    home, running, _ = mesh
+    async with http_for(home, running, "alice") as http:
+        client = await create_client(f"{base(running)}/a2a/worker",
+                                     client_config=ClientConfig(streaming=False, httpx_client=http))
+        [task] = await collect(client, message("artifact", "rich"))
+        part = task["task"]["artifacts"][0]["parts"][0]
+        assert part["url"] == "https://example.com/report.pdf" and part["filename"] == "report.pdf"
+        [reply] = await collect(client, message("message", "rich"))
+        assert "message" in reply and reply["message"]["parts"][0]["filename"] == "report.pdf"
+        [declined] = await collect(client, message("decline", "rich"))
+        assert declined["task"]["status"]["state"] == "TASK_STATE_REJECTED"
+        assert declined["task"]["status"]["message"]["parts"][0]["text"] == "not my job"
+
+
+async def test_non_json_bodies_are_refused_with_content_type_errors(
+        mesh: tuple[MeshHome, RunningHub, Agent]) -> None:
+    home, running, _ = mesh
+    async with http_for(home, running, "alice") as http:
+        rpc = await http.post(f"{base(running)}/a2a/worker", content=b"m=1", headers={
+            "A2A-Version": "1.0", "content-type": "application/x-www-form-urlencoded"})
+        assert rpc.json()["error"]["code"] == -32005
+        rest = await http.post(f"{base(running)}/a2a/worker/message:send", content=b"m=1",
+                               headers={"A2A-Version": "1.0", "content-type": "text/plain"})
+        assert rest.status_code == 415
