@@ -174,6 +174,23 @@ def agent_grant(name: str, home: HomeOption = None,
             out.print(f"[green]✓[/] {name} may now {right} {', '.join(given)}")
 
 
+@agent_app.command("suspend")
+@friendly
+def agent_suspend(name: str, home: HomeOption = None) -> None:
+    """The kill switch: refuse all of NAME's traffic now (the running hub picks it up at once)."""
+    MeshHome(home).set_suspended(name, True)
+    out.print(f"[red]■[/] {name} is suspended: the hub refuses everything it sends; "
+              f"`interlink agent restore {name}` lets it back")
+
+
+@agent_app.command("restore")
+@friendly
+def agent_restore(name: str, home: HomeOption = None) -> None:
+    """Lift a suspension or quarantine."""
+    MeshHome(home).set_suspended(name, False)
+    out.print(f"[green]✓[/] {name} is restored")
+
+
 @app.command()
 @friendly
 def agents(home: HomeOption = None,
@@ -195,15 +212,19 @@ def agents(home: HomeOption = None,
             "name": s.name, "connected": s.connected, "description": s.description,
             "skills": [k.id for k in s.card.skills] if s.card else [],
             "calls": policy.agents[s.name].calls, "publish": policy.agents[s.name].publish,
-            "subscribe": policy.agents[s.name].subscribe} for s in statuses]))
+            "subscribe": policy.agents[s.name].subscribe, "breaker": s.breaker,
+            "suspended": s.suspended} for s in statuses]))
         return
     table = Table(title=f"agents of {mesh.root}")
-    for column in ("agent", "state", "skills", "may call", "description"):
+    for column in ("agent", "state", "breaker", "skills", "may call", "description"):
         table.add_column(column)
     for s in statuses:
         skills = ", ".join(k.id for k in s.card.skills) if s.card else "[dim](never connected)[/]"
-        state = "[green]● connected[/]" if s.connected else "[dim]○ offline[/]"
-        table.add_row(s.name, state, skills, ", ".join(policy.agents[s.name].calls) or
+        state = ("[red]■ suspended[/]" if s.suspended else
+                 "[green]● connected[/]" if s.connected else "[dim]○ offline[/]")
+        breaker = {"closed": "[green]closed[/]", "open": "[red]open[/]",
+                   "half-open": "[yellow]half-open[/]"}.get(s.breaker, s.breaker)
+        table.add_row(s.name, state, breaker, skills, ", ".join(policy.agents[s.name].calls) or
                       "[dim]nothing[/]", s.description)
     out.print(table)
 

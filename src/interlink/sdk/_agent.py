@@ -89,7 +89,8 @@ class SkillContext:
         self.traceparent: str = call["traceparent"]
         self.hops: int = call.get("hops", 0)
         self.deadline: float | None = call.get("deadline")
-        self.labels: dict[str, Any] = call.get("labels") or {}
+        self.labels: dict[str, Any] = call.get("effective_labels") or call.get("labels") or {}
+        """The call's label as the hub computed it: level, tags, integrity, provenance."""
         self.message: dict[str, Any] = (call.get("body") or {}).get("message") or {}
         """The A2A message of the call as the caller sent it (parts, metadata, and at the A2A
         edge the task and context ids)."""
@@ -122,8 +123,8 @@ class SkillContext:
         await self._connection.progress(self._call, None, None, artifact)
 
     def memory(self, namespace: str) -> Memory:
-        """A shared-memory namespace, read and written as this agent."""
-        return Memory(self._connection, namespace)
+        """A shared-memory namespace, read and written as this agent in this conversation."""
+        return Memory(self._connection, namespace, conversation=self.conversation)
 
     async def publish(self, topic: str, data: Any = None, *,
                       event_id: str | None = None) -> dict[str, Any]:
@@ -146,7 +147,8 @@ class EventContext:
         self.hops: int = event.envelope.get("hops", 0)
 
     def memory(self, namespace: str) -> Memory:
-        return Memory(self._connection, namespace)
+        """A shared-memory namespace, read and written in the event's conversation."""
+        return Memory(self._connection, namespace, conversation=self.conversation)
 
     async def call(self, agent: str, skill: str, data: Any = None, *,
                    timeout: float = 30.0) -> Any:

@@ -76,9 +76,10 @@ class Mesh:
             pattern, durable=durable, deliver=deliver, from_seq=from_seq, since=since,
             ack_wait=ack_wait, max_deliver=max_deliver)
 
-    def memory(self, namespace: str) -> Memory:
-        """The shared-memory namespace `namespace` (reads and writes as granted in mesh.yaml)."""
-        return Memory(self.connection, namespace)
+    def memory(self, namespace: str, *, conversation: str | None = None) -> Memory:
+        """The shared-memory namespace `namespace` (reads and writes as granted in mesh.yaml);
+        with `conversation`, reads taint and writes carry that conversation's label."""
+        return Memory(self.connection, namespace, conversation=conversation)
 
     async def register_schema(self, topic: str, schema: dict[str, Any]) -> dict[str, Any]:
         """Register a (new version of the) JSON Schema events on `topic` must match."""

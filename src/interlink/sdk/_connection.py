@@ -481,12 +481,14 @@ class Connection:
 
     # -- shared memory -----------------------------------------------------------------------
 
-    async def memory_request(self, namespace: str, op: str,
-                             fields: dict[str, Any]) -> dict[str, Any]:
+    async def memory_request(self, namespace: str, op: str, fields: dict[str, Any], *,
+                             conversation: str | None = None) -> dict[str, Any]:
         """One memory operation through the gate; StaleRevision when a revision moved."""
+        envelope = self._control("memory", namespace, {"op": op, **fields})
+        if conversation is not None:
+            envelope["conversation"] = conversation
         try:
-            return await self.request(self._control("memory", namespace, {"op": op, **fields}),
-                                      durable=False)
+            return await self.request(envelope, durable=False)
         except GateDenied as exc:
             if exc.code in ("stale_revision", "stale_context"):
                 raise StaleRevision(exc.stage, exc.code, exc.reason, exc.rule,
@@ -606,6 +608,8 @@ class Connection:
                 self._settle(wire.get("parent"), InterlinkError(
                     "the reply's origin signature does not verify; it was not trusted"))
             return
+        if "labels" in frame:  # what the hub says this carries (declared, joined with taint)
+            wire = {**wire, "effective_labels": frame["labels"]}
         if kind == "call":
             if self.on_call is None:
                 self._spawn(self.reply(wire, {"error": {

@@ -75,13 +75,18 @@ def _json(value: Any) -> Any:
 class Memory:
     """One shared-memory namespace, read and written through the hub's gate."""
 
-    def __init__(self, connection: Connection, namespace: str) -> None:
+    def __init__(self, connection: Connection, namespace: str, *,
+                 conversation: str | None = None) -> None:
         self._connection = connection
         self.namespace = namespace
+        self.conversation = conversation
+        """The conversation reads and writes belong to (a skill's or event handler's): what
+        is read there taints it, and what is written carries its taint."""
 
     async def _ask(self, op: str, **fields: Any) -> dict[str, Any]:
         return await self._connection.memory_request(
-            self.namespace, op, {k: v for k, v in fields.items() if v is not None})
+            self.namespace, op, {k: v for k, v in fields.items() if v is not None},
+            conversation=self.conversation)
 
     async def get(self, key: str) -> MemoryEntry | None:
         """The key's value and revision, or None when absent (deleted, expired)."""

@@ -1,0 +1,89 @@
+"""Labels (parse, join, clearance) and containment state (breakers, rates, budgets)."""
+
+from __future__ import annotations
+
+import pytest
+
+from interlink.labels import BOTTOM, Label, LabelError
+from interlink.policy import HubSettings
+from interlink.services.containment import Containment
+
+
+def test_join_only_goes_up() -> None:
+    web = Label.parse({"integrity": "untrusted", "provenance": ["web"]})
+    phi = Label.parse({"level": "confidential", "tags": ["phi"]})
+    both = web.join(phi)
+    assert both == Label("confidential", frozenset({"phi"}), "untrusted", frozenset({"web"}))
+    assert web.at_most(both) and phi.at_most(both) and not both.at_most(web)
+    assert BOTTOM.join(web) == web
+    assert both.join(BOTTOM) == both
+
+
+@pytest.mark.parametrize(("raw", "phrase"), [
+    ("secret", "must be an object"),
+    ({"level": "top-secret"}, "not one of"),
+    ({"integrity": "maybe"}, "trusted or untrusted"),
+    ({"tags": "phi"}, "list"),
+    ({"confidentiality": "x"}, "unknown label fields"),
+])
+def test_bad_labels_say_why(raw: object, phrase: str) -> None:
+    with pytest.raises(LabelError, match=phrase):
+        Label.parse(raw)
+
+
+def test_clearance_covers_level_and_tags() -> None:
+    phi = Label.parse({"level": "confidential", "tags": ["phi"]})
+    assert phi.covered_by("confidential", ["phi"]) is None
+    assert "above" in (phi.covered_by("internal", ["phi"]) or "")
+    assert "phi" in (phi.covered_by("restricted", []) or "")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_breaker_opens_then_probes_then_closes() -> None:
+    clock = Clock()
+    guard = Containment(HubSettings(breaker_min_calls=4, breaker_window=4,
+                                    breaker_failure_rate=0.5, breaker_open_seconds=5),
+                        clock=clock)
+    changes: list[tuple[str, str]] = []
+    guard.on_change = lambda target, state: changes.append((target, state))
+    for ok in (True, False, True, False):
+        assert guard.admit("flaky") is None
+        guard.outcome("flaky", ok)
+    assert guard.breaker_state("flaky") == "open"
+    assert "circuit open" in (guard.admit("flaky") or "")
+    clock.now = 6
+    assert guard.admit("flaky") is None          # the one probe
+    assert "probed" in (guard.admit("flaky") or "")  # others wait for it
+    guard.outcome("flaky", False)
+    assert guard.breaker_state("flaky") == "open"
+    clock.now = 12
+    assert guard.admit("flaky") is None
+    guard.outcome("flaky", True)
+    assert guard.breaker_state("flaky") == "closed"
+    assert changes == [("flaky", "open"), ("flaky", "half-open"), ("flaky", "open"),
+                       ("flaky", "half-open"), ("flaky", "closed")]
+    assert guard.admit("other") is None
+
+
+def test_rate_limit_and_budget() -> None:
+    clock = Clock()
+    guard = Containment(HubSettings(rate_per_agent=10, rate_burst=5,
+                                    conversation_max_messages=3,
+                                    conversation_max_tokens=100), clock=clock)
+    assert all(guard.take("a") for _ in range(5))
+    assert not guard.take("a")
+    assert guard.take("b")           # per agent
+    clock.now = 0.2                  # two tokens back at 10/s
+    assert guard.take("a") and guard.take("a") and not guard.take("a")
+    assert guard.spend("c1") is None and guard.spend("c1", tokens=50) is None
+    assert "tokens" in (guard.spend("c1", tokens=60) or "")
+    assert guard.spend("c2") is None
+    assert "messages" in (guard.spend("c3") or guard.spend("c3") or guard.spend("c3")
+                          or guard.spend("c3") or "")
