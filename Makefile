@@ -23,6 +23,7 @@ bench: setup
 	$(BIN)/python benchmarks/call_rtt.py
 	$(BIN)/python benchmarks/event_latency.py
 	$(BIN)/python benchmarks/memory_throughput.py
+	$(BIN)/python benchmarks/gate_cost.py
 
 # A2A conformance, not part of `make test`: the kit (a2aproject/a2a-tck, branch 1.0-dev, a
 # checkout with its own dependencies installed) against a mesh agent served at /a2a/tck by

@@ -26,10 +26,10 @@ class RunningHub:
         return f"ws://{self.host}:{self.port}/ws"
 
 
-def _config(home: MeshHome, host: str | None, port: int | None, log_level: str
-            ) -> uvicorn.Config:
+def _config(home: MeshHome, host: str | None, port: int | None, log_level: str,
+            full_gate: bool = True) -> uvicorn.Config:
     policy = home.load_policy()
-    app = create_app(home)
+    app = create_app(home, full_gate=full_gate)
     return uvicorn.Config(
         app, host=host or policy.hub.host,
         port=policy.hub.port if port is None else port,
@@ -46,9 +46,11 @@ def serve(home: MeshHome, *, host: str | None = None, port: int | None = None,
 
 @contextlib.asynccontextmanager
 async def background_hub(home: MeshHome, *, host: str = "127.0.0.1", port: int = 0,
-                         log_level: str = "warning") -> AsyncIterator[RunningHub]:
-    """Run a hub inside this event loop until the block ends; port 0 picks a free port."""
-    config = _config(home, host, port, log_level)
+                         log_level: str = "warning", full_gate: bool = True
+                         ) -> AsyncIterator[RunningHub]:
+    """Run a hub inside this event loop until the block ends; port 0 picks a free port.
+    `full_gate=False` leaves out the label, validate and guard stages (benchmarks only)."""
+    config = _config(home, host, port, log_level, full_gate)
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.ensure_future(server.serve())

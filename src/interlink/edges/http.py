@@ -20,8 +20,9 @@ from .acp import AcpEdge
 from .ws import serve_connection
 
 
-def create_app(home: MeshHome, *, store_url: str | None = None) -> Starlette:
-    hub = Hub(home, store_url=store_url)
+def create_app(home: MeshHome, *, store_url: str | None = None,
+               full_gate: bool = True) -> Starlette:
+    hub = Hub(home, store_url=store_url, full_gate=full_gate)
     a2a = Edge(hub)
     acp = AcpEdge(a2a)
 
