@@ -25,9 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .identity import canonical, sign, verify
 
 Kind = Literal["hello", "call", "reply", "progress",
-               "publish", "subscribe", "ack", "unsubscribe", "schema", "memory"]
-KINDS: tuple[str, ...] = ("hello", "call", "reply", "progress",
-                          "publish", "subscribe", "ack", "unsubscribe", "schema", "memory")
+               "publish", "subscribe", "ack", "unsubscribe", "schema", "memory", "delegate"]
+KINDS: tuple[str, ...] = ("hello", "call", "reply", "progress", "publish", "subscribe", "ack",
+                          "unsubscribe", "schema", "memory", "delegate")
 BUS_KINDS: tuple[str, ...] = ("publish", "subscribe", "ack", "unsubscribe", "schema")
 
 AGENT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")

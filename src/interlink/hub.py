@@ -13,7 +13,9 @@ import logging
 import time
 from typing import Any
 
+from .delegation import mint
 from .envelope import BUS_KINDS
+from .identity import HubKey
 from .errors import GateDenied
 from .gate import (Authenticate, Authorize, Commit, Decode, Deliver, GateContext, Observe,
                    Pipeline, Service, Session, Stage, Validate)
@@ -58,6 +60,25 @@ class HelloService:
                 await replaced.close(4000, "replaced by a newer connection of the same agent")
 
 
+class Delegations:
+    """A `delegate` envelope (authorized: only rights the sender holds) gets a token back."""
+
+    def __init__(self, key: HubKey) -> None:
+        self.key = key
+
+    async def commit(self, ctx: GateContext) -> GateDenied | None:
+        env = ctx.env
+        assert env is not None
+        rights = [tuple(str(r).split(".", 1)) for r in env.body["rights"]]
+        ttl = env.body.get("ttl", 3600)
+        ctx.answer["token"] = mint(self.key.private, env.sender, env.target,
+                                   rights, float(ttl) if isinstance(ttl, int | float) else 3600)
+        return None
+
+    async def deliver(self, ctx: GateContext) -> None:
+        return None
+
+
 class Hub:
     def __init__(self, home: MeshHome, *, store_url: str | None = None,
                  full_gate: bool = True) -> None:
@@ -95,7 +116,8 @@ class Hub:
         hello = HelloService(self.registry, self.calls)
         services: dict[str, Service] = {
             "hello": hello, "call": self.calls, "reply": self.calls, "progress": self.calls,
-            "memory": self.memory, **{kind: self.events for kind in BUS_KINDS}}
+            "memory": self.memory, "delegate": Delegations(self.key),
+            **{kind: self.events for kind in BUS_KINDS}}
         self.gate = Pipeline(self.stages(services, full=self.full_gate),
                              after=[self._after_gate])
         await self.calls.start()
@@ -137,7 +159,7 @@ class Hub:
         return [
             Decode(settings.max_envelope_bytes),
             Authenticate(self.key, skew=settings.clock_skew_seconds, started=self.started),
-            Authorize(self.policy, self.calls, self.events),
+            Authorize(self.policy, self.calls, self.events, self.key.public),
             *checks,
             Commit(services),
             Deliver(services),
@@ -151,7 +173,7 @@ class Hub:
         if denial is None or env is None:
             return
         call_id = ctx.notes.get("fail_call")
-        if call_id and denial.stage == "validate":
+        if call_id and denial.stage in ("label", "validate"):
             await self.calls.fail(call_id, {**denial.to_dict(), "reason": (
                 f"the hub refused {env.sender}'s reply: {denial.reason}")})
         if denial.code in VIOLATIONS and self.containment.violation(env.sender):

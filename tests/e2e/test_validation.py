@@ -68,3 +68,26 @@ async def test_input_output_and_depth_are_checked_at_the_hub(tmp_path: Path) -> 
     records = await audit_records(home)
     refused = {r["code"] for r in records if r.get("decision") == "refused"}
     assert {"bad_input", "bad_output"} <= refused
+
+
+async def test_withheld_reply_fails_the_call_at_once(tmp_path: Path) -> None:
+    """A reply the caller is not cleared for is withheld, and the caller hears why at once
+    instead of waiting for its deadline."""
+    home = make_home(tmp_path / "home", {"records": [], "clerk": ["records.*"]})
+    policy = home.load_policy()
+    policy.agents["records"].label = {"level": "confidential", "tags": ["phi"]}
+    home.save_policy(policy)
+    records = Agent("records", credential=home.credential_path("records"))
+
+    @records.skill("lookup")
+    async def lookup(ctx: SkillContext, req: Any) -> dict[str, str]:
+        return {"diagnosis": "secret"}
+
+    async with background_hub(home) as hub:
+        records._hub = hub.url
+        async with records, connect("clerk", credential=home.credential_path("clerk"),
+                                    hub=hub.url) as clerk:
+            with pytest.raises(CallError) as withheld:
+                await clerk.call("records", "lookup", {}, timeout=20)
+            assert withheld.value.code == "not_cleared"
+            assert "phi" in withheld.value.reason or "confidential" in withheld.value.reason

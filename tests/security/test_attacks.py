@@ -57,6 +57,7 @@ def build_home(root: Path) -> MeshHome:
     agents["c"].sensitive = ["transfer"]
     agents["b"].memory = {"ops": "read"}
     agents["a"].subscribe = ["inbox.*"]
+    agents["a"].clearance = PHI  # it helps the nurse (scenario 5)
     agents["spreader"].subscribe = ["chain.*"]
     agents["spreader"].publish = ["chain.*"]
     policy.namespaces = {"ward": Classification(level="confidential", tags=["phi"])}
@@ -66,6 +67,7 @@ def build_home(root: Path) -> MeshHome:
     policy.hub.breaker_min_calls = 4
     policy.hub.breaker_open_seconds = 30
     policy.hub.quarantine_after = 5
+    policy.hub.call_timeout_seconds = 10
     home.save_policy(policy)
     return home
 
@@ -260,6 +262,50 @@ async def test_4_impersonation(mesh: tuple[MeshHome, RunningHub], score: Any) ->
         assert ok
     await refusal(home, "bad_signature")
     await refusal(home, "replay")
+
+
+# 5 -------------------------------------------------------------------------------------------
+
+async def test_5_delegation_cannot_widen(mesh: tuple[MeshHome, RunningHub], score: Any) -> None:
+    """The nurse delegates records.patient_record to a helper. The helper tries a right the
+    nurse lacks, adds a right to the token, narrows it and then uses what it cut away, and
+    lends it to another agent: refused each time. The delegated call itself works, and the
+    audit names the chain."""
+    from interlink.delegation import attenuate
+    home, hub = mesh
+    c = agent(home, hub, "c")
+
+    @c.skill("transfer")
+    async def transfer(ctx: SkillContext, req: Any) -> str:
+        return "moved"
+
+    async with records_agent(home, hub), c, client(home, hub, "nurse") as nurse, \
+            client(home, hub, "a") as helper, client(home, hub, "outsider") as thief:
+        with pytest.raises(GateDenied) as greedy:  # the nurse cannot hand out what it lacks
+            await nurse.delegate("a", ["c.transfer"])
+        assert greedy.value.code == "not_granted"
+        token = await nurse.delegate("a", ["records.patient_record"], ttl=300)
+        record = await helper.call("records", "patient_record", {"patient": 9},
+                                   delegation=token)
+        score("5 delegation widening", benign_ok=record["from"] == "records")
+        attacks = {
+            "a right the delegator lacks": helper.call("c", "transfer", {}, delegation=token),
+            "a stolen token": thief.call("records", "patient_record", {"patient": 9},
+                                         delegation=token),
+            "a narrowed token, used wider": helper.call(
+                "records", "patient_record", {"patient": 9},
+                delegation=attenuate(token, hub.hub.key.public, only=[("records", "other")])),
+        }
+        for way, attempt in attacks.items():
+            with pytest.raises(GateDenied) as refused:
+                await attempt
+            assert (refused.value.stage, refused.value.code) == ("authorize",
+                                                                 "delegation_refused"), way
+        score("5 delegation widening", attack_stopped=True)
+    records = await audit_records(home)
+    used = [r for r in records if (r.get("detail") or {}).get("delegation")]
+    assert used and used[0]["detail"]["delegation"]["from"] == "nurse"
+    assert used[0]["detail"]["delegation"]["to"] == "a"
 
 
 # 6 -------------------------------------------------------------------------------------------

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from ..delegation import DelegationError
+from ..delegation import check as check_delegation
 from ..errors import GateDenied
 from ..policy import Policy, PolicyFile
 from ..names import (MEMORY_READS, MEMORY_WRITES, namespace_error, pattern_error,
@@ -33,10 +37,11 @@ class Authorize:
     name = "authorize"
 
     def __init__(self, policy: PolicyFile, calls: CallLookup,
-                 subscriptions: SubscriptionLookup) -> None:
+                 subscriptions: SubscriptionLookup, hub_public: Ed25519PublicKey) -> None:
         self.policy = policy
         self.calls = calls
         self.subscriptions = subscriptions
+        self.hub_public = hub_public
 
     async def __call__(self, ctx: GateContext) -> GateDenied | None:
         env = ctx.env
@@ -64,12 +69,16 @@ class Authorize:
                 return deny(self.name, "unknown_target",
                             f"there is no agent {target!r} on this mesh; `interlink agents` "
                             "lists them")
+            if "delegation" in env.body:
+                return self._delegated(ctx, policy, target, skill)
             decision = policy.may_call(env.sender, target, skill)
             if not decision.allowed:
                 return deny(self.name, "not_granted",
                             f"{env.sender} may not call {target}.{skill}", decision.rule)
             ctx.rule = decision.rule
             return None
+        if env.kind == "delegate":
+            return self._delegate(ctx, policy)
         if env.kind in ("reply", "progress"):
             if env.parent is None:
                 return deny(self.name, "unknown_call",
@@ -89,6 +98,47 @@ class Authorize:
         if env.kind == "memory":
             return self._memory(ctx, policy)
         return deny(self.name, "unknown_kind", f"no rule covers envelopes of kind {env.kind!r}")
+
+    def _delegated(self, ctx: GateContext, policy: Policy, target: str,
+                   skill: str) -> GateDenied | None:
+        """A call made for another agent: the token's rights, every check added along the
+        chain, and the delegator's grants now — the intersection decides."""
+        env = ctx.env
+        assert env is not None
+        try:
+            chain = check_delegation(str(env.body["delegation"]), self.hub_public,
+                                     holder=env.sender, agent=target, skill=skill)
+        except DelegationError as exc:
+            return deny(self.name, "delegation_refused", str(exc), "delegation: biscuit")
+        decision = policy.may_call(chain.delegator, target, skill)
+        if not decision.allowed:
+            return deny(self.name, "delegation_refused",
+                        f"{chain.delegator}, who delegated to {env.sender}, may not call "
+                        f"{target}.{skill} itself (any more)", decision.rule)
+        ctx.rule = (f"delegation {chain.delegator} → {env.sender} "
+                    f"(biscuit {chain.revocation_ids[0][:16]}…); {decision.rule}")
+        ctx.notes["audit"] = {"delegation": {"from": chain.delegator, "to": env.sender,
+                                             "revocation_ids": chain.revocation_ids}}
+        return None
+
+    def _delegate(self, ctx: GateContext, policy: Policy) -> GateDenied | None:
+        """May the sender hand these rights to the target? Only rights it holds itself."""
+        env = ctx.env
+        assert env is not None
+        if not policy.enrolled(env.target):
+            return deny(self.name, "unknown_target", f"there is no agent {env.target!r}")
+        rights = env.body.get("rights")
+        if not isinstance(rights, list) or not rights:
+            return deny(self.name, "bad_request", "a delegation lists `rights`: agent.skill")
+        for right in rights:
+            agent, _, skill = str(right).partition(".")
+            decision = policy.may_call(env.sender, agent, skill)
+            if not decision.allowed:
+                return deny(self.name, "not_granted",
+                            f"{env.sender} cannot delegate {right}: it may not call it itself",
+                            decision.rule)
+        ctx.rule = f"agents.{env.sender}.calls: delegates only what it holds"
+        return None
 
     def _memory(self, ctx: GateContext, policy: Policy) -> GateDenied | None:
         env = ctx.env

@@ -78,6 +78,8 @@ class LabelStage:
         if env.kind in ("reply", "progress") and env.parent:
             record = await self.calls.record(env.parent)
             caller = getattr(record, "caller", None)
+            if env.kind == "reply":
+                ctx.notes["fail_call"] = env.parent  # if withheld, the caller hears why
             return self._to_agent(policy, caller, label) if caller else None
         if env.kind == "publish":
             klass, rule = policy.topic_class(env.target)

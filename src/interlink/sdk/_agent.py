@@ -96,13 +96,15 @@ class SkillContext:
         edge the task and context ids)."""
 
     async def call(self, agent: str, skill: str, data: Any = None, *,
-                   timeout: float = 30.0) -> Any:
-        """Call another agent within this conversation (the hop count and trace carry on)."""
+                   timeout: float = 30.0, delegation: str | None = None) -> Any:
+        """Call another agent within this conversation (the hop count and trace carry on);
+        with `delegation`, for the agent that gave the token."""
         if isinstance(data, BaseModel):
             data = data.model_dump(mode="json")
         return await self._connection.call(
             agent, skill, data, timeout=timeout, conversation=self.conversation,
-            parent=self.call_id, hops=self.hops + 1, traceparent=self.traceparent)
+            parent=self.call_id, hops=self.hops + 1, traceparent=self.traceparent,
+            delegation=delegation)
 
     async def progress(self, note: str | None = None, *, extend: float | None = None) -> None:
         """Tell the caller the work goes on; moves the call's deadline out by `extend` seconds

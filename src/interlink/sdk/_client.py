@@ -51,10 +51,18 @@ class Mesh:
 
     async def call(self, agent: str, skill: str, data: Any = None, *, timeout: float = 30.0,
                    call_id: str | None = None, conversation: str | None = None,
-                   on_progress: ProgressHandler | None = None) -> Any:
-        """Call `agent.skill`; see `Connection.call` for the errors it raises."""
+                   on_progress: ProgressHandler | None = None,
+                   delegation: str | None = None) -> Any:
+        """Call `agent.skill`; see `Connection.call` for the errors it raises. With
+        `delegation` (a token from `delegate()`), the call is made for the delegator."""
         return await self.connection.call(agent, skill, data, timeout=timeout, call_id=call_id,
-                                          conversation=conversation, on_progress=on_progress)
+                                          conversation=conversation, on_progress=on_progress,
+                                          delegation=delegation)
+
+    async def delegate(self, to: str, rights: list[str], *, ttl: float = 3600.0) -> str:
+        """Let agent `to` call `rights` (agent.skill) for this agent, for `ttl` seconds; the
+        token can be narrowed offline with `interlink.delegation.attenuate`."""
+        return await self.connection.delegate(to, rights, ttl=ttl)
 
     async def publish(self, topic: str, data: Any = None, *,
                       event_id: str | None = None) -> dict[str, Any]:

@@ -307,7 +307,8 @@ class Connection:
                    parent: str | None = None, hops: int = 0, traceparent: str | None = None,
                    on_progress: ProgressHandler | None = None,
                    on_accepted: Callable[[dict[str, Any]], Any] | None = None,
-                   message: dict[str, Any] | None = None) -> Any:
+                   message: dict[str, Any] | None = None,
+                   delegation: str | None = None) -> Any:
         """Call `agent.skill` with `data` and return its output.
 
         Raises GateDenied if the hub refused the call (with the rule), CallTimeout if no answer
@@ -325,6 +326,8 @@ class Connection:
             "traceparent": child_traceparent(traceparent) if traceparent else new_traceparent(),
             "deadline": round(deadline, 6),
             "body": {"message": message} if message is not None else call_body(data, call_id)}
+        if delegation is not None:  # acting for another agent, with the token it gave us
+            fields["body"] = {**fields["body"], "delegation": delegation}
         loop = asyncio.get_running_loop()
         pending = _PendingCall(fields, loop.create_future(), deadline, timeout, on_progress)
         self._calls[call_id] = pending
@@ -386,6 +389,14 @@ class Connection:
             "conversation": conversation or event_id, "parent": parent, "hops": hops,
             "traceparent": child_traceparent(traceparent) if traceparent else new_traceparent(),
             "body": event_body(data, event_id)})
+
+    async def delegate(self, to: str, rights: list[str], *, ttl: float = 3600.0) -> str:
+        """A token letting agent `to` call `rights` (agent.skill) for this agent; the hub
+        refuses rights this agent does not hold itself."""
+        answer = await self.request(self._control("delegate", to, {"rights": rights,
+                                                                   "ttl": ttl}),
+                                    durable=False)
+        return str(answer["token"])
 
     async def register_schema(self, topic: str, schema: dict[str, Any]) -> dict[str, Any]:
         """Register (a new version of) `topic`'s JSON Schema; GateDenied if incompatible."""
