@@ -300,6 +300,59 @@ def mcp(agent: Annotated[str, typer.Option("--agent", help="The enrolled agent t
         run(serve_stdio(mesh, agent, hub=hub))
 
 
+@app.command()
+@friendly
+def approvals(home: HomeOption = None) -> None:
+    """Calls held for approval (untrusted input to a `needs_approval` skill)."""
+    from .services.calls import CallRecord
+    mesh = MeshHome(home)
+
+    async def read() -> list[CallRecord]:
+        async with _store(mesh) as store:
+            kv = await store.kv("calls")
+            return [r for r in (CallRecord.model_validate_json(e.value or b"{}")
+                                for e in await kv.items("")) if r.state == "held"]
+
+    held = run(read())
+    if not held:
+        out.print("[dim]nothing is waiting for approval[/]")
+        return
+    table = Table(title="held for approval")
+    for column in ("call", "from", "to", "why", "data came from", "expires in"):
+        table.add_column(column)
+    for rec in held:
+        label = (rec.held or {}).get("label") or {}
+        table.add_row(rec.id, rec.caller, f"{rec.target}.{rec.skill}",
+                      str((rec.held or {}).get("rule")),
+                      ", ".join(label.get("provenance") or []),
+                      f"{max(0.0, rec.deadline - time.time()):.0f}s")
+    out.print(table)
+    out.print("decide: [bold]interlink approve CALL --as APPROVER[/] (or --refuse)")
+
+
+@app.command()
+@friendly
+def approve(call_id: Annotated[str, typer.Argument(metavar="CALL")],
+            as_agent: Annotated[str, typer.Option(
+                "--as", help="The enrolled approver (granted `approve` for the target).")],
+            home: HomeOption = None,
+            refuse: Annotated[bool, typer.Option("--refuse", help="Refuse it instead.")]
+            = False,
+            reason: Annotated[str, typer.Option(help="Why, for the audit.")] = "",
+            hub: Annotated[str | None, typer.Option(help="Hub URL (default from the "
+                                                         "credential).")] = None) -> None:
+    """Approve (or refuse) a call held for approval; the decision is audited."""
+    from .sdk import connect
+    mesh = MeshHome(home)
+
+    async def go() -> None:
+        async with connect(as_agent, credential=mesh.credential_path(as_agent), hub=hub) as m:
+            await m.approve(call_id, approve=not refuse, reason=reason)
+
+    run(go())
+    out.print(f"[green]✓[/] call {call_id} {'refused' if refuse else 'approved'} by {as_agent}")
+
+
 # -- events ---------------------------------------------------------------------------------
 
 @app.command()

@@ -25,9 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from .identity import canonical, sign, verify
 
 Kind = Literal["hello", "call", "reply", "progress",
-               "publish", "subscribe", "ack", "unsubscribe", "schema", "memory", "delegate"]
+               "publish", "subscribe", "ack", "unsubscribe", "schema", "memory", "delegate",
+               "endorse", "declassify", "approve"]
 KINDS: tuple[str, ...] = ("hello", "call", "reply", "progress", "publish", "subscribe", "ack",
-                          "unsubscribe", "schema", "memory", "delegate")
+                          "unsubscribe", "schema", "memory", "delegate", "endorse",
+                          "declassify", "approve")
 BUS_KINDS: tuple[str, ...] = ("publish", "subscribe", "ack", "unsubscribe", "schema")
 
 AGENT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")

@@ -25,7 +25,7 @@ from .home import MeshHome
 from .policy import PolicyFile
 from .services.audit import AuditLog
 from .services.containment import Containment
-from .services.taint import Taint
+from .services.taint import Relabel, Taint
 from .services.calls import CallService
 from .services.events import EVENTS_LOG, SCHEMAS_BUCKET, EventBus
 from .services.memory import MEMORY_BUCKET, SharedMemory
@@ -116,7 +116,8 @@ class Hub:
         hello = HelloService(self.registry, self.calls)
         services: dict[str, Service] = {
             "hello": hello, "call": self.calls, "reply": self.calls, "progress": self.calls,
-            "memory": self.memory, "delegate": Delegations(self.key),
+            "memory": self.memory, "delegate": Delegations(self.key), "approve": self.calls,
+            "endorse": Relabel(self.taint), "declassify": Relabel(self.taint),
             **{kind: self.events for kind in BUS_KINDS}}
         self.gate = Pipeline(self.stages(services, full=self.full_gate),
                              after=[self._after_gate])
@@ -154,7 +155,7 @@ class Hub:
                      max_event_bytes=settings.max_event_bytes,
                      max_memory_value_bytes=settings.max_memory_value_bytes,
                      max_depth=settings.max_depth),
-            Guard(self.containment, settings),
+            Guard(self.containment, settings, self.policy),
         ] if full else []
         return [
             Decode(settings.max_envelope_bytes),

@@ -142,6 +142,23 @@ class Classification(BaseModel):
     tags: list[str] = Field(default_factory=list)
 
 
+class Workflow(BaseModel):
+    """A permitted call graph: a conversation started by a call to `entry` may only make the
+    calls listed in `edges` (`caller->agent.skill`, patterns allowed)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entry: str
+    edges: list[str] = Field(default_factory=list)
+
+    def allows(self, caller: str, target: str) -> int | None:
+        for index, edge in enumerate(self.edges):
+            who, _, what = edge.partition("->")
+            if fnmatchcase(caller, who.strip()) and fnmatchcase(target, what.strip()):
+                return index
+        return None
+
+
 class AgentGrants(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -162,6 +179,16 @@ class AgentGrants(BaseModel):
     """This agent's skills (patterns) that refuse untrusted input."""
     suspended: bool = False
     """Quarantined: its traffic is refused until an operator restores it."""
+    endorse: list[str] = Field(default_factory=list)
+    """Agents (patterns) whose conversation context this agent may vouch for (untrusted →
+    trusted); an explicit, audited `endorse`."""
+    declassify: list[str] = Field(default_factory=list)
+    """Agents (patterns) whose conversation context this agent may declassify."""
+    approve: list[str] = Field(default_factory=list)
+    """Agents (patterns) whose held calls this agent may approve or refuse."""
+    needs_approval: list[str] = Field(default_factory=list)
+    """This agent's skills (patterns) that, given untrusted input, wait for an approver instead
+    of refusing it."""
 
     @field_validator("publish", "subscribe")
     @classmethod
@@ -190,6 +217,8 @@ class Policy(BaseModel):
     agents: dict[str, AgentGrants] = Field(default_factory=dict)
     namespaces: dict[str, Classification] = Field(default_factory=dict)
     """Memory namespace pattern → the most sensitive data it may hold (default: internal)."""
+    workflows: dict[str, Workflow] = Field(default_factory=dict)
+    """Permitted call graphs, by name; a conversation follows the one whose entry started it."""
     topics: dict[str, Classification] = Field(default_factory=dict)
     """Topic pattern (NATS wildcards) → the most sensitive data it may carry (default:
     internal)."""
@@ -212,6 +241,22 @@ class Policy(BaseModel):
 
     def enrolled(self, agent: str) -> bool:
         return agent in self.agents
+
+    def may_act_for(self, agent: str, right: str, subject: str) -> Decision:
+        """May `agent` endorse / declassify / approve (`right`) for `subject`?"""
+        grants = self.agents.get(agent)
+        for index, pattern in enumerate(getattr(grants, right) if grants else []):
+            if fnmatchcase(subject, pattern):
+                return Decision(True, f"agents.{agent}.{right}[{index}]: {pattern}")
+        return Decision(False, f"default deny: no entry in agents.{agent}.{right} matches "
+                               f"{subject}")
+
+    def holds_for_approval(self, agent: str, skill: str) -> str | None:
+        grants = self.agents.get(agent)
+        for index, pattern in enumerate(grants.needs_approval if grants else []):
+            if fnmatchcase(skill, pattern):
+                return f"agents.{agent}.needs_approval[{index}]: {pattern}"
+        return None
 
     def is_sensitive(self, agent: str, skill: str) -> str | None:
         """The rule marking `agent.skill` sensitive, or None."""

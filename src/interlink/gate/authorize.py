@@ -24,6 +24,9 @@ class CallLookup(Protocol):
     async def answerer(self, call_id: str) -> str | None:
         """The agent that may answer (reply to, report progress on) this call, if it exists."""
 
+    async def record(self, call_id: str) -> object | None:
+        """The call's record, if it exists."""
+
 
 class SubscriptionLookup(Protocol):
     def holds(self, session: Session, consumer: str) -> bool:
@@ -79,6 +82,26 @@ class Authorize:
             return None
         if env.kind == "delegate":
             return self._delegate(ctx, policy)
+        if env.kind in ("endorse", "declassify"):
+            if not policy.enrolled(env.target):
+                return deny(self.name, "unknown_target", f"there is no agent {env.target!r}")
+            decision = policy.may_act_for(env.sender, env.kind, env.target)
+            if not decision.allowed:
+                return deny(self.name, "not_granted",
+                            f"{env.sender} may not {env.kind} for {env.target}", decision.rule)
+            ctx.rule = decision.rule
+            return None
+        if env.kind == "approve":
+            record = await self.calls.record(env.target)
+            if record is None:
+                return deny(self.name, "unknown_call", f"there is no call {env.target}")
+            target = getattr(record, "target", "")
+            decision = policy.may_act_for(env.sender, "approve", target)
+            if not decision.allowed:
+                return deny(self.name, "not_granted",
+                            f"{env.sender} may not approve calls to {target}", decision.rule)
+            ctx.rule = decision.rule
+            return None
         if env.kind in ("reply", "progress"):
             if env.parent is None:
                 return deny(self.name, "unknown_call",

@@ -1,4 +1,5 @@
-"""guard: containment. Rate limits per agent, the hop limit of a call chain, budgets per
+"""guard: containment. Rate limits per agent, the hop limit of a call chain, the permitted
+call graph of a conversation (`workflows` in mesh.yaml), budgets per
 conversation (messages, and model tokens agents report in replies as `usage.tokens`), and
 circuit breakers per target (a failing agent gets fast refusals instead of more load).
 
@@ -9,7 +10,7 @@ limits and probe a half-open breaker.
 from __future__ import annotations
 
 from ..errors import GateDenied
-from ..policy import HubSettings
+from ..policy import HubSettings, PolicyFile
 from ..services.containment import Containment
 from .context import GateContext
 from .stage import deny
@@ -18,9 +19,11 @@ from .stage import deny
 class Guard:
     name = "guard"
 
-    def __init__(self, containment: Containment, settings: HubSettings) -> None:
+    def __init__(self, containment: Containment, settings: HubSettings,
+                 policy: PolicyFile) -> None:
         self.containment = containment
         self.settings = settings
+        self.policy = policy
 
     async def __call__(self, ctx: GateContext) -> GateDenied | None:
         env = ctx.env
@@ -38,7 +41,17 @@ class Guard:
                             f"this call is hop {env.hops} of a chain; the limit is "
                             f"{self.settings.max_hops} (a loop between agents?)",
                             "hub.max_hops")
-            target, _ = env.call_target()
+            target, skill = env.call_target()
+            workflows = self.policy.current().workflows
+            flow = self.containment.workflow(
+                env.conversation, f"{target}.{skill}" if env.hops == 0 else None, workflows)
+            if flow is not None:
+                edge = workflows[flow].allows(env.sender, f"{target}.{skill}")
+                if edge is None:
+                    return deny(self.name, "off_graph",
+                                f"this conversation follows workflow {flow!r}, which has no "
+                                f"call {env.sender} -> {target}.{skill}",
+                                f"workflows.{flow}.edges")
             refused = self.containment.admit(target)
             if refused:
                 return deny(self.name, "circuit_open", refused, f"breaker: {target}")

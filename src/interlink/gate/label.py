@@ -8,7 +8,8 @@ The envelope's effective label is the join of
 
 Then the flow rules, each naming its rule when it refuses:
 * a call or reply goes only to an agent whose clearance covers the label (level and tags);
-* a skill marked sensitive refuses untrusted input;
+* a skill marked sensitive refuses untrusted input, and one marked `needs_approval` holds it
+  for an approver (an agent granted `approve`, or a person through the CLI);
 * a publish fits its topic's classification, a memory write its namespace's.
 Events and memory reads are checked per recipient when delivered (`may_receive`), and every
 delivery adds to the recipient's taint.
@@ -24,7 +25,8 @@ from ..policy import Policy, PolicyFile
 from .context import GateContext
 from .stage import deny
 
-CONTROL = ("hello", "subscribe", "ack", "unsubscribe", "schema")
+CONTROL = ("hello", "subscribe", "ack", "unsubscribe", "schema", "delegate", "endorse",
+           "declassify", "approve")
 
 
 class TaintLookup(Protocol):
@@ -74,7 +76,7 @@ class LabelStage:
         if env.kind == "call":
             target, skill = env.call_target()
             return self._to_agent(policy, target, label) or self._sensitive(
-                policy, target, skill, label)
+                ctx, policy, target, skill, label)
         if env.kind in ("reply", "progress") and env.parent:
             record = await self.calls.record(env.parent)
             caller = getattr(record, "caller", None)
@@ -102,10 +104,16 @@ class LabelStage:
             return deny(self.name, "not_cleared", f"{reason} ({label.describe()})", rule)
         return None
 
-    def _sensitive(self, policy: Policy, target: str, skill: str,
+    def _sensitive(self, ctx: GateContext, policy: Policy, target: str, skill: str,
                    label: Label) -> GateDenied | None:
+        if label.integrity != "untrusted":
+            return None
+        held = policy.holds_for_approval(target, skill)
+        if held:  # legitimate work on untrusted data: an approver decides
+            ctx.notes["hold"] = held
+            return None
         rule = policy.is_sensitive(target, skill)
-        if rule and label.integrity == "untrusted":
+        if rule:
             sources = ", ".join(sorted(label.provenance)) or "unknown"
             return deny(self.name, "untrusted_input",
                         f"{target}.{skill} is sensitive and this request carries untrusted "

@@ -59,6 +59,22 @@ class Mesh:
                                           conversation=conversation, on_progress=on_progress,
                                           delegation=delegation)
 
+    async def endorse(self, agent: str, conversation: str, *, reason: str = "") -> None:
+        """Vouch for what `agent` was given in `conversation` (untrusted → trusted); needs an
+        `endorse` grant; audited."""
+        await self.connection.relabel("endorse", agent, conversation, reason=reason)
+
+    async def declassify(self, agent: str, conversation: str, *, level: str,
+                         drop_tags: list[str] | None = None, reason: str = "") -> None:
+        """Lower the confidentiality of `agent`'s context in `conversation`; needs a
+        `declassify` grant; audited."""
+        await self.connection.relabel("declassify", agent, conversation, level=level,
+                                      drop_tags=drop_tags or [], reason=reason)
+
+    async def approve(self, call_id: str, *, approve: bool = True, reason: str = "") -> None:
+        """Let a call held for approval go on (or refuse it); needs an `approve` grant."""
+        await self.connection.approve(call_id, approve=approve, reason=reason)
+
     async def delegate(self, to: str, rights: list[str], *, ttl: float = 3600.0) -> str:
         """Let agent `to` call `rights` (agent.skill) for this agent, for `ttl` seconds; the
         token can be narrowed offline with `interlink.delegation.attenuate`."""

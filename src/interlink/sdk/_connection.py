@@ -390,6 +390,19 @@ class Connection:
             "traceparent": child_traceparent(traceparent) if traceparent else new_traceparent(),
             "body": event_body(data, event_id)})
 
+    async def relabel(self, kind: str, agent: str, conversation: str,
+                      **body: Any) -> dict[str, Any]:
+        """`endorse` or `declassify` `agent`'s context in `conversation` (needs the grant)."""
+        fields = self._control(kind, agent, body)
+        fields["conversation"] = conversation
+        return await self.request(fields, durable=False)
+
+    async def approve(self, call_id: str, *, approve: bool = True, reason: str = ""
+                      ) -> dict[str, Any]:
+        """Decide on a call held for approval (needs an `approve` grant for its target)."""
+        return await self.request(self._control("approve", call_id, {
+            "decision": "approve" if approve else "refuse", "reason": reason}), durable=False)
+
     async def delegate(self, to: str, rights: list[str], *, ttl: float = 3600.0) -> str:
         """A token letting agent `to` call `rights` (agent.skill) for this agent; the hub
         refuses rights this agent does not hold itself."""

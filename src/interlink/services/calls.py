@@ -44,7 +44,7 @@ from .taint import Taint
 
 log = logging.getLogger("interlink.calls")
 
-State = Literal["pending", "delivered", "done", "failed", "timeout"]
+State = Literal["held", "pending", "delivered", "done", "failed", "timeout"]
 TERMINAL = ("done", "failed", "timeout")
 
 
@@ -67,6 +67,8 @@ class CallRecord(BaseModel):
     reply: dict[str, Any] | None = None
     reply_origin: dict[str, Any] | None = None
     reply_label: dict[str, Any] | None = None
+    held: dict[str, Any] | None = None
+    """A call waiting for an approver: what to deliver once approved, and why it waits."""
     error: dict[str, Any] | None = None
 
     def dump(self) -> bytes:
@@ -152,6 +154,8 @@ class CallService:
         assert env is not None
         if env.kind == "call":
             return await self._commit_call(ctx)
+        if env.kind == "approve":
+            return await self._commit_approval(ctx)
         if env.kind == "reply":
             return await self._commit_reply(ctx)
         return await self._commit_progress(ctx)
@@ -182,18 +186,67 @@ class CallService:
                 if existing.caller_session != ctx.session.id:  # the caller reconnected
                     await self._cas(env.id, lambda r: r.model_copy(update={
                         "caller_session": ctx.session.id}))
-                await self._append(env.id, target, wire, ctx.credential.model_dump(),
-                                   ctx.label.to_dict())
+                if existing.state != "held":  # a held call waits for its approver, retried
+                    await self._append(env.id, target, wire, ctx.credential.model_dump(),
+                                       ctx.label.to_dict())
             return None
+        hold = ctx.notes.get("hold")
+        if hold:
+            rec = rec.model_copy(update={"state": "held", "held": {
+                "wire": wire, "origin": ctx.credential.model_dump(),
+                "label": ctx.label.to_dict(), "rule": hold}})
         try:
             await self.kv.create(env.id, rec.dump())
         except KeyExists:  # a concurrent retry got there first: treat this one as the retry
             return await self._commit_call(ctx)
-        await self._append(env.id, target, wire, ctx.credential.model_dump(),
-                           ctx.label.to_dict())
+        if hold:
+            ctx.notes["audit"] = {"held": hold, "label": ctx.label.to_dict()}
+        else:
+            await self._append(env.id, target, wire, ctx.credential.model_dump(),
+                               ctx.label.to_dict())
         self._arm(env.id, rec.deadline)
-        ctx.answer.update(state="pending", deadline=rec.deadline)
+        ctx.answer.update(state=rec.state, deadline=rec.deadline)
         return None
+
+    async def _commit_approval(self, ctx: GateContext) -> GateDenied | None:
+        """An approver's decision on a held call: approved, it goes on (its label now says who
+        vouched for it); refused, the caller is told why."""
+        env = ctx.env
+        assert env is not None
+        approved = env.body.get("decision") == "approve"
+        reason = str(env.body.get("reason", ""))[:500]
+        record = await self._get(env.target)
+        if record is None or record.state != "held" or record.held is None:
+            return deny("commit", "not_held",
+                        f"call {env.target} is not waiting for approval "
+                        f"({record.state if record else 'unknown'})")
+        held = record.held
+        error = {"stage": "approval", "code": "denied", "rule": held.get("rule"),
+                 "reason": f"{env.sender} refused this call"
+                           + (f": {reason}" if reason else "")}
+        done = await self._cas(env.target, lambda r: r.model_copy(update=(
+            {"state": "pending", "held": None} if approved else
+            {"state": "failed", "held": None, "error": error})) if r.state == "held" else None)
+        if done is None:
+            return deny("commit", "not_held", f"call {env.target} was decided meanwhile")
+        ctx.notes["audit"] = {"call": env.target, "approved": approved, "reason": reason}
+        if approved:
+            label = Label.parse(held["label"])
+            label = Label(label.level, label.tags, "trusted",
+                          label.provenance | {f"approved:{env.sender}"})
+            await self._append(env.target, record.target, held["wire"], held["origin"],
+                               label.to_dict())
+        else:
+            self._disarm(env.target)
+            caller = self._caller(record, record.caller)
+            if caller is not None:
+                self._spawn(_send(caller, {"op": "failed", "id": env.target, "error": error}))
+        return None
+
+    async def held(self) -> list[CallRecord]:
+        """Calls waiting for an approver."""
+        return [r for r in (CallRecord.model_validate_json(e.value or b"{}")
+                            for e in await self.kv.items("")) if r.state == "held"]
 
     async def _append(self, call_id: str, target: str, wire: dict[str, Any],
                       origin: dict[str, Any], label: dict[str, Any]) -> None:
@@ -273,6 +326,8 @@ class CallService:
     async def deliver(self, ctx: GateContext) -> None:
         env, wire = ctx.env, ctx.wire
         assert env is not None and wire is not None
+        if env.kind == "approve":
+            return  # an approved call goes out through the target's dispatcher
         if env.kind == "call":
             retry: CallRecord | None = ctx.notes.get("retry")
             if retry is not None and retry.state in TERMINAL:

@@ -10,6 +10,7 @@ it lets one probe through (half-open): success closes it, failure opens it again
 from __future__ import annotations
 
 import time
+from fnmatch import fnmatchcase
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ class Containment:
         self._buckets: dict[str, tuple[float, float]] = {}  # agent -> (tokens, last refill)
         self._spent: dict[str, list[float]] = defaultdict(lambda: [0, 0.0])  # conv -> msgs, tokens
         self._violations: dict[str, deque[float]] = defaultdict(deque)
+        self._workflows: dict[str, str] = {}  # conversation -> workflow name ("" for none)
         self.on_change: Callable[[str, str], None] | None = None
 
     # -- breakers ------------------------------------------------------------------------------
@@ -115,6 +117,22 @@ class Containment:
             return (f"conversation {conversation} has used its budget of "
                     f"{self.settings.conversation_max_tokens:g} model tokens")
         return None
+
+    # -- call graphs ---------------------------------------------------------------------------
+
+    def workflow(self, conversation: str, entry_call: str | None,
+                 workflows: dict[str, object]) -> str | None:
+        """The workflow a conversation follows: fixed by the call that started it."""
+        known = self._workflows.get(conversation)
+        if known is None and entry_call is not None:
+            for name, flow in workflows.items():
+                if fnmatchcase(entry_call, getattr(flow, "entry", "")):
+                    known = name
+                    break
+            self._workflows[conversation] = known or ""
+            if len(self._workflows) > 100_000:
+                self._workflows.clear()
+        return known or None
 
     # -- violations ----------------------------------------------------------------------------
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import json
 
-from ..labels import BOTTOM, Label
+from ..errors import GateDenied
+from ..gate.context import GateContext
+from ..gate.stage import deny
+from ..labels import BOTTOM, LEVELS, Label
 from ..store import KV
 
 
@@ -43,3 +46,44 @@ class Taint:
         if len(self._cache) > 50_000:
             self._cache.clear()
         await self.kv.put(key, json.dumps(joined.to_dict()).encode(), ttl=self.ttl)
+
+    async def replace(self, agent: str, conversation: str, label: Label) -> None:
+        """Set the taint outright (an endorsement or declassification, already authorized)."""
+        key = f"{agent}/{conversation}"
+        self._cache[key] = label
+        await self.kv.put(key, json.dumps(label.to_dict()).encode(), ttl=self.ttl)
+
+
+class Relabel:
+    """`endorse` and `declassify` envelopes (authorized against the sender's grants): the
+    hub rewrites the target agent's context label in that conversation, and the gate's audit
+    record keeps who did it, why, and the label before and after."""
+
+    def __init__(self, taint: Taint) -> None:
+        self.taint = taint
+
+    async def commit(self, ctx: GateContext) -> GateDenied | None:
+        env = ctx.env
+        assert env is not None
+        before = await self.taint.of(env.target, env.conversation)
+        if env.kind == "endorse":
+            after = Label(before.level, before.tags, "trusted",
+                          before.provenance | {f"endorsed:{env.sender}"})
+        else:
+            level = env.body.get("level", before.level)
+            drop = env.body.get("drop_tags") or []
+            if level not in LEVELS or not isinstance(drop, list):
+                return deny("commit", "bad_request",
+                            f"declassify takes `level` (one of {', '.join(LEVELS)}) and "
+                            "`drop_tags` (a list)")
+            after = Label(min(level, before.level, key=LEVELS.index),
+                          before.tags - {str(t) for t in drop}, before.integrity,
+                          before.provenance | {f"declassified:{env.sender}"})
+        await self.taint.replace(env.target, env.conversation, after)
+        ctx.notes["audit"] = {"before": before.to_dict(), "after": after.to_dict(),
+                              "reason": str(env.body.get("reason", ""))[:500]}
+        ctx.answer["label"] = after.to_dict()
+        return None
+
+    async def deliver(self, ctx: GateContext) -> None:
+        return None
