@@ -250,3 +250,17 @@ async def test_memory_commands(tmp_path: Path) -> None:
         assert bad.returncode == 2 and "namespace" in bad.stderr
     finally:
         hub.stop()
+
+
+def test_suspend_and_restore_flip_the_policy(tmp_path: Path) -> None:
+    """The kill switch and its undo are one command each, and say what they did."""
+    home = str(tmp_path / "h")
+    cli("init", "--home", home)
+    cli("agent", "add", "rogue", "--home", home)
+    cut = cli("agent", "suspend", "rogue", "--home", home)
+    assert cut.exit_code == 0 and "suspended" in cut.output
+    assert MeshHome(home).load_policy().agents["rogue"].suspended
+    back = cli("agent", "restore", "rogue", "--home", home)
+    assert back.exit_code == 0 and not MeshHome(home).load_policy().agents["rogue"].suspended
+    missing = cli("agent", "suspend", "nobody", "--home", home)
+    assert missing.exit_code == 2 and "not enrolled" in missing.output
