@@ -10,6 +10,6 @@ from .sdk import (Agent, Event, EventContext, Memory, MemoryEntry, MemoryWatch, 
 __version__ = "0.1.0"
 
 __all__ = ["Agent", "CallError", "CallTimeout", "ConfigError", "ConnectionLost", "Event",
-           "EventContext", "GateDenied", "InputRequired", "InterlinkError", "Memory", "MemoryEntry", "MemoryWatch",
-           "Mesh", "SkillContext", "SkillFailed", "StaleRevision", "Subscription", "__version__",
-           "connect"]
+           "EventContext", "GateDenied", "InputRequired", "InterlinkError", "Memory",
+           "MemoryEntry", "MemoryWatch", "Mesh", "SkillContext", "SkillFailed", "StaleRevision",
+           "Subscription", "__version__", "connect"]

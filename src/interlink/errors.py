@@ -56,7 +56,8 @@ class GateDenied(InterlinkError):
         return text
 
     def to_dict(self) -> dict[str, Any]:
-        data = {"stage": self.stage, "code": self.code, "reason": self.reason, "rule": self.rule}
+        data: dict[str, Any] = {"stage": self.stage, "code": self.code, "reason": self.reason,
+                                "rule": self.rule}
         if self.detail:
             data["detail"] = self.detail
         return data

@@ -69,7 +69,7 @@ class Delegations:
     async def commit(self, ctx: GateContext) -> GateDenied | None:
         env = ctx.env
         assert env is not None
-        rights = [tuple(str(r).split(".", 1)) for r in env.body["rights"]]
+        rights = [(a, s) for a, _, s in (str(r).partition(".") for r in env.body["rights"])]
         ttl = env.body.get("ttl", 3600)
         ctx.answer["token"] = mint(self.key.private, env.sender, env.target,
                                    rights, float(ttl) if isinstance(ttl, int | float) else 3600)

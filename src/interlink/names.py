@@ -31,7 +31,8 @@ _NAMESPACE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 _KEY = re.compile(r"[A-Za-z0-9\-_.=:@/]{1,256}")
 _PREFIX = re.compile(r"[A-Za-z0-9\-_.=:@/]{0,256}")
 
-__all__ = ["DEAD_PREFIX", "MEMORY_READS", "MEMORY_WRITES", "consumer_error", "covers", "dead_letter_topic", "key_error",
+__all__ = ["DEAD_PREFIX", "MEMORY_READS", "MEMORY_WRITES", "consumer_error", "covers",
+           "dead_letter_topic", "key_error",
            "matches", "namespace_error", "pattern_error", "prefix_error", "topic_error"]
 
 

@@ -14,7 +14,7 @@ import pytest
 from a2a.client import ClientConfig, create_client
 from a2a.client.card_resolver import A2ACardResolver
 from a2a.types import (CancelTaskRequest, GetTaskRequest, ListTasksRequest, Message, Part, Role,
-                       SendMessageConfiguration, SendMessageRequest, SubscribeToTaskRequest,
+                       SendMessageRequest, SubscribeToTaskRequest,
                        TaskState)
 from a2a.utils.signing import create_signature_verifier
 from google.protobuf.json_format import MessageToDict

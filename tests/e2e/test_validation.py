@@ -10,7 +10,6 @@ import pytest
 from pydantic import BaseModel
 
 from interlink import Agent, CallError, GateDenied, SkillContext, connect
-from interlink.home import MeshHome
 from interlink.server import background_hub
 
 from ..helpers import audit_records, make_home

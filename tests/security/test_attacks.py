@@ -52,7 +52,7 @@ def build_home(root: Path) -> MeshHome:
     agents["nurse"].clearance = PHI
     agents["nurse"].memory = {"ward": "read-write", "public": "read-write"}
     agents["nurse"].publish = ["ward.*", "news.*"]
-    agents["outsider"].subscribe = ["news.*"]
+    agents["outsider"].subscribe = ["news.*", "ward.*"]
     agents["outsider"].memory = {"public": "read"}
     agents["c"].sensitive = ["transfer"]
     agents["b"].memory = {"ops": "read"}
@@ -130,7 +130,8 @@ async def test_1_injected_event_cannot_reach_patient_records(
         attack = outcomes[0]
         assert isinstance(attack, GateDenied)
         assert (attack.stage, attack.code) == ("label", "untrusted_input")
-        assert "web" in attack.reason and attack.rule == "agents.records.sensitive[0]: patient_record"
+        assert "web" in attack.reason
+        assert attack.rule == "agents.records.sensitive[0]: patient_record"
         record = await refusal(home, "untrusted_input")
         assert record["envelope"]["sender"] == "scheduler"
         score("1 injected event → patient records", attack_stopped=True)
@@ -214,6 +215,18 @@ async def test_3_exfiltration_of_phi(mesh: tuple[MeshHome, RunningHub], score: A
             assert refused.value.code in ("not_cleared", "over_classified"), way
             assert "confidential" in refused.value.reason, way
             score(f"3 exfiltration of phi ({way})", attack_stopped=True)
+        # a topic that may carry phi still does not deliver it to a subscriber not cleared
+        watching = await client(home, hub, "outsider").__aenter__()
+        try:
+            ward = await watching.subscribe("ward.*")
+            await conn.publish("ward.rounds", record, conversation=leak)
+            with pytest.raises(asyncio.TimeoutError):
+                await ward.get(1.0)
+        finally:
+            await watching.aclose()
+        withheld = [r for r in await audit_records(home) if r["event"] == "withheld"]
+        assert withheld and withheld[-1]["to"] == "outsider"
+        score("3 exfiltration of phi (subscribed topic)", attack_stopped=True)
         await refusal(home, "not_cleared")
         await refusal(home, "over_classified")
         # the ward may hold it; and untainted work with the outsider still flows

@@ -55,7 +55,8 @@ class Event:
         return cls(topic=frame["topic"], data=data, id=wire["id"], sender=wire["sender"],
                    seq=frame["seq"], topic_seq=frame.get("topic_seq", 0), ts=frame["ts"],
                    deliveries=frame.get("deliveries", 1), durable=frame.get("durable"),
-                   conversation=wire.get("conversation", ""), labels=frame.get("labels") or wire.get("labels") or {},
+                   conversation=wire.get("conversation", ""),
+                   labels=frame.get("labels") or wire.get("labels") or {},
                    envelope=wire, dead=frame.get("dead"), _settle=settle)
 
     async def ack(self) -> None:

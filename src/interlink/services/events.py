@@ -374,7 +374,7 @@ class EventBus:
             if sub.durable is not None:
                 sub.inflight.discard(message.seq)
                 await _quietly(self._consumers[sub.durable].term(message.seq))
-            await self.audit.append("withheld", event=message.seq, topic=message.subject,
+            await self.audit.append("withheld", seq=message.seq, topic=message.subject,
                                     to=agent, stage="label", code="not_cleared",
                                     reason=reason, rule=rule)
             return
