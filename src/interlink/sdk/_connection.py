@@ -244,13 +244,17 @@ class Connection:
             answer: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
             self._acks[fields["id"]] = answer
             await self._send_fields(fields)
-            self._spawn(self._resubscribed(state, fields["id"], answer))
+            self._spawn(self._renewed(fields["id"], answer, f"subscribe to {state.pattern}",
+                                      self._subs, state.stream))
         for watch in list(self._watches.values()):
             fields = self._watch_fields(watch)
             answer = asyncio.get_running_loop().create_future()
             self._acks[fields["id"]] = answer
             await self._send_fields(fields)
-            self._spawn(self._rewatched(watch, fields["id"], answer))
+            self._spawn(self._renewed(
+                fields["id"], answer,
+                f"watch {watch.stream.namespace}/{watch.stream.prefix}", self._watches,
+                watch.stream))
         for fields in list(self._outbox.values()):
             await self._send_fields(fields)
         for pending in list(self._calls.values()):
@@ -455,9 +459,10 @@ class Connection:
         if state.next_seq is None and "start" in answer:
             state.next_seq = int(answer["start"])
 
-    async def _resubscribed(self, state: _SubState, env_id: str,
-                            answer: asyncio.Future[dict[str, Any]]) -> None:
-        """Wait for the hub's verdict on a subscription renewed after a reconnect."""
+    async def _renewed(self, env_id: str, answer: asyncio.Future[dict[str, Any]],
+                       what: str, streams: dict[str, Any], stream: Any) -> None:
+        """Wait for the hub's verdict on a subscription or watch renewed after a reconnect;
+        if it is refused, end the stream (its iterator stops) and say why."""
         try:
             frame = await asyncio.wait_for(answer, 30.0)
         except (asyncio.TimeoutError, InterlinkError) as exc:
@@ -466,11 +471,11 @@ class Connection:
         finally:
             self._acks.pop(env_id, None)
         if frame.get("op") == "refused":
-            log.error("%s: could not subscribe to %s again after reconnecting: %s", self.agent,
-                      state.pattern, GateDenied.from_dict(frame.get("error") or {}))
-            self._subs.pop(state.stream.key, None)
-            state.stream.closed = True
-            state.stream.queue.put_nowait(None)
+            log.error("%s: could not %s again after reconnecting: %s", self.agent, what,
+                      GateDenied.from_dict(frame.get("error") or {}))
+            streams.pop(stream.key, None)
+            stream.closed = True
+            stream.queue.put_nowait(None)
 
     async def unsubscribe(self, key: str) -> None:
         state = self._subs.pop(key, None)
@@ -543,23 +548,6 @@ class Connection:
         if watch.after_revision is None:
             watch.after_revision = int(answer["revision"])
         return watch.stream
-
-    async def _rewatched(self, watch: _WatchState, env_id: str,
-                         answer: asyncio.Future[dict[str, Any]]) -> None:
-        try:
-            frame = await asyncio.wait_for(answer, 30.0)
-        except (asyncio.TimeoutError, InterlinkError) as exc:
-            frame = {"op": "refused", "error": {"stage": "sdk", "code": "no_answer",
-                                                "reason": repr(exc)}}
-        finally:
-            self._acks.pop(env_id, None)
-        if frame.get("op") == "refused":
-            log.error("%s: could not watch %s/%s again after reconnecting: %s", self.agent,
-                      watch.stream.namespace, watch.stream.prefix,
-                      GateDenied.from_dict(frame.get("error") or {}))
-            self._watches.pop(watch.stream.key, None)
-            watch.stream.closed = True
-            watch.stream.queue.put_nowait(None)
 
     async def unwatch_memory(self, key: str) -> None:
         watch = self._watches.pop(key, None)
