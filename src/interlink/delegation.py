@@ -8,6 +8,10 @@ A delegation is a Biscuit token (biscuit-python) whose root key is the hub's:
   every envelope's sender, so the token is useless to anyone but B who steals it;
 * B may attenuate it offline (append blocks with more checks) before using it; facts in
   appended blocks grant nothing, so nobody can widen it;
+* B may pass some of it on to C: B asks the hub (a `delegate` envelope carrying B's token);
+  the hub checks each right against B's token (so never wider than what B was given), and
+  issues C a token that keeps the original delegator, records B in the chain (`via`), and
+  expires no later than B's;
 * B's call carries the token (`body.delegation`); the gate's authorize stage verifies it with the
   hub's public key and authorizes the operation with ambient facts (operation, holder, time);
   the effective right is the intersection of the token's rights, every check along the chain,
@@ -39,6 +43,12 @@ class Delegated:
     delegator: str
     delegate: str
     revocation_ids: list[str]
+    via: tuple[str, ...] = ()
+    expires: int = 0
+
+    @property
+    def chain(self) -> list[str]:
+        return [self.delegator, *self.via, self.delegate]
 
 
 def _q(text: str) -> str:
@@ -48,14 +58,20 @@ def _q(text: str) -> str:
 
 
 def mint(hub_private: Ed25519PrivateKey, delegator: str, delegate: str,
-         rights: list[tuple[str, str]], ttl: float) -> str:
-    """A token letting the agent `delegate` make `rights` calls for `delegator`."""
+         rights: list[tuple[str, str]], ttl: float, *, via: tuple[str, ...] = (),
+         not_after: int | None = None) -> str:
+    """A token letting the agent `delegate` make `rights` calls for `delegator` (passed on
+    through the agents in `via`, expiring no later than `not_after`)."""
     raw = hub_private.private_bytes(serialization.Encoding.Raw,
                                     serialization.PrivateFormat.Raw,
                                     serialization.NoEncryption())
     root = biscuit.PrivateKey.from_bytes(raw, biscuit.Algorithm.Ed25519)
     expires = int(time.time() + min(ttl, MAX_TTL))
-    code = [f"delegator({_q(delegator)});", f"delegate({_q(delegate)});"]
+    if not_after is not None:
+        expires = min(expires, not_after)
+    code = [f"delegator({_q(delegator)});", f"delegate({_q(delegate)});",
+            f"expires({expires});"]
+    code += [f"via({n}, {_q(agent)});" for n, agent in enumerate(via)]
     code += [f"right({_q(agent)}, {_q(skill)});" for agent, skill in rights]
     code += [f"check if time($t), $t <= {expires};",
              f"check if holder({_q(delegate)});"]
@@ -92,9 +108,13 @@ def check(token: str, hub_public: Ed25519PublicKey, *, holder: str,
             f"the delegation does not allow {agent}.{skill} for this caller: it names other "
             "rights, another holder, or has expired, or a check added along the chain refuses "
             "it") from exc
-    facts = authorizer.query(biscuit.Rule("found($d, $b) <- delegator($d), delegate($b)"))
-    delegator, delegate = (str(t) for t in facts[0].terms) if facts else ("?", "?")
-    return Delegated(delegator, delegate, [str(r) for r in parsed.revocation_ids])
+    facts = authorizer.query(biscuit.Rule(
+        "found($d, $b, $e) <- delegator($d), delegate($b), expires($e)"))
+    delegator, delegate, expires = (facts[0].terms if facts else ("?", "?", 0))
+    hops = sorted((int(f.terms[0]), str(f.terms[1])) for f in authorizer.query(
+        biscuit.Rule("hop($n, $a) <- via($n, $a)")))
+    return Delegated(str(delegator), str(delegate), [str(r) for r in parsed.revocation_ids],
+                     tuple(agent for _, agent in hops), int(expires))
 
 
 def _root(hub_public: Ed25519PublicKey) -> biscuit.PublicKey:

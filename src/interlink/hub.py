@@ -71,8 +71,15 @@ class Delegations:
         assert env is not None
         rights = [(a, s) for a, _, s in (str(r).partition(".") for r in env.body["rights"])]
         ttl = env.body.get("ttl", 3600)
-        ctx.answer["token"] = mint(self.key.private, env.sender, env.target,
-                                   rights, float(ttl) if isinstance(ttl, int | float) else 3600)
+        ttl = float(ttl) if isinstance(ttl, int | float) else 3600.0
+        parent = ctx.notes.get("delegation_parent")
+        if parent is None:
+            ctx.answer["token"] = mint(self.key.private, env.sender, env.target, rights, ttl)
+        else:  # passed on: the original delegator stays, the chain grows, expiry only shrinks
+            ctx.answer["token"] = mint(self.key.private, parent.delegator, env.target, rights,
+                                       ttl, via=(*parent.via, env.sender),
+                                       not_after=parent.expires)
+            ctx.notes["audit"] = {"delegation": {"chain": [*parent.chain, env.target]}}
         return None
 
     async def deliver(self, ctx: GateContext) -> None:

@@ -314,11 +314,27 @@ async def test_5_delegation_cannot_widen(mesh: tuple[MeshHome, RunningHub], scor
                 await attempt
             assert (refused.value.stage, refused.value.code) == ("authorize",
                                                                  "delegation_refused"), way
+        # passing it on: the helper gives the scheduler part of it, never more
+        passed = await helper.delegate("scheduler", ["records.patient_record"],
+                                       from_token=token)
+        async with client(home, hub, "scheduler") as third:
+            again = await third.call("records", "patient_record", {"patient": 9},
+                                     delegation=passed)
+            score("5 delegation widening", benign_ok=again["from"] == "records")
+            with pytest.raises(GateDenied) as wider:
+                await helper.delegate("scheduler", ["c.transfer"], from_token=token)
+            assert wider.value.code == "delegation_refused"
+            with pytest.raises(GateDenied) as reused:  # the helper's token is not the third's
+                await third.call("records", "patient_record", {"patient": 9},
+                                 delegation=token)
+            assert reused.value.code == "delegation_refused"
         score("5 delegation widening", attack_stopped=True)
     records = await audit_records(home)
-    used = [r for r in records if (r.get("detail") or {}).get("delegation")]
-    assert used and used[0]["detail"]["delegation"]["from"] == "nurse"
-    assert used[0]["detail"]["delegation"]["to"] == "a"
+    used = [r["detail"]["delegation"] for r in records
+            if r.get("envelope", {}).get("kind") == "call"
+            and (r.get("detail") or {}).get("delegation")]
+    assert used[0]["from"] == "nurse" and used[0]["to"] == "a"
+    assert used[-1]["chain"] == ["nurse", "a", "scheduler"]
 
 
 # 6 -------------------------------------------------------------------------------------------

@@ -138,9 +138,10 @@ class Authorize:
             return deny(self.name, "delegation_refused",
                         f"{chain.delegator}, who delegated to {env.sender}, may not call "
                         f"{target}.{skill} itself (any more)", decision.rule)
-        ctx.rule = (f"delegation {chain.delegator} → {env.sender} "
+        ctx.rule = (f"delegation {' → '.join(chain.chain)} "
                     f"(biscuit {chain.revocation_ids[0][:16]}…); {decision.rule}")
         ctx.notes["audit"] = {"delegation": {"from": chain.delegator, "to": env.sender,
+                                             "chain": chain.chain,
                                              "revocation_ids": chain.revocation_ids}}
         return None
 
@@ -153,14 +154,28 @@ class Authorize:
         rights = env.body.get("rights")
         if not isinstance(rights, list) or not rights:
             return deny(self.name, "bad_request", "a delegation lists `rights`: agent.skill")
+        parent = env.body.get("from_token")
         for right in rights:
             agent, _, skill = str(right).partition(".")
-            decision = policy.may_call(env.sender, agent, skill)
-            if not decision.allowed:
-                return deny(self.name, "not_granted",
-                            f"{env.sender} cannot delegate {right}: it may not call it itself",
-                            decision.rule)
-        ctx.rule = f"agents.{env.sender}.calls: delegates only what it holds"
+            if parent is None:
+                decision = policy.may_call(env.sender, agent, skill)
+                if not decision.allowed:
+                    return deny(self.name, "not_granted",
+                                f"{env.sender} cannot delegate {right}: it may not call it "
+                                "itself", decision.rule)
+                continue
+            try:  # passing on: only what the token it holds allows, never wider
+                chain = check_delegation(str(parent), self.hub_public, holder=env.sender,
+                                         agent=agent, skill=skill)
+            except DelegationError as exc:
+                return deny(self.name, "delegation_refused",
+                            f"{env.sender} cannot pass on {right}: {exc}", "delegation: biscuit")
+            if not policy.may_call(chain.delegator, agent, skill).allowed:
+                return deny(self.name, "delegation_refused",
+                            f"{chain.delegator} may no longer call {right}")
+            ctx.notes["delegation_parent"] = chain
+        ctx.rule = (f"agents.{env.sender}.calls: delegates only what it holds" if parent is None
+                    else "delegation: passes on only what its token allows")
         return None
 
     def _memory(self, ctx: GateContext, policy: Policy) -> GateDenied | None:

@@ -75,10 +75,12 @@ class Mesh:
         """Let a call held for approval go on (or refuse it); needs an `approve` grant."""
         await self.connection.approve(call_id, approve=approve, reason=reason)
 
-    async def delegate(self, to: str, rights: list[str], *, ttl: float = 3600.0) -> str:
-        """Let agent `to` call `rights` (agent.skill) for this agent, for `ttl` seconds; the
-        token can be narrowed offline with `interlink.delegation.attenuate`."""
-        return await self.connection.delegate(to, rights, ttl=ttl)
+    async def delegate(self, to: str, rights: list[str], *, ttl: float = 3600.0,
+                       from_token: str | None = None) -> str:
+        """Let agent `to` call `rights` (agent.skill) for this agent, for `ttl` seconds (with
+        `from_token`: pass on part of a delegation held). Tokens can be narrowed offline with
+        `interlink.delegation.attenuate`."""
+        return await self.connection.delegate(to, rights, ttl=ttl, from_token=from_token)
 
     async def publish(self, topic: str, data: Any = None, *,
                       event_id: str | None = None) -> dict[str, Any]:

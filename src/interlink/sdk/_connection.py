@@ -407,12 +407,15 @@ class Connection:
         return await self.request(self._control("approve", call_id, {
             "decision": "approve" if approve else "refuse", "reason": reason}), durable=False)
 
-    async def delegate(self, to: str, rights: list[str], *, ttl: float = 3600.0) -> str:
-        """A token letting agent `to` call `rights` (agent.skill) for this agent; the hub
-        refuses rights this agent does not hold itself."""
-        answer = await self.request(self._control("delegate", to, {"rights": rights,
-                                                                   "ttl": ttl}),
-                                    durable=False)
+    async def delegate(self, to: str, rights: list[str], *, ttl: float = 3600.0,
+                       from_token: str | None = None) -> str:
+        """A token letting agent `to` call `rights` (agent.skill) for this agent — or, with
+        `from_token`, passing on part of a delegation this agent holds; the hub refuses
+        anything wider than what this agent has (or was given)."""
+        body: dict[str, Any] = {"rights": rights, "ttl": ttl}
+        if from_token is not None:
+            body["from_token"] = from_token
+        answer = await self.request(self._control("delegate", to, body), durable=False)
         return str(answer["token"])
 
     async def register_schema(self, topic: str, schema: dict[str, Any]) -> dict[str, Any]:
