@@ -383,6 +383,8 @@ async def test_6_cascade_is_contained(mesh: tuple[MeshHome, RunningHub], score: 
     assert hub.hub.containment.breaker_state("flaky") == "open"
     states = [r["state"] for r in await audit_records(home) if r["event"] == "breaker"]
     assert "open" in states
+    shown = {s.name: s.breaker for s in await hub.hub.registry.statuses(home.load_policy())}
+    assert (shown["flaky"], shown["steady"]) == ("open", "closed")  # what `interlink agents` shows
 
 
 # 7 -------------------------------------------------------------------------------------------
