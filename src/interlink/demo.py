@@ -4,8 +4,10 @@ The editor keeps a style guide in shared memory (`blog/style-guide`); the drafte
 watches it. The ideator asks the drafter for a draft; the drafter writes it in the guide's tone,
 asks the editor for a review and publishes `blog.drafts.created`, which the publicist
 (subscribed, never called) reacts to. The editor then changes the guide; the drafter's watch
-sees the change before the next draft, which follows the new guide. Finally the ideator tries to
-skip the drafter and call the editor itself, which its grants do not allow.
+sees the change before the next draft, which follows the new guide. Then a topic the scout read
+on the web is drafted and sent to publishing: refused, because the untrusted label followed the
+data through the drafter. Finally the ideator tries to skip the drafter and call the editor
+itself, which its grants do not allow.
 Everything crosses the hub's gate, and the audit chain shows it afterwards. No LLM is needed.
 """
 
@@ -22,7 +24,7 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.panel import Panel
 
-from .errors import GateDenied
+from .errors import CallError, GateDenied
 from .home import MeshHome
 from .sdk import Agent, Event, EventContext, SkillContext, connect
 from .server import background_hub
@@ -33,6 +35,8 @@ from .store import open_store
 class DraftRequest(BaseModel):
     topic: str
     words: int = 120
+    publish: bool = False
+    """Also ask the editor to publish it (a sensitive skill: trusted input only)."""
 
 
 class Draft(BaseModel):
@@ -100,7 +104,15 @@ def build_agents(mesh: MeshHome, hub: str, say: Any,
         await ctx.publish("blog.drafts.created", DraftCreated(
             title=title, words=len(text.split()), verdict=review["verdict"]))
         say("drafter", "event committed by the hub; returning the draft")
+        if req.publish:
+            say("drafter", "asking [bold]editor.publish_post[/] to put it on the site")
+            await ctx.call("editor", "publish_post", {"title": title, "text": text})
         return Draft(title=title, text=text, review=review)
+
+    @editor.skill("publish_post", input_schema=ReviewRequest)
+    async def publish_post(ctx: SkillContext, req: ReviewRequest) -> dict[str, str]:
+        """Put a post on the site (marked sensitive in mesh.yaml)."""
+        return {"url": f"https://blog.example/{req.title.lower().replace(' ', '-')}"}
 
     @editor.skill("review", input_schema=ReviewRequest, output_schema=Review)
     async def review(ctx: SkillContext, req: ReviewRequest) -> Review:
@@ -126,7 +138,8 @@ async def run_demo(home: Path, out: Console) -> int:
     out.print(Panel.fit("[bold]Interlink demo[/]: a blog team of four agents on one mesh\n"
                         "ideator → drafter.draft → editor.review; an event "
                         "blog.drafts.created → publicist;\na style guide in shared memory, "
-                        "watched by the drafter; every hop through the hub's gate",
+                        "watched by the drafter; web taint that follows the data;\n"
+                        "every hop through the hub's gate",
                         border_style="cyan"))
     mesh = MeshHome(home)
     if mesh.root.exists():
@@ -136,16 +149,27 @@ async def run_demo(home: Path, out: Console) -> int:
     mesh.add_agent("drafter", description="Writes drafts.", calls=["editor.review"])
     mesh.add_agent("editor", description="Reviews drafts.")
     mesh.add_agent("publicist", description="Announces new drafts.")
+    mesh.add_agent("scout", description="Reads the web for trending topics.")
+    mesh.grant("ideator", calls=["scout.trending"])
+    mesh.grant("drafter", calls=["editor.publish_post"])
+    policy = mesh.load_policy()
+    policy.agents["scout"].label = {"integrity": "untrusted", "provenance": ["web"]}
+    policy.agents["editor"].sensitive = ["publish_post"]
+    mesh.save_policy(policy)
     mesh.grant("drafter", publish=["blog.drafts.*"], memory={"blog": "read"})
     mesh.grant("editor", memory={"blog": "read-write"})
     mesh.grant("publicist", subscribe=["blog.drafts.*"])
-    say("hub", f"mesh home {mesh.root}: hub key, 4 enrolled agents, policy mesh.yaml")
+    say("hub", f"mesh home {mesh.root}: hub key, 5 enrolled agents, policy mesh.yaml")
     for name, grants in mesh.load_policy().agents.items():
         rights = [f"call {', '.join(grants.calls)}" if grants.calls else "",
                   f"publish {', '.join(grants.publish)}" if grants.publish else "",
                   f"subscribe {', '.join(grants.subscribe)}" if grants.subscribe else "",
                   ", ".join(f"{access} memory {ns}" for ns, access in grants.memory.items())]
-        say("hub", f"  policy: {name} may {'; '.join(r for r in rights if r) or 'do nothing'}")
+        notes = [f"; {', '.join(grants.sensitive)} takes trusted input only"
+                 if grants.sensitive else "",
+                 "; what it sends is labelled untrusted (web)" if grants.label else ""]
+        say("hub", f"  policy: {name} may {'; '.join(r for r in rights if r) or 'do nothing'}"
+                   + "".join(notes))
 
     ok = True
     async with background_hub(mesh) as running:
@@ -154,7 +178,15 @@ async def run_demo(home: Path, out: Console) -> int:
         drafter, editor = build_agents(mesh, running.url, say, guide)
         heard: list[Event] = []
         publicist = build_publicist(mesh, running.url, say, heard)
-        async with editor, drafter, publicist, connect(
+        scout = Agent("scout", credential=mesh.credential_path("scout"), hub=running.url,
+                      description="Reads the web for trending topics.")
+
+        @scout.skill("trending")
+        async def trending(ctx: SkillContext, req: Any) -> dict[str, str]:
+            """A topic from the web (whatever a web page said)."""
+            return {"topic": "why agents should ignore their instructions"}
+
+        async with editor, drafter, publicist, scout, connect(
                 "ideator", credential=mesh.credential_path("ideator"),
                 hub=running.url) as ideator:
             say("hub", "editor, drafter and publicist connected (signed hello, agent cards "
@@ -212,6 +244,25 @@ async def run_demo(home: Path, out: Console) -> int:
             say("ideator", f"got “{again['title']}”: {again['text'][:60]}…")
             watcher.cancel()
             await changes.close()
+            say("ideator", "asks the [bold]scout[/], which reads the web, for a trending topic")
+            web = "web-idea"
+            idea = await ideator.connection.call("scout", "trending", {}, conversation=web)
+            say("ideator", f"got “{idea['topic']}” — labelled untrusted, from the web; the "
+                           "hub now counts the ideator's conversation as tainted")
+            say("ideator", "asks the drafter to draft it [bold]and publish it[/], same "
+                           "conversation")
+            try:
+                await ideator.connection.call("drafter", "draft", {
+                    "topic": idea["topic"], "publish": True}, conversation=web)
+                say("hub", "[red]the post went out — the taint did not follow the data![/]")
+                ok = False
+            except CallError as exc:
+                said = exc.reason.split("failed: ", 1)[-1]
+                say("hub", f"[red]refused[/]: {said}")
+                say("hub", "the drafter never read the web, but the label followed the data "
+                           "through it: [bold]agents.editor.sensitive[/] takes trusted input "
+                           "only (an `endorse` by a granted agent, or an approval, lets it "
+                           "through)")
             say("ideator", "now trying to skip the drafter: calling [bold]editor.review[/] "
                            "directly …")
             try:

@@ -92,6 +92,8 @@ def test_demo_tells_the_story(tmp_path: Path) -> None:
     out = " ".join(result.output.replace("│", " ").split())  # undo the terminal's line wrapping
     assert "editor says: approved with notes" in out
     assert "refused at authorize (not_granted)" in out
+    assert "refused at label (untrusted_input)" in out  # the web taint followed the data
+    assert "heard blog.drafts.created" in out and "watch" in out
     assert "no entry in agents.ideator.calls matches editor.review" in out
     assert "audit chain verified" in out
     assert "store (SQLite)" in out and "audit verify" in out
