@@ -692,7 +692,8 @@ def audit_show(home: HomeOption = None,
 @friendly
 def demo(home: Annotated[Path, typer.Option(help="Where the demo's mesh home goes.")] =
          Path("interlink-demo")) -> None:
-    """The whole story on the embedded store: three agents, a call chain, a refusal."""
+    """The whole story on the embedded store: five agents; calls, events, shared memory,
+    labels that follow the data, and refusals with their rules."""
     from .demo import run_demo
     code = run(run_demo(home, out))
     raise typer.Exit(code)

@@ -135,7 +135,7 @@ async def run_demo(home: Path, out: Console) -> int:
         out.print(f"[dim]{time.time() - started:6.3f}s[/] [{colours.get(who, 'white')}]"
                   f"{who:>9}[/] │ {text}", highlight=False)
 
-    out.print(Panel.fit("[bold]Interlink demo[/]: a blog team of four agents on one mesh\n"
+    out.print(Panel.fit("[bold]Interlink demo[/]: a blog team of five agents on one mesh\n"
                         "ideator → drafter.draft → editor.review; an event "
                         "blog.drafts.created → publicist;\na style guide in shared memory, "
                         "watched by the drafter; web taint that follows the data;\n"
