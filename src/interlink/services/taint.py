@@ -4,7 +4,8 @@ in that conversation carries at least that label, so data cannot be laundered by
 through an intermediate agent, through memory or through an event.
 
 Kept in the `taint` bucket (`<agent>/<conversation>`, with a time-to-live) so a hub restart
-forgets nothing; a small in-process cache serves the hot path.
+forgets nothing a flow rule depends on; an in-process cache serves the hot path and holds the
+mesh agents in the provenance.
 """
 
 from __future__ import annotations
@@ -45,13 +46,22 @@ class Taint:
         self._cache[key] = joined
         if len(self._cache) > 50_000:
             self._cache.clear()
-        await self.kv.put(key, json.dumps(joined.to_dict()).encode(), ttl=self.ttl)
+        if _decisive(joined) != _decisive(current):  # only what flow rules read is persisted
+            await self.kv.put(key, json.dumps(joined.to_dict()).encode(), ttl=self.ttl)
 
     async def replace(self, agent: str, conversation: str, label: Label) -> None:
         """Set the taint outright (an endorsement or declassification, already authorized)."""
         key = f"{agent}/{conversation}"
         self._cache[key] = label
         await self.kv.put(key, json.dumps(label.to_dict()).encode(), ttl=self.ttl)
+
+
+def _decisive(label: Label) -> tuple[object, ...]:
+    """What flow decisions depend on: level, tags, integrity and outside origins. Which mesh
+    agents data passed through is kept in memory only (after a restart, provenance of old
+    conversations names only outside origins)."""
+    return (label.level, label.tags, label.integrity,
+            frozenset(p for p in label.provenance if not p.startswith("agent:")))
 
 
 class Relabel:
