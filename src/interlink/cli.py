@@ -196,13 +196,15 @@ def agent_restore(name: str, home: HomeOption = None) -> None:
 def agents(home: HomeOption = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
     """List enrolled agents: connected or not, and their skills."""
-    from .services.registry import Registry
+    from .services.registry import AgentStatus, Registry
     mesh = MeshHome(home)
     policy = mesh.load_policy()
 
     async def read() -> list[Any]:
-        if not mesh.db_path.exists():
-            return await Registry(_EmptyKV()).statuses(policy)
+        if not mesh.db_path.exists():  # the hub never ran: enrolled, never connected
+            return [AgentStatus(name=name, description=grants.description, connected=False,
+                                card=None, last_seen=None, suspended=grants.suspended)
+                    for name, grants in sorted(policy.agents.items())]
         async with open_store(f"sqlite:///{mesh.db_path}") as store:
             return await Registry(await store.kv("registry")).statuses(policy)
 
@@ -227,11 +229,6 @@ def agents(home: HomeOption = None,
         table.add_row(s.name, state, breaker, skills, ", ".join(policy.agents[s.name].calls) or
                       "[dim]nothing[/]", s.description)
     out.print(table)
-
-
-class _EmptyKV:
-    async def items(self, prefix: str = "") -> list[Any]:
-        return []
 
 
 # -- calls ----------------------------------------------------------------------------------
