@@ -162,7 +162,7 @@ class Hub:
                      max_event_bytes=settings.max_event_bytes,
                      max_memory_value_bytes=settings.max_memory_value_bytes,
                      max_depth=settings.max_depth),
-            Guard(self.containment, settings, self.policy),
+            Guard(self.containment, settings, self.policy, self.calls),
         ] if full else []
         return [
             Decode(settings.max_envelope_bytes),
@@ -181,9 +181,13 @@ class Hub:
         if denial is None or env is None:
             return
         call_id = ctx.notes.get("fail_call")
+        withheld = denial.stage == "label"  # the caller's clearance, not the callee's fault
         if call_id and denial.stage in ("label", "validate"):
             await self.calls.fail(call_id, {**denial.to_dict(), "reason": (
-                f"the hub refused {env.sender}'s reply: {denial.reason}")})
+                f"the hub refused {env.sender}'s reply: {denial.reason}")},
+                target_failed=not withheld)
+        if env.kind in ("reply", "progress") and withheld:
+            return  # an answer withheld from its caller is no violation by the one answering
         if denial.code in VIOLATIONS and self.containment.violation(env.sender):
             await self.quarantine(env.sender, f"{self.settings.quarantine_after} policy "
                                   f"violations within {self.settings.quarantine_window_seconds:g}s"

@@ -57,6 +57,10 @@ class HubSettings(BaseModel):
     call_max_deliver: int = Field(default=5, ge=1)
     keep_results_seconds: float = Field(default=3600.0, gt=0)
     """How long a finished call's result is kept, so a retry with the same id gets it."""
+    min_call_timeout_seconds: float = Field(default=0.2, gt=0)
+    """Shorter deadlines are refused (they would only count as the target's failures)."""
+    max_open_calls: int = Field(default=512, ge=1)
+    """Unfinished calls one agent may have made at once."""
     max_hops: int = Field(default=16, ge=1)
     """Longest causal chain of calls (a loop between agents stops here)."""
     conversation_max_messages: int = Field(default=2000, ge=1)

@@ -114,6 +114,12 @@ class Authorize:
                 return deny(self.name, "not_callee",
                             f"call {env.parent} was made to {answerer}; only it may answer",
                             "calls: only the callee answers a call")
+            record = await self.calls.record(env.parent)
+            if getattr(record, "conversation", env.conversation) != env.conversation:
+                return deny(self.name, "wrong_conversation",
+                            f"call {env.parent} belongs to conversation "
+                            f"{getattr(record, 'conversation', '?')}; its {env.kind} must too",
+                            "calls: an answer stays in its call's conversation")
             ctx.rule = "calls: the callee answers its call"
             return None
         if env.kind in ("publish", "subscribe", "ack", "unsubscribe", "schema"):
@@ -133,6 +139,11 @@ class Authorize:
                                      holder=env.sender, agent=target, skill=skill)
         except DelegationError as exc:
             return deny(self.name, "delegation_refused", str(exc), "delegation: biscuit")
+        cut = [a for a in chain.chain if a not in policy.agents or policy.agents[a].suspended]
+        if cut:
+            return deny(self.name, "delegation_refused",
+                        f"the delegation passes through {', '.join(cut)}, which is suspended "
+                        "or no longer enrolled", f"agents.{cut[0]}.suspended")
         decision = policy.may_call(chain.delegator, target, skill)
         if not decision.allowed:
             return deny(self.name, "delegation_refused",
@@ -170,9 +181,11 @@ class Authorize:
             except DelegationError as exc:
                 return deny(self.name, "delegation_refused",
                             f"{env.sender} cannot pass on {right}: {exc}", "delegation: biscuit")
-            if not policy.may_call(chain.delegator, agent, skill).allowed:
+            if not policy.may_call(chain.delegator, agent, skill).allowed or any(
+                    a not in policy.agents or policy.agents[a].suspended for a in chain.chain):
                 return deny(self.name, "delegation_refused",
-                            f"{chain.delegator} may no longer call {right}")
+                            f"{chain.delegator} may no longer call {right}, or an agent of "
+                            "the chain is suspended")
             ctx.notes["delegation_parent"] = chain
         ctx.rule = (f"agents.{env.sender}.calls: delegates only what it holds" if parent is None
                     else "delegation: passes on only what its token allows")

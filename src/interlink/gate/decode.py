@@ -24,13 +24,18 @@ class Decode:
             return deny(self.name, "too_large",
                         f"the envelope is {size} bytes; this hub accepts at most {self.max_bytes}. "
                         "Send large content by reference, or raise hub.max_envelope_bytes")
+        constants: list[str] = []
         try:
-            wire = json.loads(ctx.raw)
+            wire = json.loads(ctx.raw, parse_constant=lambda c: constants.append(c))
         except (ValueError, UnicodeDecodeError) as exc:
             return deny(self.name, "malformed", f"the frame is not valid JSON ({exc})")
         if not isinstance(wire, dict):
             return deny(self.name, "malformed", "an envelope must be a JSON object")
         ctx.wire = wire
+        if constants:  # NaN and Infinity are not JSON, and poison whatever stores them
+            return deny(self.name, "malformed",
+                        f"the envelope holds {', '.join(sorted(set(constants)))}, which is not "
+                        "JSON; send finite numbers")
         try:
             ctx.env = Envelope.model_validate(wire)
         except ValidationError as exc:

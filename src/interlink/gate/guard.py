@@ -9,6 +9,9 @@ limits and probe a half-open breaker.
 
 from __future__ import annotations
 
+import math
+from typing import Any, Protocol
+
 from ..errors import GateDenied
 from ..policy import HubSettings, PolicyFile
 from ..services.containment import Containment
@@ -16,14 +19,21 @@ from .context import GateContext
 from .stage import deny
 
 
+class CallLookup(Protocol):
+    async def record(self, call_id: str) -> Any: ...
+
+    def open_calls(self, caller: str) -> int: ...
+
+
 class Guard:
     name = "guard"
 
     def __init__(self, containment: Containment, settings: HubSettings,
-                 policy: PolicyFile) -> None:
+                 policy: PolicyFile, calls: CallLookup) -> None:
         self.containment = containment
         self.settings = settings
         self.policy = policy
+        self.calls = calls
 
     async def __call__(self, ctx: GateContext) -> GateDenied | None:
         env = ctx.env
@@ -36,6 +46,20 @@ class Guard:
                         f"envelopes/s (burst {self.settings.rate_burst}); slow down and retry",
                         "hub.rate_per_agent")
         if env.kind == "call":
+            if env.parent:
+                served = await self.calls.record(env.parent)
+                if served is not None and getattr(served, "target", None) == env.sender:
+                    expected = getattr(served, "hops", 0) + 1
+                    if env.hops != expected or env.conversation != served.conversation:
+                        return deny(self.name, "broken_chain",
+                                    f"a call made while serving call {env.parent} is hop "
+                                    f"{expected} of conversation {served.conversation}, not hop "
+                                    f"{env.hops} of {env.conversation}",
+                                    "calls: a nested call continues its parent's chain")
+            if self.calls.open_calls(env.sender) >= self.settings.max_open_calls:
+                return deny(self.name, "too_many_open_calls",
+                            f"{env.sender} already has {self.settings.max_open_calls} "
+                            "unfinished calls; wait for some to finish", "hub.max_open_calls")
             if env.hops > self.settings.max_hops:
                 return deny(self.name, "hop_limit",
                             f"this call is hop {env.hops} of a chain; the limit is "
@@ -43,8 +67,7 @@ class Guard:
                             "hub.max_hops")
             target, skill = env.call_target()
             workflows = self.policy.current().workflows
-            flow = self.containment.workflow(
-                env.conversation, f"{target}.{skill}" if env.hops == 0 else None, workflows)
+            flow = self.containment.workflow(env.conversation, f"{target}.{skill}", workflows)
             if flow is not None:
                 edge = workflows[flow].allows(env.sender, f"{target}.{skill}")
                 if edge is None:
@@ -58,8 +81,13 @@ class Guard:
         if env.kind in ("call", "publish", "reply"):
             usage = env.body.get("usage") if env.kind == "reply" else None
             tokens = usage.get("tokens", 0) if isinstance(usage, dict) else 0
-            over = self.containment.spend(
-                env.conversation, float(tokens) if isinstance(tokens, int | float) else 0.0)
+            tokens = float(tokens) if isinstance(tokens, int | float) and not isinstance(
+                tokens, bool) and math.isfinite(tokens) and tokens > 0 else 0.0
+            conversation = env.conversation
+            if env.kind == "reply" and env.parent:  # charged to the call's conversation
+                answered = await self.calls.record(env.parent)
+                conversation = getattr(answered, "conversation", conversation)
+            over = self.containment.spend(conversation, tokens)
             if over and env.kind != "reply":  # a reply finishes work already paid for
                 return deny(self.name, "budget_exhausted", over,
                             "hub.conversation_max_messages / conversation_max_tokens")

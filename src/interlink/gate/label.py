@@ -69,6 +69,12 @@ class LabelStage:
             floor = Label.parse(policy.agents[env.sender].label)
         except LabelError as exc:
             return deny(self.name, "bad_label", str(exc))
+        grants = policy.agents[env.sender]
+        claimed = declared.covered_by(grants.clearance.level, grants.clearance.tags)
+        if claimed:  # one cannot claim to hold what one may not see
+            return deny(self.name, "label_above_clearance",
+                        f"{env.sender} declares data it is not cleared for: {claimed}",
+                        f"agents.{env.sender}.clearance: {grants.clearance.level}")
         context = await self.taint.of(env.sender, env.conversation)
         label = declared.join(floor).join(context).join(
             Label(provenance=frozenset({f"agent:{env.sender}"})))

@@ -66,7 +66,9 @@ class Pipeline:
         env = ctx.env
         frame: dict[str, Any]
         if ctx.denial is not None:
-            frame = {"op": "refused", "id": env.id if env else None,
+            wire_id = (ctx.wire or {}).get("id")
+            frame = {"op": "refused", "id": env.id if env else (
+                         wire_id if isinstance(wire_id, str) else None),
                      "kind": env.kind if env else None, "error": ctx.denial.to_dict()}
         else:
             assert env is not None

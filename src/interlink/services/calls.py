@@ -60,6 +60,7 @@ class CallRecord(BaseModel):
     timeout: float
     seq: int | None = None
     session: str | None = None
+    hops: int = 0
     caller_session: str | None = None
     """The connection the call came from: its reply goes back there (else to the caller's
     serving connection)."""
@@ -94,6 +95,8 @@ class CallService:
         self.sessions = sessions
         self.clock = clock
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._open: dict[str, set[str]] = {}    # caller -> its unfinished calls
+        self._opener: dict[str, str] = {}       # call id -> caller
         self._dispatchers: dict[str, asyncio.Task[None]] = {}
         self._inflight: dict[str, dict[str, int]] = {}  # session id -> call id -> log seq
         self._consumers: dict[str, Consumer] = {}
@@ -104,9 +107,14 @@ class CallService:
     async def start(self) -> None:
         """Re-arm deadlines and put back calls that were out for delivery when the hub stopped."""
         for entry in await self.kv.items(""):
-            rec = CallRecord.model_validate_json(entry.value or b"{}")
+            try:
+                rec = CallRecord.model_validate_json(entry.value or b"{}")
+            except ValueError:
+                log.error("call record %s is unreadable; skipped", entry.key)
+                continue
             if rec.state in TERMINAL:
                 continue
+            self._opened(rec.id, rec.caller)
             if rec.state == "delivered" and rec.seq is not None:
                 consumer = await self._consumer(rec.target)
                 await self._cas(rec.id, lambda r: r.model_copy(update={
@@ -169,10 +177,15 @@ class CallService:
         if wanted <= 0:
             return deny("commit", "deadline_passed",
                         "the call's deadline is already in the past; give it more time")
+        if wanted < self.settings.min_call_timeout_seconds:
+            return deny("commit", "deadline_too_short",
+                        f"the call's deadline is {wanted:.3f}s away; the hub needs at least "
+                        f"{self.settings.min_call_timeout_seconds:g}s "
+                        "(hub.min_call_timeout_seconds)")
         timeout = min(wanted, self.settings.max_call_timeout_seconds)
         rec = CallRecord(id=env.id, caller=env.sender, target=target, skill=skill,
                          conversation=env.conversation, created=now, deadline=now + timeout,
-                         timeout=timeout, caller_session=ctx.session.id)
+                         timeout=timeout, caller_session=ctx.session.id, hops=env.hops)
         entry = await self.kv.get(env.id)
         if entry is not None and entry.value:
             existing = CallRecord.model_validate_json(entry.value)
@@ -199,6 +212,7 @@ class CallService:
             await self.kv.create(env.id, rec.dump())
         except KeyExists:  # a concurrent retry got there first: treat this one as the retry
             return await self._commit_call(ctx)
+        self._opened(env.id, env.sender)
         if hold:
             ctx.notes["audit"] = {"held": hold, "label": ctx.label.to_dict()}
         else:
@@ -337,8 +351,8 @@ class CallService:
         if caller is not None:
             frame = {"op": "deliver", "env": wire, "origin": ctx.credential.model_dump()
                      if ctx.credential else None, "labels": ctx.label.to_dict()}
-            self._spawn(self.taint.add(caller.agent or env.target, env.conversation,
-                                       ctx.label))
+            rec_conv = getattr(ctx.notes.get("call"), "conversation", env.conversation)
+            self._spawn(self.taint.add(caller.agent or env.target, rec_conv, ctx.label))
             self._spawn(_send(caller, frame))
 
     def _caller(self, rec: CallRecord | None, agent: str) -> Session | None:
@@ -430,7 +444,8 @@ class CallService:
         await _send(session, {"op": "deliver", "env": wire, "origin": item["origin"],
                               "labels": label.to_dict()})
 
-    async def fail(self, call_id: str, error: dict[str, Any]) -> None:
+    async def fail(self, call_id: str, error: dict[str, Any], *,
+                   target_failed: bool = True) -> None:
         """End a call as failed because the hub refused its reply (e.g. output that does not
         match the skill's schema): the caller hears why instead of waiting for the deadline."""
         rec = await self._cas(call_id, lambda r: r.model_copy(update={
@@ -439,7 +454,8 @@ class CallService:
         if rec is None:
             return
         self._disarm(call_id)
-        self.on_outcome(rec.target, False)
+        if target_failed:
+            self.on_outcome(rec.target, False)
         if rec.seq is not None:
             consumer = await self._consumer(rec.target)
             await _quietly(consumer.ack(rec.seq))
@@ -449,6 +465,19 @@ class CallService:
 
     # -- deadlines ---------------------------------------------------------------------------
 
+    def open_calls(self, caller: str) -> int:
+        """How many unfinished calls `caller` has made."""
+        return len(self._open.get(caller, ()))
+
+    def _opened(self, call_id: str, caller: str) -> None:
+        self._open.setdefault(caller, set()).add(call_id)
+        self._opener[call_id] = caller
+
+    def _closed(self, call_id: str) -> None:
+        caller = self._opener.pop(call_id, None)
+        if caller is not None:
+            self._open.get(caller, set()).discard(call_id)
+
     def _arm(self, call_id: str, deadline: float) -> None:
         self._disarm(call_id)
         loop = asyncio.get_running_loop()
@@ -457,12 +486,14 @@ class CallService:
             delay, lambda: self._spawn(self._expire(call_id)))
 
     def _disarm(self, call_id: str) -> None:
+        self._closed(call_id)
         handle = self._timers.pop(call_id, None)
         if handle is not None:
             handle.cancel()
 
     async def _expire(self, call_id: str) -> None:
         self._timers.pop(call_id, None)
+        self._closed(call_id)
         now = self.clock()
         rec = await self._get(call_id)
         if rec is None or rec.state in TERMINAL:
@@ -482,7 +513,8 @@ class CallService:
         if rec.seq is not None:
             consumer = await self._consumer(rec.target)
             await _quietly(consumer.term(rec.seq))
-        self.on_outcome(rec.target, False)
+        if rec.state == "delivered":  # the target had it and did not answer in time
+            self.on_outcome(rec.target, False)
         await self.audit.append("timeout", call=call_id, caller=rec.caller, target=rec.target,
                                 skill=rec.skill, state_before=rec.state)
         caller = self._caller(rec, rec.caller)

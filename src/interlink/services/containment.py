@@ -107,6 +107,8 @@ class Containment:
     def spend(self, conversation: str, tokens: float = 0.0) -> str | None:
         """Count one message (and reported model tokens) against the conversation's budget;
         why it is over budget, or None."""
+        if conversation not in self._spent and len(self._spent) > 100_000:
+            self._spent.clear()  # bounded memory; long-lived conversations start counting anew
         spent = self._spent[conversation]
         spent[0] += 1
         spent[1] += tokens
