@@ -44,7 +44,7 @@ def build_home(root: Path) -> MeshHome:
     agents["webhook"].label = {"integrity": "untrusted", "provenance": ["web"]}
     agents["webhook"].publish = ["inbox.*"]
     agents["frontdesk"].publish = ["inbox.*"]
-    agents["scheduler"].subscribe = ["inbox.*"]
+    agents["scheduler"].subscribe = ["inbox.*", "ward.*"]
     agents["scheduler"].memory = {"ops": "read-write"}
     agents["scheduler"].clearance = PHI
     agents["records"].label = {"level": "confidential", "tags": ["phi"]}
@@ -217,13 +217,19 @@ async def test_3_exfiltration_of_phi(mesh: tuple[MeshHome, RunningHub], score: A
             score(f"3 exfiltration of phi ({way})", attack_stopped=True)
         # a topic that may carry phi still does not deliver it to a subscriber not cleared
         watching = await client(home, hub, "outsider").__aenter__()
+        cleared = await client(home, hub, "scheduler").__aenter__()
         try:
             ward = await watching.subscribe("ward.*")
+            twin = await cleared.subscribe("ward.*")
             await conn.publish("ward.rounds", record, conversation=leak)
             with pytest.raises(asyncio.TimeoutError):
                 await ward.get(1.0)
+            delivered = await twin.get(5)  # a subscriber cleared for phi gets it
+            score("3 exfiltration of phi (subscribed topic)",
+                  benign_ok=delivered.data == record and "phi" in delivered.labels["tags"])
         finally:
             await watching.aclose()
+            await cleared.aclose()
         withheld = [r for r in await audit_records(home) if r["event"] == "withheld"]
         assert withheld and withheld[-1]["to"] == "outsider"
         score("3 exfiltration of phi (subscribed topic)", attack_stopped=True)
