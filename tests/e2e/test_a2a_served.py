@@ -324,3 +324,34 @@ async def test_non_json_bodies_are_refused_with_content_type_errors(
         rest = await http.post(f"{base(running)}/a2a/worker/message:send", content=b"m=1",
                                headers={"A2A-Version": "1.0", "content-type": "text/plain"})
         assert rest.status_code == 415
+
+
+async def test_tasks_outlive_a_hub_restart(tmp_path: Path) -> None:
+    """Tasks are kept in the hub's store: after a restart the caller still gets and lists its
+    task, and another caller still cannot."""
+    home = make_home(tmp_path / "home", {"alice": ["worker.*"], "bob": [], "worker": []})
+
+    async def serve_worker(running: RunningHub) -> Agent:
+        worker = Agent("worker", credential=home.credential_path("worker"), hub=running.url)
+
+        @worker.skill("echo")
+        async def echo(ctx: SkillContext, req: Any) -> Any:
+            return {"echo": req}
+        return worker
+
+    async with background_hub(home) as running:
+        async with await serve_worker(running), http_for(home, running, "alice") as http:
+            client = await create_client(f"{base(running)}/a2a/worker", client_config=ClientConfig(
+                streaming=False, httpx_client=http))
+            [done] = await collect(client, message({"n": 1}, "echo"))
+            task_id = done["task"]["id"]
+    async with background_hub(home) as running:
+        async with http_for(home, running, "alice") as http, http_for(home, running, "bob") as other:
+            url = f"{base(running)}/a2a/worker"
+            client = await create_client(url, client_config=ClientConfig(httpx_client=http))
+            task = await client.get_task(GetTaskRequest(id=task_id))
+            assert task.status.state == TaskState.TASK_STATE_COMPLETED
+            assert task_id in {t.id for t in (await client.list_tasks(ListTasksRequest())).tasks}
+            stranger = await create_client(url, client_config=ClientConfig(httpx_client=other))
+            with pytest.raises(Exception, match="(?i)not found"):
+                await stranger.get_task(GetTaskRequest(id=task_id))

@@ -59,7 +59,7 @@ from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.request_handlers.response_helpers import build_error_response
 from a2a.server.routes import (create_agent_card_routes, create_jsonrpc_routes,
                                create_rest_routes)
-from a2a.server.tasks import InMemoryTaskStore, TaskUpdater
+from a2a.server.tasks import TaskUpdater
 from a2a.types import AgentCard, Message, Part, Role, TaskState
 from a2a.utils.error_handlers import build_rest_error_payload
 from a2a.utils.errors import (ContentTypeNotSupportedError, InternalError, InvalidParamsError,
@@ -76,6 +76,7 @@ from ..errors import (CallTimeout, ConfigError, GateDenied, InputRequired, Inter
                       SkillFailed)
 from ..identity import check_token
 from ..sdk import Connection
+from .a2a_tasks import TASKS_BUCKET, StoredTaskStore
 from .local import edge_credential, local_transport
 
 if TYPE_CHECKING:
@@ -235,7 +236,8 @@ class Edge:
     async def _make_app(self, agent: str, base: str) -> ASGIApp:
         card = await (self.hub_card(base) if agent == "hub" else self.card(agent, base))
         handler = DefaultRequestHandler(agent_executor=MeshExecutor(self, agent),
-                                        task_store=InMemoryTaskStore(), agent_card=card)
+                                        task_store=StoredTaskStore(await self.hub.store.kv(
+                                            TASKS_BUCKET, history=4), agent), agent_card=card)
         self._handlers.append(handler)
 
         async def fresh_card(_: AgentCard) -> AgentCard:
