@@ -337,6 +337,10 @@ async def test_tasks_outlive_a_hub_restart(tmp_path: Path) -> None:
         @worker.skill("echo")
         async def echo(ctx: SkillContext, req: Any) -> Any:
             return {"echo": req}
+
+        @worker.skill("hang")
+        async def hang(ctx: SkillContext, req: Any) -> Any:
+            await asyncio.Event().wait()
         return worker
 
     async with background_hub(home) as running:
@@ -345,6 +349,11 @@ async def test_tasks_outlive_a_hub_restart(tmp_path: Path) -> None:
                 streaming=False, httpx_client=http))
             [done] = await collect(client, message({"n": 1}, "echo"))
             task_id = done["task"]["id"]
+            streaming = await create_client(f"{base(running)}/a2a/worker",
+                                            client_config=ClientConfig(httpx_client=http))
+            stream = streaming.send_message(message({"n": 2}, "hang"))  # never answered
+            orphan = MessageToDict(await anext(stream))["task"]["id"]
+            await stream.aclose()
     async with background_hub(home) as running:
         async with http_for(home, running, "alice") as http, http_for(home, running, "bob") as other:
             url = f"{base(running)}/a2a/worker"
@@ -355,3 +364,6 @@ async def test_tasks_outlive_a_hub_restart(tmp_path: Path) -> None:
             stranger = await create_client(url, client_config=ClientConfig(httpx_client=other))
             with pytest.raises(Exception, match="(?i)not found"):
                 await stranger.get_task(GetTaskRequest(id=task_id))
+            left = await client.get_task(GetTaskRequest(id=orphan))  # its runner died with the hub
+            assert left.status.state == TaskState.TASK_STATE_FAILED
+            assert "restarted" in MessageToDict(left.status.message)["parts"][0]["text"]

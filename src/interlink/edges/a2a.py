@@ -237,7 +237,8 @@ class Edge:
         card = await (self.hub_card(base) if agent == "hub" else self.card(agent, base))
         handler = DefaultRequestHandler(agent_executor=MeshExecutor(self, agent),
                                         task_store=StoredTaskStore(await self.hub.store.kv(
-                                            TASKS_BUCKET, history=4), agent), agent_card=card)
+                                            TASKS_BUCKET, history=4), agent,
+                                            started=self.hub.started), agent_card=card)
         self._handlers.append(handler)
 
         async def fresh_card(_: AgentCard) -> AgentCard:

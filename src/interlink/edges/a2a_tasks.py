@@ -8,10 +8,12 @@ in-memory filtering and paging over the owner's tasks, so ListTasks behaves the 
 
 from __future__ import annotations
 
+import time
+
 from a2a.server.context import ServerCallContext
 from a2a.server.owner_resolver import resolve_user_scope
 from a2a.server.tasks import InMemoryTaskStore, TaskStore
-from a2a.types import ListTasksRequest, ListTasksResponse, Task
+from a2a.types import ListTasksRequest, ListTasksResponse, Message, Part, Role, Task, TaskState
 from google.protobuf.json_format import MessageToJson, Parse
 
 from ..store import KV
@@ -19,10 +21,16 @@ from ..store import KV
 TASKS_BUCKET = "a2a-tasks"
 
 
+RUNNING = (TaskState.TASK_STATE_SUBMITTED, TaskState.TASK_STATE_WORKING)
+
+
 class StoredTaskStore(TaskStore):
-    def __init__(self, kv: KV, agent: str) -> None:
+    def __init__(self, kv: KV, agent: str, *, started: float | None = None) -> None:
         self.kv = kv
         self.agent = agent
+        self.started = time.time() if started is None else started
+        """When this hub process started: a task still running from before it has no one
+        left to finish it, and is reported failed."""
 
     def _key(self, context: ServerCallContext, task_id: str = "") -> str:
         return f"{self.agent}/{resolve_user_scope(context)}/{task_id}"
@@ -34,13 +42,32 @@ class StoredTaskStore(TaskStore):
         if not task_id or "/" in task_id:
             return None
         entry = await self.kv.get(self._key(context, task_id))
-        return Parse(entry.value, Task()) if entry and entry.value else None
+        if entry is None or not entry.value:
+            return None
+        task = Parse(entry.value, Task())
+        if task.status.state in RUNNING and entry.ts < self.started:
+            task = await self._orphaned(task, context)
+        return task
+
+    async def _orphaned(self, task: Task, context: ServerCallContext) -> Task:
+        task.status.state = TaskState.TASK_STATE_FAILED
+        task.status.message.CopyFrom(Message(
+            role=Role.ROLE_AGENT, message_id=f"{task.id}:restart", task_id=task.id,
+            context_id=task.context_id, parts=[Part(text=(
+                "the hub restarted while this task ran, so nobody is left to finish it; its "
+                "mesh call may still have completed: send the message again"))]))
+        task.status.timestamp.GetCurrentTime()
+        await self.save(task, context)
+        return task
 
     async def list(self, params: ListTasksRequest,
                    context: ServerCallContext) -> ListTasksResponse:
         view = InMemoryTaskStore()
         for entry in await self.kv.items(self._key(context)):
-            await view.save(Parse(entry.value or b"{}", Task()), context)
+            task = Parse(entry.value or b"{}", Task())
+            if task.status.state in RUNNING and entry.ts < self.started:
+                task = await self._orphaned(task, context)
+            await view.save(task, context)
         return await view.list(params, context)
 
     async def delete(self, task_id: str, context: ServerCallContext) -> None:
