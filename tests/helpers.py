@@ -154,3 +154,12 @@ async def wait_until(predicate: Any, timeout: float = 5.0, interval: float = 0.0
 
 def env_python() -> dict[str, str]:
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def interlink_cli(home: MeshHome) -> Any:
+    """Run the `interlink` command as a user would, in a subprocess, against `home`."""
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "interlink", *args, "--home",
+                               str(home.root)], capture_output=True, text=True, timeout=60,
+                              env={**env_python(), "COLUMNS": "200"})
+    return run

@@ -17,7 +17,7 @@ from interlink import Agent, SkillContext
 from interlink.cli import app
 from interlink.home import MeshHome
 
-from ..helpers import HubProcess, env_python
+from ..helpers import HubProcess, env_python, interlink_cli
 
 runner = CliRunner()
 
@@ -114,10 +114,7 @@ async def test_call_and_agents_commands_against_a_running_hub(tmp_path: Path) ->
     async def say(ctx: SkillContext, req: dict[str, Any]) -> dict[str, Any]:
         return {"said": req["words"], "to": ctx.caller}
 
-    def interlink(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "interlink", *args, "--home",
-                               str(home.root)], capture_output=True, text=True, timeout=60,
-                              env={**env_python(), "COLUMNS": "200"})
+    interlink = interlink_cli(home)
 
     try:
         async with agent:
@@ -153,10 +150,7 @@ async def test_publish_tail_and_topics_commands(tmp_path: Path) -> None:
     hub = HubProcess(home)
     await hub.start()
 
-    def interlink(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "interlink", *args, "--home",
-                               str(home.root)], capture_output=True, text=True, timeout=60,
-                              env={**env_python(), "COLUMNS": "200"})
+    interlink = interlink_cli(home)
 
     try:
         tail = subprocess.Popen(
@@ -212,10 +206,7 @@ async def test_memory_commands(tmp_path: Path) -> None:
     hub = HubProcess(home)
     await hub.start()
 
-    def interlink(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "interlink", *args, "--home",
-                               str(home.root)], capture_output=True, text=True, timeout=60,
-                              env={**env_python(), "COLUMNS": "200"})
+    interlink = interlink_cli(home)
 
     try:
         granted = await asyncio.to_thread(interlink, "agent", "grant", "editor", "--memory",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from interlink.home import MeshHome
 from interlink.policy import Clearance
 from interlink.server import background_hub
 
-from ..helpers import HubProcess, audit_records, env_python, make_home, wait_until
+from ..helpers import interlink_cli, HubProcess, audit_records, make_home, wait_until
 
 
 def build(root: Path) -> MeshHome:
@@ -107,10 +106,7 @@ async def test_untrusted_payment_waits_for_an_approver(tmp_path: Path) -> None:
     proc = HubProcess(home)
     await proc.start()
 
-    def interlink(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "interlink", *args, "--home",
-                               str(home.root)], capture_output=True, text=True, timeout=60,
-                              env={**env_python(), "COLUMNS": "200"})
+    interlink = interlink_cli(home)
 
     try:
         agents = team(home, proc.url)

@@ -39,6 +39,7 @@ from ..gate.stage import deny
 from ..policy import HubSettings
 from ..store import KV, Consumer, Log, LogMessage
 from ..labels import Label
+from . import quietly
 from .audit import AuditLog
 from .taint import Taint
 
@@ -299,7 +300,7 @@ class CallService:
             self.on_outcome(rec.target, not failed)
             if rec.seq is not None:
                 consumer = await self._consumer(rec.target)
-                await _quietly(consumer.ack(rec.seq))
+                await quietly(consumer.ack(rec.seq))
             for calls in self._inflight.values():
                 calls.pop(rec.id, None)
             ctx.notes["call"] = done
@@ -328,7 +329,7 @@ class CallService:
                 continue
             if rec.seq is not None:
                 consumer = await self._consumer(rec.target)
-                await _quietly(consumer.in_progress(rec.seq))
+                await quietly(consumer.in_progress(rec.seq))
             self._arm(rec.id, deadline)
             ctx.answer["deadline"] = deadline
             ctx.notes["call"] = rec
@@ -399,7 +400,7 @@ class CallService:
                 "state": "pending", "session": None}) if r.state == "delivered"
                 and r.session == session.id else None)
             if rec is not None:
-                await _quietly(consumer.nak(seq))
+                await quietly(consumer.nak(seq))
 
     async def _dispatch(self, agent: str, session: Session) -> None:
         try:
@@ -458,7 +459,7 @@ class CallService:
             self.on_outcome(rec.target, False)
         if rec.seq is not None:
             consumer = await self._consumer(rec.target)
-            await _quietly(consumer.ack(rec.seq))
+            await quietly(consumer.ack(rec.seq))
         caller = self._caller(rec, rec.caller)
         if caller is not None:
             await _send(caller, {"op": "failed", "id": call_id, "error": error})
@@ -512,7 +513,7 @@ class CallService:
             return
         if rec.seq is not None:
             consumer = await self._consumer(rec.target)
-            await _quietly(consumer.term(rec.seq))
+            await quietly(consumer.term(rec.seq))
         if rec.state == "delivered":  # the target had it and did not answer in time
             self.on_outcome(rec.target, False)
         await self.audit.append("timeout", call=call_id, caller=rec.caller, target=rec.target,
@@ -552,10 +553,3 @@ async def _send(session: Session, frame: dict[str, Any]) -> None:
         await session.send(frame)
     except Exception as exc:
         log.debug("send to %s failed: %r", session.agent, exc)
-
-
-async def _quietly(coro: Awaitable[Any]) -> None:
-    try:
-        await coro
-    except Exception as exc:
-        log.debug("ignored store error: %r", exc)

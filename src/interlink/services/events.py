@@ -30,7 +30,6 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +44,7 @@ from ..names import consumer_error, dead_letter_topic, matches
 from ..gate.label import may_receive
 from ..labels import Label
 from ..policy import PolicyFile
+from . import quietly
 from .audit import AuditLog
 from .taint import Taint
 from .schema_compat import check_schema, compatibility_problems
@@ -373,7 +373,7 @@ class EventBus:
             reason, rule = refused
             if sub.durable is not None:
                 sub.inflight.discard(message.seq)
-                await _quietly(self._consumers[sub.durable].term(message.seq))
+                await quietly(self._consumers[sub.durable].term(message.seq))
             await self.audit.append("withheld", seq=message.seq, topic=message.subject,
                                     to=agent, stage="label", code="not_cleared",
                                     reason=reason, rule=rule)
@@ -409,7 +409,7 @@ class EventBus:
         if group is not None and sub in group.members:
             group.members.remove(sub)
             for seq in sorted(sub.inflight):
-                await _quietly(group.consumer.nak(seq))
+                await quietly(group.consumer.nak(seq))
             if not group.members and group.task is not None:
                 group.task.cancel()
                 await asyncio.gather(group.task, return_exceptions=True)
@@ -421,7 +421,7 @@ async def _put_back(consumer: Consumer, info: ConsumerInfo) -> None:
     """Make what an earlier hub process handed out and nobody acked deliverable again at once,
     so it comes before newer events (its subscribers' connections died with that process)."""
     for seq in range(info.ack_floor + 1, info.delivered_seq + 1):
-        await _quietly(consumer.nak(seq))
+        await quietly(consumer.nak(seq))
 
 
 def _pick(group: Group, limit: int) -> Subscription | None:
@@ -458,10 +458,3 @@ def _options_problem(body: dict[str, Any]) -> str | None:
                                   or value <= 0):
             return f"{name} must be a positive number, not {value!r}"
     return None
-
-
-async def _quietly(coro: Awaitable[Any]) -> None:
-    try:
-        await coro
-    except Exception as exc:
-        log.debug("ignored store error: %r", exc)
