@@ -15,7 +15,7 @@ from interlink.home import MeshHome
 from interlink.policy import Clearance
 from interlink.server import background_hub
 
-from ..helpers import interlink_cli, HubProcess, audit_records, make_home, wait_until
+from ..helpers import HubProcess, audit_records, interlink_cli, make_home, wait_until
 
 
 def build(root: Path) -> MeshHome:
