@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -21,6 +22,7 @@ from rich.table import Table
 from .errors import CallError, ConfigError, ConnectionLost, GateDenied, InterlinkError
 from .envelope import body_data
 from .home import MeshHome
+from .labels import Label
 from .store import open_store
 
 app = typer.Typer(help="Interlink: the communication layer between AI agents.",
@@ -90,7 +92,11 @@ def init(home: HomeOption = None,
 @friendly
 def serve(home: HomeOption = None,
           host: Annotated[str | None, typer.Option(help="Address to bind.")] = None,
-          port: Annotated[int | None, typer.Option(help="Port to bind.")] = None) -> None:
+          port: Annotated[int | None, typer.Option(help="Port to bind.")] = None,
+          accept_audit_gap: Annotated[bool, typer.Option(
+              help="Start even though the store's audit chain no longer reaches its signed "
+                   "head (records were cut off); the gap is recorded in the chain for good.")]
+          = False) -> None:
     """Run the hub (WebSocket at /ws; embedded SQLite store in the home's data/ folder)."""
     from .server import serve as serve_hub
     mesh = MeshHome(home)
@@ -100,7 +106,7 @@ def serve(home: HomeOption = None,
     out.print(f"hub for [bold]{mesh.root}[/] on "
               f"ws://{host or policy.hub.host}:{port or policy.hub.port}/ws "
               f"(store {mesh.db_path}); Ctrl-C stops it")
-    serve_hub(mesh, host=host, port=port)
+    serve_hub(mesh, host=host, port=port, accept_audit_gap=accept_audit_gap)
 
 
 # -- agents ---------------------------------------------------------------------------------
@@ -177,9 +183,11 @@ def agent_grant(name: str, home: HomeOption = None,
 @agent_app.command("suspend")
 @friendly
 def agent_suspend(name: str, home: HomeOption = None) -> None:
-    """The kill switch: refuse all of NAME's traffic now (the running hub picks it up at once)."""
+    """The kill switch: refuse all of NAME's traffic and deliver nothing to it; calls waiting
+    for it fail at once (the running hub acts within a second)."""
     MeshHome(home).set_suspended(name, True)
-    out.print(f"[red]■[/] {name} is suspended: the hub refuses everything it sends; "
+    out.print(f"[red]■[/] {name} is suspended: the hub refuses everything it sends, delivers "
+              "nothing to it and fails the calls waiting for it; "
               f"`interlink agent restore {name}` lets it back")
 
 
@@ -189,6 +197,46 @@ def agent_restore(name: str, home: HomeOption = None) -> None:
     """Lift a suspension or quarantine."""
     MeshHome(home).set_suspended(name, False)
     out.print(f"[green]✓[/] {name} is restored")
+
+
+@agent_app.command("clear-taint")
+@friendly
+def agent_clear_taint(
+        name: str, home: HomeOption = None,
+        by: Annotated[str, typer.Option(help="Who clears it (for the audit).")] =
+        os.environ.get("USER", "operator"),
+        reason: Annotated[str, typer.Option(help="Why (for the audit).")] = "",
+        hub: Annotated[str | None, typer.Option(help="The hub's HTTP URL (default from "
+                                                     "mesh.yaml).")] = None) -> None:
+    """Forget everything NAME was given (its context taint), e.g. after its runtime was
+    restarted from a clean context. The running hub does it and audits who and why."""
+    import httpx
+
+    from .identity import ADMIN_AUDIENCE, issue_token
+    mesh = MeshHome(home)
+    policy = mesh.load_policy()
+    base = hub or f"http://{policy.hub.host}:{policy.hub.port}"
+    token = issue_token(mesh.hub_key(), "operator", days=60 / 86400, audience=ADMIN_AUDIENCE)
+    try:
+        response = httpx.post(f"{base.rstrip('/')}/admin/agents/{name}/clear-taint",
+                              json={"by": by, "reason": reason},
+                              headers={"authorization": f"Bearer {token}"}, timeout=10)
+    except httpx.HTTPError as exc:
+        raise fail(f"cannot reach the hub at {base} ({exc})",
+                   "the hub must be running to clear taint: `interlink serve`", code=5) from None
+    if response.status_code != 200:
+        try:
+            reason_text = response.json()["error"]["reason"]
+        except (ValueError, KeyError, TypeError):
+            reason_text = response.text[:200]
+        raise fail(f"the hub refused: {reason_text}", code=3)
+    before = response.json().get("before") or {}
+    out.print(f"[green]✓[/] {name}'s context taint is cleared (it was "
+              f"{before.get('level', 'public')}"
+              + (f" +{'+'.join(before['tags'])}" if before.get("tags") else "")
+              + f", {before.get('integrity', 'trusted')}"
+              + (f" from {', '.join(before['provenance'])}" if before.get("provenance") else "")
+              + ")", highlight=False)
 
 
 @app.command()
@@ -206,8 +254,15 @@ def agents(home: HomeOption = None,
                                 card=None, last_seen=None, suspended=grants.suspended)
                     for name, grants in sorted(policy.agents.items())]
         async with open_store(f"sqlite:///{mesh.db_path}") as store:
-            return await Registry(await store.kv("registry")).statuses(policy)
+            statuses = await Registry(await store.kv("registry")).statuses(policy)
+            kv = await store.kv("taint")
+            for status in statuses:
+                entry = await kv.get(status.name)
+                if entry is not None and entry.value:
+                    taints[status.name] = Label.parse(json.loads(entry.value))
+            return statuses
 
+    taints: dict[str, Label] = {}
     statuses = run(read())
     if as_json:
         out.print_json(json.dumps([{
@@ -215,10 +270,12 @@ def agents(home: HomeOption = None,
             "skills": [k.id for k in s.card.skills] if s.card else [],
             "calls": policy.agents[s.name].calls, "publish": policy.agents[s.name].publish,
             "subscribe": policy.agents[s.name].subscribe, "breaker": s.breaker,
-            "suspended": s.suspended} for s in statuses]))
+            "suspended": s.suspended, "taint_scope": policy.agents[s.name].taint_scope,
+            "taint": taints[s.name].to_dict() if s.name in taints else None}
+            for s in statuses]))
         return
     table = Table(title=f"agents of {mesh.root}")
-    for column in ("agent", "state", "breaker", "skills", "may call", "description"):
+    for column in ("agent", "state", "breaker", "skills", "may call", "taint", "description"):
         table.add_column(column)
     for s in statuses:
         skills = ", ".join(k.id for k in s.card.skills) if s.card else "[dim](never connected)[/]"
@@ -226,8 +283,12 @@ def agents(home: HomeOption = None,
                  "[green]● connected[/]" if s.connected else "[dim]○ offline[/]")
         breaker = {"closed": "[green]closed[/]", "open": "[red]open[/]",
                    "half-open": "[yellow]half-open[/]"}.get(s.breaker, s.breaker)
+        scope = policy.agents[s.name].taint_scope
+        taint = rich_escape(taints[s.name].describe()) if s.name in taints else "[dim]clean[/]"
+        if scope == "conversation":
+            taint += " [yellow](per conversation)[/]"
         table.add_row(s.name, state, breaker, skills, ", ".join(policy.agents[s.name].calls) or
-                      "[dim]nothing[/]", s.description)
+                      "[dim]nothing[/]", taint, s.description)
     out.print(table)
 
 
@@ -646,22 +707,41 @@ def memory_put(namespace: str, key: str,
 @audit_app.command("verify")
 @friendly
 def audit_verify(home: HomeOption = None) -> None:
-    """Check the audit chain: exits non-zero naming the first bad record."""
+    """Check the audit chain against its signed head: exits non-zero naming the first record
+    changed, removed or reordered, a missing or rewritten checkpoint, or a chain cut short."""
     from .services.audit import verify_chain
     mesh = MeshHome(home)
     key = mesh.hub_key()
 
     async def check() -> Any:
         async with _store(mesh) as store:
-            return await verify_chain(await store.log("audit"), key.public)
+            return await verify_chain(await store.log("audit"), key.public,
+                                      head_path=mesh.audit_head_path)
 
     report = run(check())
+    for notice in report.notices:
+        out.print(f"[yellow]![/] {rich_escape(notice)}", highlight=False)
     if not report.ok:
-        raise fail(f"audit chain broken: {report.problems[0]}",
+        raise fail(f"audit chain broken: {rich_escape(report.problems[0])}",
                    f"{report.records} records verified before it", code=1)
+    head = ("it reaches the signed head in " + str(mesh.audit_head_path) if report.head_checked
+            else f"[yellow]no signed head at {mesh.audit_head_path} to check it against[/]")
     out.print(f"[green]✓[/] audit chain intact: {report.records} records, "
               f"{report.checkpoints} signed checkpoints (sealed up to record "
-              f"{report.sealed_upto}; {report.unsealed} after the last checkpoint)")
+              f"{report.sealed_upto}; {report.unsealed} after the last checkpoint); {head}",
+              highlight=False)
+
+
+@audit_app.command("head")
+@friendly
+def audit_head(home: HomeOption = None) -> None:
+    """Print the latest signed audit checkpoint (keep a copy elsewhere: a chain rolled back
+    together with its head file is caught by comparing with it)."""
+    from .services.audit import read_head
+    head = read_head(MeshHome(home).audit_head_path)
+    if head is None:
+        raise fail("no signed audit head yet", "the hub writes one at its first checkpoint")
+    out.print_json(json.dumps(head))
 
 
 @audit_app.command("show")
@@ -680,7 +760,7 @@ def audit_show(home: HomeOption = None,
             return [json.loads(m.data) for m in items][-last:]
 
     for rec in run(read()):
-        out.print(describe_record(rec), highlight=False)
+        out.print(describe_record(rec), highlight=False, markup=False)
 
 
 # -- demo -----------------------------------------------------------------------------------

@@ -78,6 +78,10 @@ class StoreError(InterlinkError):
     """The storage engine failed or refused an operation."""
 
 
+class StoreClaimed(StoreError):
+    """Another hub process holds the store (one hub per embedded store)."""
+
+
 class RevisionMismatch(StoreError):
     """Compare-and-swap failed: the key is at `current` (None when absent), not at `expected`."""
 

@@ -5,6 +5,8 @@
     <home>/hub.pub               its public half, to give to anyone who verifies credentials
     <home>/agents/<name>.cred    each enrolled agent's credential and private key (owner-only)
     <home>/data/interlink.db     the embedded store (SQLite, WAL): calls, registry, audit
+    <home>/data/interlink.db.lock  held by the running hub (one hub per store)
+    <home>/audit.head            the latest signed audit checkpoint, kept outside the store
 
 The home is `--home`, else `$INTERLINK_HOME`, else `./.interlink`.
 """
@@ -53,6 +55,11 @@ class MeshHome:
     def db_path(self) -> Path:
         return self.root / "data" / "interlink.db"
 
+    @property
+    def audit_head_path(self) -> Path:
+        """The latest signed audit checkpoint, kept outside the store."""
+        return self.root / "audit.head"
+
     def credential_path(self, agent: str) -> Path:
         return self.agents_dir / f"{agent}.cred"
 
@@ -75,7 +82,8 @@ class MeshHome:
                     f"{self.root} already holds a mesh home; refusing to overwrite its hub key "
                     "and policy (every credential it issued would stop working). "
                     "Use --force to replace it, or --home to choose another folder.")
-            for path in (self.policy_path, self.hub_key_path, self.root / "hub.pub"):
+            for path in (self.policy_path, self.hub_key_path, self.root / "hub.pub",
+                         self.audit_head_path):
                 path.unlink(missing_ok=True)
             shutil.rmtree(self.agents_dir, ignore_errors=True)
             shutil.rmtree(self.root / "data", ignore_errors=True)

@@ -9,20 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from .delegation import mint
 from .envelope import BUS_KINDS
 from .identity import HubKey
-from .errors import GateDenied
+from .errors import ConfigError, GateDenied
 from .gate import (Authenticate, Authorize, Commit, Decode, Deliver, GateContext, Observe,
                    Pipeline, Service, Session, Stage, Validate)
 from .gate.guard import Guard
 from .gate.label import LabelStage
 from .home import MeshHome
-from .policy import PolicyFile
+from .labels import Label
+from .policy import RELOAD_CHECK_SECONDS, Policy, PolicyFile, policy_changes
 from .services.audit import AuditLog
 from .services.containment import Containment
 from .services.taint import Relabel, Taint
@@ -30,7 +34,7 @@ from .services.calls import CallService
 from .services.events import EVENTS_LOG, SCHEMAS_BUCKET, EventBus
 from .services.memory import MEMORY_BUCKET, SharedMemory
 from .services.registry import PRESENCE_REFRESH, Registry
-from .store import Store, open_store
+from .store import Claim, Store, open_store
 
 log = logging.getLogger("interlink.hub")
 
@@ -88,7 +92,8 @@ class Delegations:
 
 class Hub:
     def __init__(self, home: MeshHome, *, store_url: str | None = None,
-                 full_gate: bool = True) -> None:
+                 full_gate: bool = True, claim: Claim | None = None,
+                 accept_audit_gap: bool = False, where: str = "") -> None:
         home.require()
         self.home = home
         self.key = home.hub_key()
@@ -97,29 +102,57 @@ class Hub:
         self.store_url = store_url or f"sqlite:///{home.db_path}"
         self.started = time.time()
         self.full_gate = full_gate
+        self.accept_audit_gap = accept_audit_gap
+        self.where = where
+        self._claim = claim
         self._store: Store | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
 
     async def __aenter__(self) -> Hub:
         self.home.db_path.parent.mkdir(parents=True, exist_ok=True)
-        store = open_store(self.store_url)
-        self._store = await store.__aenter__()
-        self.audit = AuditLog(await self._store.log("audit"), self.key)
-        await self.audit.open()
+        engine = open_store(self.store_url)
+        if self._claim is None:  # before anything touches the store: one hub per store
+            self._claim = engine.claim(self.owner())
+        try:
+            self._store = await engine.__aenter__()
+            await self._open_services()
+        except BaseException:
+            if self._store is not None:
+                with contextlib.suppress(Exception):
+                    await self._store.aclose()
+                self._store = None
+            self._claim.release()
+            self._claim = None
+            raise
+        return self
+
+    def owner(self) -> str:
+        """Who holds the store, for a second hub's error message."""
+        return (f"hub pid {os.getpid()}" + (f" serving {self.where}" if self.where else "")
+                + f", started {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(self.started))}")
+
+    async def _open_services(self) -> None:
+        assert self._store is not None
+        self.audit = AuditLog(await self._store.log("audit"), self.key,
+                              head_path=self.home.audit_head_path)
+        await self.audit.open(accept_gap=self.accept_audit_gap)
         self.registry = Registry(await self._store.kv("registry"))
-        self.taint = Taint(await self._store.kv("taint"), ttl=self.settings.taint_ttl_seconds)
+        self.taint = Taint(await self._store.kv("taint"), self.policy)
         self.containment = Containment(self.settings)
         self.containment.on_change = self._breaker_changed
         self.calls = CallService(await self._store.log("calls"), await self._store.kv("calls"),
                                  self.audit, self.settings, self.registry.session,
                                  self.registry.session_by_id, self.taint,
-                                 on_outcome=self.containment.outcome)
+                                 on_outcome=self.containment.outcome,
+                                 suspended=self.is_suspended)
         self.events = EventBus(
             await self._store.log(EVENTS_LOG, dedup_window=self.settings.event_dedup_seconds),
             await self._store.kv(SCHEMAS_BUCKET), self.audit, self.settings, self.policy,
             self.taint)
         self.memory = SharedMemory(await self._store.kv(
             MEMORY_BUCKET, history=self.settings.memory_history), self.policy, self.taint)
+        self._hub_kv = await self._store.kv("hub")
         hello = HelloService(self.registry, self.calls)
         services: dict[str, Service] = {
             "hello": hello, "call": self.calls, "reply": self.calls, "progress": self.calls,
@@ -134,30 +167,45 @@ class Hub:
         self.remotes = RemoteAgents(self)
         self.remotes.sync(self.policy.current())
         await self.audit.append("hub_started", hub=self.key.id, gate=list(self.gate.names))
-        self._background = [asyncio.ensure_future(self._housekeeping())]
-        return self
+        await self._policy_at_start()
+        self.policy.listeners.append(self._policy_listener)
+        self._background = [asyncio.ensure_future(self._housekeeping()),
+                            asyncio.ensure_future(self._ticker())]
 
     async def __aexit__(self, *exc: Any) -> None:
+        if self._listening():
+            self.policy.listeners.remove(self._policy_listener)
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        if self._tasks:  # policy changes and breaker records still being written
+            await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.remotes.aclose()
         await self.calls.aclose()
         await self.events.aclose()
         await self.memory.aclose()
         if self._store is not None:
-            with contextlib.suppress(Exception):
+            try:
                 await self.audit.append("hub_stopped", hub=self.key.id)
                 await self.audit.checkpoint()
+            except Exception:
+                log.exception("the audit chain could not be sealed at stop; the next hub "
+                              "start records an unclean stop")
             await self._store.aclose()
             self._store = None
+        if self._claim is not None:
+            self._claim.release()
+            self._claim = None
+
+    def _listening(self) -> bool:
+        return self._policy_listener in self.policy.listeners
 
     def stages(self, services: dict[str, Service], *, full: bool = True) -> list[Stage]:
         """The gate, in order. `full=False` leaves out label, validate and guard (only for
         measuring what they cost: `benchmarks/gate_cost.py`)."""
         settings = self.settings
         checks: list[Stage] = [
-            LabelStage(self.policy, self.taint, self.calls),
+            LabelStage(self.policy, self.taint, self.calls, self.registry),
             Validate(self.events, self.registry, self.calls,
                      max_event_bytes=settings.max_event_bytes,
                      max_memory_value_bytes=settings.max_memory_value_bytes,
@@ -194,26 +242,101 @@ class Hub:
                                   f" (last: {denial.code})")
 
     async def quarantine(self, agent: str, why: str) -> None:
-        """Suspend `agent` in mesh.yaml (its traffic is refused until an operator restores it)."""
+        """Suspend `agent` in mesh.yaml: its traffic is refused and nothing is delivered to it
+        until an operator restores it."""
         policy = self.home.load_policy()
         if agent not in policy.agents or policy.agents[agent].suspended:
             return
         self.home.set_suspended(agent, True)
-        self.policy.reload_if_changed()
         await self.audit.append("quarantined", agent=agent, why=why)
         log.warning("quarantined %s: %s", agent, why)
-        session = self.registry.session(agent)
-        for other in [s for s in self.registry.by_id.values() if s.agent == agent]:
-            if other.close is not None:
+        self.policy.reload_if_changed()  # the policy listener cuts the agent off
+
+    def is_suspended(self, agent: str) -> bool:
+        grants = self.policy.current().agents.get(agent)
+        return grants is None or grants.suspended
+
+    async def _cut_off(self, agent: str, why: str) -> None:
+        """The kill switch: calls waiting for `agent` fail at once (their callers hear why),
+        and its connections close, which ends its subscriptions and memory watches."""
+        failed = await self.calls.fail_all_to(agent)
+        sessions = [s for s in self.registry.by_id.values() if s.agent == agent]
+        for session in sessions:
+            if session.close is not None:
                 with contextlib.suppress(Exception):
-                    await other.close(4003, f"{agent} is suspended: {why}")
-        del session
+                    await session.close(4003, f"{agent} is {why}")
+        await self.audit.append("cut_off", agent=agent, why=why, calls_failed=failed,
+                                connections_closed=len(sessions))
+
+    # -- policy changes ----------------------------------------------------------------------
+
+    def _policy_listener(self, old: Policy, new: Policy) -> None:
+        self._spawn(self._policy_changed(old, new, self.policy.digest))
+
+    async def _policy_changed(self, old: Policy, new: Policy, digest: str, *,
+                              while_stopped: bool = False) -> None:
+        """Every change of mesh.yaml is an audit record (its digest and what changed); an agent
+        that became suspended or was removed is cut off."""
+        changes = policy_changes(old, new)
+        await self.audit.append("policy", digest=digest, changes=changes,
+                                **({"while_stopped": True} if while_stopped else {}))
+        await self._hub_kv.put("policy", json.dumps(
+            {"digest": digest, "policy": new.model_dump(mode="json")}).encode())
+        for name in sorted(set(old.agents) - set(new.agents)):
+            await self._cut_off(name, "removed from mesh.yaml")
+        for name, grants in sorted(new.agents.items()):
+            before = old.agents.get(name)
+            if grants.suspended and before is not None and not before.suspended:
+                await self._cut_off(name, "suspended")
+
+    async def _policy_at_start(self) -> None:
+        """The policy in force, in the chain: a change made while no hub ran is recorded as
+        such, and calls queued for agents suspended meanwhile fail now."""
+        policy, digest = self.policy.current(), self.policy.digest
+        entry = await self._hub_kv.get("policy")
+        if entry is not None and entry.value:
+            stored = json.loads(entry.value)
+            if stored.get("digest") == digest:
+                return
+            try:
+                old = Policy.model_validate(stored.get("policy") or {})
+            except ValueError:
+                old = Policy()
+            await self._policy_changed(old, policy, digest, while_stopped=True)
+            return
+        await self.audit.append("policy", digest=digest, initial=True)
+        await self._hub_kv.put("policy", json.dumps(
+            {"digest": digest, "policy": policy.model_dump(mode="json")}).encode())
+        for name, grants in sorted(policy.agents.items()):
+            if grants.suspended:
+                await self.calls.fail_all_to(name)
+
+    # -- operator acts -----------------------------------------------------------------------
+
+    async def clear_taint(self, agent: str, *, by: str, reason: str = "") -> Label:
+        """Forget what `agent` was given (an operator's act, audited with the label it had)."""
+        if agent not in self.policy.current().agents:
+            raise ConfigError(f"agent {agent!r} is not enrolled")
+        before = await self.taint.clear(agent)
+        await self.audit.append("taint_cleared", agent=agent, by=by, reason=reason[:500],
+                                before=before.to_dict())
+        return before
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("hub background work failed", exc_info=task.exception())
 
     def _breaker_changed(self, target: str, state: str) -> None:
         async def record() -> None:
             await self.registry.set_breaker(target, state)
             await self.audit.append("breaker", target=target, state=state)
-        self._background.append(asyncio.ensure_future(record()))
+        self._spawn(record())
 
     @property
     def store(self) -> Store:
@@ -232,12 +355,25 @@ class Hub:
         await self.memory.disconnected(session)
 
     async def _housekeeping(self) -> None:
-        """Presence refresh, policy reload and periodic audit checkpoints."""
+        """Presence refresh and remote agents."""
         while True:
             await asyncio.sleep(PRESENCE_REFRESH)
             try:
                 await self.registry.refresh_presence()
                 self.remotes.sync(self.policy.current())
-                await self.audit.checkpoint()
             except Exception:
                 log.exception("housekeeping failed; will retry")
+
+    async def _ticker(self) -> None:
+        """mesh.yaml re-read as it changes (so a suspension takes effect within a quarter
+        second), and the audit chain sealed every `hub.audit_seal_seconds`."""
+        last_seal = time.monotonic()
+        while True:
+            await asyncio.sleep(RELOAD_CHECK_SECONDS)
+            try:
+                self.policy.reload_if_changed()
+                if time.monotonic() - last_seal >= self.settings.audit_seal_seconds:
+                    last_seal = time.monotonic()
+                    await self.audit.checkpoint()
+            except Exception:
+                log.exception("policy reload or audit seal failed; will retry")

@@ -129,22 +129,26 @@ class HubKey:
 
 
 TOKEN_AUDIENCE = "interlink-edge"
+ADMIN_AUDIENCE = "interlink-admin"
+"""Tokens for the hub's operator endpoints (`/admin/...`), minted by whoever holds the hub key
+(the CLI, in the mesh home) and short-lived."""
 
 
 def issue_token(hub: HubKey, agent: str, *, days: float = 30.0,
-                now: float | None = None) -> str:
+                now: float | None = None, audience: str = TOKEN_AUDIENCE) -> str:
     """A bearer token (a JWT signed by the hub's Ed25519 key) that lets an outside client act
     as the enrolled agent `agent` at the hub's protocol edges (A2A, ACP) until it expires."""
     issued = time.time() if now is None else now
-    claims = {"sub": agent, "iss": hub.id, "aud": TOKEN_AUDIENCE, "iat": int(issued),
+    claims = {"sub": agent, "iss": hub.id, "aud": audience, "iat": int(issued),
               "exp": int(issued + days * 86400), "jti": secrets.token_hex(8)}
     return jwt.encode(claims, hub.private, algorithm="EdDSA", headers={"kid": hub.id})
 
 
-def check_token(token: str, hub_public: Ed25519PublicKey, hub_id: str) -> str:
+def check_token(token: str, hub_public: Ed25519PublicKey, hub_id: str, *,
+                audience: str = TOKEN_AUDIENCE) -> str:
     """The agent a bearer token speaks for; ConfigError saying why when it does not verify."""
     try:
-        claims = jwt.decode(token, hub_public, algorithms=["EdDSA"], audience=TOKEN_AUDIENCE,
+        claims = jwt.decode(token, hub_public, algorithms=["EdDSA"], audience=audience,
                             issuer=hub_id, options={"require": ["sub", "exp", "iss", "aud"]})
     except jwt.ExpiredSignatureError as exc:
         raise ConfigError("the bearer token has expired; issue a new one with "

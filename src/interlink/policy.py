@@ -24,9 +24,11 @@ file that fails to parse is reported and the last good policy stays in force.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -37,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .envelope import AGENT_NAME
 from .errors import ConfigError
+from .labels import Label, LabelError
 from .names import covers, matches, pattern_error
 
 log = logging.getLogger("interlink.policy")
@@ -77,7 +80,15 @@ class HubSettings(BaseModel):
     quarantine_window_seconds: float = Field(default=60.0, gt=0)
     """...within this many seconds."""
     taint_ttl_seconds: float = Field(default=86400.0, gt=0)
-    """How long the hub remembers what an agent was given in a conversation."""
+    """How long the hub remembers what an agent with `taint_scope: conversation` was given in
+    one conversation."""
+    taint_expiry_seconds: float | None = Field(default=None, gt=0)
+    """An agent's own (sticky) taint is forgotten this long after it last grew; unset (the
+    default), it stays until an operator clears it (`interlink agent clear-taint`) or an
+    endorse / declassify lowers it."""
+    audit_seal_seconds: float = Field(default=1.0, gt=0)
+    """How often the hub seals new audit records with a signed checkpoint (and the signed head
+    file): at most this much of the chain is unsealed when a hub is killed."""
     max_depth: int = Field(default=32, ge=1)
     """Deepest nesting of JSON in a call's input or output."""
     max_event_bytes: int = Field(default=256 * 1024, ge=256)
@@ -182,7 +193,17 @@ class AgentGrants(BaseModel):
     sensitive: list[str] = Field(default_factory=list)
     """This agent's skills (patterns) that refuse untrusted input."""
     suspended: bool = False
-    """Quarantined: its traffic is refused until an operator restores it."""
+    """Quarantined: its traffic is refused and nothing is delivered to it until an operator
+    restores it."""
+    taint_scope: Literal["agent", "conversation"] = "agent"
+    """Whose context taint this agent's output carries. `agent` (the default, and the only safe
+    choice for an agent that may remember): everything it was ever given, in any conversation,
+    until an operator clears it. `conversation`: only what it was given in the same
+    conversation; the operator states here that this agent's runtime starts every conversation
+    from a clean context (nothing read in one can reach another)."""
+    output_labels: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Skill pattern → a label that the skill's replies carry at least (e.g. `patient_records:
+    {level: confidential, tags: [phi]}`), whatever the agent's context."""
     endorse: list[str] = Field(default_factory=list)
     """Agents (patterns) whose conversation context this agent may vouch for (untrusted →
     trusted); an explicit, audited `endorse`."""
@@ -193,6 +214,16 @@ class AgentGrants(BaseModel):
     needs_approval: list[str] = Field(default_factory=list)
     """This agent's skills (patterns) that, given untrusted input, wait for an approver instead
     of refusing it."""
+
+    @field_validator("output_labels")
+    @classmethod
+    def _labels(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for pattern, raw in value.items():
+            try:
+                Label.parse(raw)
+            except LabelError as exc:
+                raise ValueError(f"output_labels[{pattern!r}]: {exc}") from None
+        return value
 
     @field_validator("publish", "subscribe")
     @classmethod
@@ -260,6 +291,14 @@ class Policy(BaseModel):
         for index, pattern in enumerate(grants.needs_approval if grants else []):
             if fnmatchcase(skill, pattern):
                 return f"agents.{agent}.needs_approval[{index}]: {pattern}"
+        return None
+
+    def output_label(self, agent: str, skill: str) -> tuple[dict[str, Any], str] | None:
+        """The label `agent.skill`'s replies carry at least, and its rule, if one is set."""
+        grants = self.agents.get(agent)
+        for pattern, raw in (grants.output_labels.items() if grants else ()):
+            if fnmatchcase(skill, pattern):
+                return raw, f"agents.{agent}.output_labels[{pattern!r}]"
         return None
 
     def is_sensitive(self, agent: str, skill: str) -> str | None:
@@ -361,10 +400,15 @@ class PolicyFile:
         self.path = path
         self._clock = clock
         self._mtime = self._stat()
-        self.policy = parse_policy(path.read_text(), str(path))
+        text = path.read_text()
+        self.policy = parse_policy(text, str(path))
+        self.digest = _digest(text)
+        """SHA-256 of the mesh.yaml text in force."""
         self._checked = clock()
         self.last_error: str | None = None
         self.reloads = 0
+        self.listeners: list[Callable[[Policy, Policy], None]] = []
+        """Called (old, new) after each reload that changed the policy in force."""
 
     def _stat(self) -> tuple[int, int]:
         try:
@@ -387,12 +431,49 @@ class PolicyFile:
             return False
         self._mtime = stamp
         try:
-            self.policy = parse_policy(self.path.read_text(), str(self.path))
+            text = self.path.read_text()
+            new = parse_policy(text, str(self.path))
         except (ConfigError, OSError) as exc:
             self.last_error = str(exc)
             log.error("policy not reloaded; the last good policy stays in force: %s", exc)
             return False
+        old, self.policy, self.digest = self.policy, new, _digest(text)
         self.last_error = None
         self.reloads += 1
         log.info("policy reloaded from %s", self.path)
+        for listener in self.listeners:
+            try:
+                listener(old, new)
+            except Exception:
+                log.exception("a policy listener failed")
         return True
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def policy_changes(old: Policy, new: Policy) -> dict[str, Any]:
+    """What changed between two policies, for the audit: agents added and removed, and per
+    agent the settings that differ (old → new); hub settings, namespaces, topics, workflows."""
+    changes: dict[str, Any] = {}
+    added = sorted(set(new.agents) - set(old.agents))
+    removed = sorted(set(old.agents) - set(new.agents))
+    if added:
+        changes["agents_added"] = added
+    if removed:
+        changes["agents_removed"] = removed
+    for name in sorted(set(old.agents) & set(new.agents)):
+        before = old.agents[name].model_dump(mode="json")
+        after = new.agents[name].model_dump(mode="json")
+        diff = {k: {"from": before[k], "to": after[k]} for k in after if before.get(k) != after[k]}
+        if diff:
+            changes.setdefault("agents", {})[name] = diff
+    for part in ("hub", "namespaces", "topics", "workflows"):
+        before = getattr(old, part)
+        after = getattr(new, part)
+        dump = (lambda v: v.model_dump(mode="json")) if part == "hub" else (
+            lambda v: {k: x.model_dump(mode="json") for k, x in v.items()})
+        if dump(before) != dump(after):
+            changes[part] = {"from": dump(before), "to": dump(after)}
+    return changes

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -13,6 +15,7 @@ import uvicorn
 from .edges.http import create_app
 from .home import MeshHome
 from .hub import Hub
+from .store import Claim, open_store
 
 
 @dataclass
@@ -27,12 +30,15 @@ class RunningHub:
 
 
 def _config(home: MeshHome, host: str | None, port: int | None, log_level: str,
-            full_gate: bool = True) -> uvicorn.Config:
+            full_gate: bool = True, claim: Claim | None = None,
+            accept_audit_gap: bool = False) -> uvicorn.Config:
     policy = home.load_policy()
-    app = create_app(home, full_gate=full_gate)
+    host = host or policy.hub.host
+    port = policy.hub.port if port is None else port
+    app = create_app(home, full_gate=full_gate, claim=claim, accept_audit_gap=accept_audit_gap,
+                     where=f"ws://{host}:{port}/ws")
     return uvicorn.Config(
-        app, host=host or policy.hub.host,
-        port=policy.hub.port if port is None else port,
+        app, host=host, port=port,
         lifespan="on", log_level=log_level,
         ws_max_size=4 * policy.hub.max_envelope_bytes,  # the gate refuses, with a reason, above the limit
         ws_ping_interval=10.0, ws_ping_timeout=20.0,
@@ -40,8 +46,21 @@ def _config(home: MeshHome, host: str | None, port: int | None, log_level: str,
 
 
 def serve(home: MeshHome, *, host: str | None = None, port: int | None = None,
-          log_level: str = "info") -> None:
-    uvicorn.Server(_config(home, host, port, log_level)).run()
+          log_level: str = "info", accept_audit_gap: bool = False) -> None:
+    """Run the hub in the foreground. The store is claimed first, so a second hub on the same
+    home stops here (StoreClaimed, naming the running one) before it touches anything."""
+    policy = home.load_policy()
+    where = f"ws://{host or policy.hub.host}:{policy.hub.port if port is None else port}/ws"
+    claim = open_store(f"sqlite:///{home.db_path}").claim(
+        f"hub pid {os.getpid()} serving {where}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
+    try:
+        server = uvicorn.Server(_config(home, host, port, log_level, claim=claim,
+                                        accept_audit_gap=accept_audit_gap))
+        server.run()
+        if not server.started:
+            raise SystemExit(1)  # uvicorn said why (the port is taken, the audit chain is cut)
+    finally:
+        claim.release()
 
 
 @contextlib.asynccontextmanager

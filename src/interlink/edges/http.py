@@ -15,14 +15,18 @@ from starlette.websockets import WebSocket
 
 from ..home import MeshHome
 from ..hub import Hub
+from ..store import Claim
 from .a2a import A2ARouter, Edge, card_json
 from .acp import AcpEdge
+from .admin import admin_routes
 from .ws import serve_connection
 
 
 def create_app(home: MeshHome, *, store_url: str | None = None,
-               full_gate: bool = True) -> Starlette:
-    hub = Hub(home, store_url=store_url, full_gate=full_gate)
+               full_gate: bool = True, claim: Claim | None = None,
+               accept_audit_gap: bool = False, where: str = "") -> Starlette:
+    hub = Hub(home, store_url=store_url, full_gate=full_gate, claim=claim,
+              accept_audit_gap=accept_audit_gap, where=where)
     a2a = Edge(hub)
     acp = AcpEdge(a2a)
 
@@ -52,6 +56,7 @@ def create_app(home: MeshHome, *, store_url: str | None = None,
 
     app = Starlette(routes=[
         WebSocketRoute("/ws", websocket),
+        *admin_routes(hub),
         Route("/healthz", health),
         Route("/.well-known/interlink-hub.json", identity),
         Route("/.well-known/agent-card.json", hub_card),

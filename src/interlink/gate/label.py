@@ -17,7 +17,7 @@ delivery adds to the recipient's taint.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..errors import GateDenied
 from ..labels import Label, LabelError
@@ -37,26 +37,44 @@ class CallerLookup(Protocol):
     async def record(self, call_id: str) -> object | None: ...
 
 
-def may_receive(policy: Policy, agent: str, label: Label) -> tuple[str, str] | None:
-    """(reason, rule) why `agent` may not be given data labelled `label`, or None."""
+class CardLookup(Protocol):
+    async def card(self, agent: str) -> Any: ...
+
+
+class Refused(NamedTuple):
+    code: str
+    reason: str
+    rule: str
+
+
+def may_receive(policy: Policy, agent: str, label: Label) -> Refused | None:
+    """Why `agent` may not be given data labelled `label` (not enrolled, suspended, or not
+    cleared), or None. Every delivery asks this: calls, replies, events, memory reads and
+    watch pushes."""
     grants = policy.agents.get(agent)
     if grants is None:
-        return f"{agent} is not enrolled", f"agents.{agent}: absent"
+        return Refused("not_enrolled", f"{agent} is not enrolled", f"agents.{agent}: absent")
+    if grants.suspended:
+        return Refused("suspended", f"{agent} is suspended: nothing is delivered to it until "
+                       f"`interlink agent restore {agent}`", f"agents.{agent}.suspended: true")
     problem = label.covered_by(grants.clearance.level, grants.clearance.tags)
     if problem:
-        return (f"{agent} is not cleared for this data: {problem}",
-                f"agents.{agent}.clearance: {grants.clearance.level}"
-                + (f" +{'+'.join(grants.clearance.tags)}" if grants.clearance.tags else ""))
+        return Refused("not_cleared", f"{agent} is not cleared for this data: {problem}",
+                       f"agents.{agent}.clearance: {grants.clearance.level}"
+                       + (f" +{'+'.join(grants.clearance.tags)}" if grants.clearance.tags
+                          else ""))
     return None
 
 
 class LabelStage:
     name = "label"
 
-    def __init__(self, policy: PolicyFile, taint: TaintLookup, calls: CallerLookup) -> None:
+    def __init__(self, policy: PolicyFile, taint: TaintLookup, calls: CallerLookup,
+                 cards: CardLookup) -> None:
         self.policy = policy
         self.taint = taint
         self.calls = calls
+        self.cards = cards
 
     async def __call__(self, ctx: GateContext) -> GateDenied | None:
         env = ctx.env
@@ -86,6 +104,10 @@ class LabelStage:
         if env.kind in ("reply", "progress") and env.parent:
             record = await self.calls.record(env.parent)
             caller = getattr(record, "caller", None)
+            skill = getattr(record, "skill", None)
+            if skill is not None:  # what the skill says its answers are, at least
+                label = label.join(await self._output_label(policy, env.sender, skill))
+                ctx.label = label
             if env.kind == "reply":
                 ctx.notes["fail_call"] = env.parent  # if withheld, the caller hears why
             return self._to_agent(policy, caller, label) if caller else None
@@ -103,11 +125,24 @@ class LabelStage:
                             f"memory namespace {env.target} may not hold this: {problem}", rule)
         return None
 
+    async def _output_label(self, policy: Policy, agent: str, skill: str) -> Label:
+        """The floor for `agent.skill`'s answers: mesh.yaml's `output_labels` joined with what
+        the agent's own card declares (either may only raise it)."""
+        label = Label()
+        declared = policy.output_label(agent, skill)
+        if declared is not None:
+            label = label.join(Label.parse(declared[0]))
+        card = await self.cards.card(agent)
+        for entry in (card.skills if card else []):
+            if entry.id == skill and entry.output_label:
+                label = label.join(Label.parse(entry.output_label))
+        return label
+
     def _to_agent(self, policy: Policy, agent: str, label: Label) -> GateDenied | None:
         refused = may_receive(policy, agent, label)
         if refused:
-            reason, rule = refused
-            return deny(self.name, "not_cleared", f"{reason} ({label.describe()})", rule)
+            return deny(self.name, refused.code, f"{refused.reason} ({label.describe()})",
+                        refused.rule)
         return None
 
     def _sensitive(self, ctx: GateContext, policy: Policy, target: str, skill: str,

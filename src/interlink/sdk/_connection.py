@@ -96,6 +96,9 @@ class Connection:
         self.connect_timeout = connect_timeout
         self.transport = transport
         self.labels = labels or {}
+        self.refusal: GateDenied | None = None
+        """Why the hub refused to take this connection back after it dropped (e.g. the agent
+        was suspended), if it did."""
         self._private = credential.private()
         self._hub_key = credential.hub_key()
         self._ws: ClientConnection | None = None
@@ -218,6 +221,7 @@ class Connection:
                     await self._handshake()
                 except GateDenied as exc:
                     log.error("%s: the hub refused to take us back: %s", self.agent, exc)
+                    self.refusal = exc
                     await self._fail_all(exc)
                     self._state = "closed"
                     return
@@ -285,6 +289,8 @@ class Connection:
         """Send an envelope and wait for the gate's verdict; GateDenied if refused. Durable
         envelopes are re-sent after a reconnect until the hub answers."""
         if self._state != "open":
+            if self.refusal is not None:  # e.g. suspended: say so, not just "closed"
+                raise self.refusal
             raise ConnectionLost(f"the connection is {self._state}")
         env_id = fields["id"]
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()

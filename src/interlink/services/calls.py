@@ -85,8 +85,10 @@ class CallService:
     def __init__(self, log_: Log, kv: KV, audit: AuditLog, settings: HubSettings,
                  sessions: SessionLookup, session_by_id: SessionById, taint: Taint, *,
                  on_outcome: Callable[[str, bool], None] = lambda target, ok: None,
+                 suspended: Callable[[str], bool] = lambda agent: False,
                  clock: Callable[[], float] = time.time) -> None:
         self.log = log_
+        self.suspended = suspended
         self.taint = taint
         self.on_outcome = on_outcome
         self.session_by_id = session_by_id
@@ -367,7 +369,9 @@ class CallService:
         if rec.state == "timeout" or rec.reply is None:
             await _send(session, {"op": "failed", "id": rec.id, "error": rec.error or {
                 "stage": "calls", "code": "timeout", "reason": "the call timed out"}})
-        else:
+        else:  # the stored answer is a delivery like the first: it taints the caller too
+            await self.taint.add(session.agent or rec.caller, rec.conversation,
+                                 Label.parse(rec.reply_label))
             await _send(session, {"op": "deliver", "env": rec.reply, "origin": rec.reply_origin,
                                   "labels": rec.reply_label})
 
@@ -428,6 +432,9 @@ class CallService:
         if self.clock() >= rec.deadline:
             await self._expire(call_id)
             return
+        if self.suspended(rec.target):  # the kill switch: its skill never sees this call
+            await self.fail(call_id, suspended_error(rec.target), target_failed=False)
+            return
         if rec.state == "delivered" and rec.session == session.id:
             await consumer.in_progress(message.seq)
             return
@@ -446,14 +453,14 @@ class CallService:
                               "labels": label.to_dict()})
 
     async def fail(self, call_id: str, error: dict[str, Any], *,
-                   target_failed: bool = True) -> None:
+                   target_failed: bool = True) -> bool:
         """End a call as failed because the hub refused its reply (e.g. output that does not
         match the skill's schema): the caller hears why instead of waiting for the deadline."""
         rec = await self._cas(call_id, lambda r: r.model_copy(update={
-            "state": "failed", "error": error}) if r.state not in TERMINAL else None,
-            ttl=self.settings.keep_results_seconds)
+            "state": "failed", "error": error, "held": None}) if r.state not in TERMINAL
+            else None, ttl=self.settings.keep_results_seconds)
         if rec is None:
-            return
+            return False
         self._disarm(call_id)
         if target_failed:
             self.on_outcome(rec.target, False)
@@ -463,6 +470,21 @@ class CallService:
         caller = self._caller(rec, rec.caller)
         if caller is not None:
             await _send(caller, {"op": "failed", "id": call_id, "error": error})
+        return True
+
+    async def fail_all_to(self, agent: str) -> int:
+        """Fail every unfinished call to `agent` (it was suspended): their callers hear it at
+        once instead of waiting for their deadlines. Returns how many."""
+        failed = 0
+        for entry in await self.kv.items(""):
+            try:
+                rec = CallRecord.model_validate_json(entry.value or b"{}")
+            except ValueError:
+                continue
+            if rec.target == agent and rec.state not in TERMINAL:
+                if await self.fail(rec.id, suspended_error(agent), target_failed=False):
+                    failed += 1
+        return failed
 
     # -- deadlines ---------------------------------------------------------------------------
 
@@ -544,6 +566,13 @@ class CallService:
                 continue
             return new
         raise RuntimeError(f"call {call_id}: too much contention")
+
+
+def suspended_error(agent: str) -> dict[str, Any]:
+    return {"stage": "calls", "code": "suspended",
+            "reason": f"{agent} is suspended: the hub delivers nothing to it, so this call "
+                      f"will not run (an operator restores it with `interlink agent restore "
+                      f"{agent}`)", "rule": f"agents.{agent}.suspended: true"}
 
 
 async def _send(session: Session, frame: dict[str, Any]) -> None:

@@ -369,13 +369,18 @@ class EventBus:
         label = Label.parse(item.get("label"))
         agent = sub.session.agent or ""
         refused = may_receive(self.policy.current(), agent, label)
+        if refused and refused.code == "suspended":  # kept for it until it is restored
+            if sub.durable is not None:
+                sub.inflight.discard(message.seq)
+                await quietly(self._consumers[sub.durable].nak(message.seq, delay=1.0))
+            return
         if refused:  # not for this subscriber's eyes: withheld, and audited
-            reason, rule = refused
+            reason, rule = refused.reason, refused.rule
             if sub.durable is not None:
                 sub.inflight.discard(message.seq)
                 await quietly(self._consumers[sub.durable].term(message.seq))
             await self.audit.append("withheld", seq=message.seq, topic=message.subject,
-                                    to=agent, stage="label", code="not_cleared",
+                                    to=agent, stage="label", code=refused.code,
                                     reason=reason, rule=rule)
             return
         await self.taint.add(agent, item["wire"].get("conversation", ""), label)

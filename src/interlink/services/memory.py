@@ -131,10 +131,9 @@ class SharedMemory:
             label = Label.parse(item["labels"]) if item["labels"] else Label()
             refused = may_receive(policy, env.sender, label)
             if refused:
-                reason, rule = refused
-                withheld.append(deny("label", "not_cleared",
-                                     f"{ns}/{item['key']}: {reason} ({label.describe()})",
-                                     rule))
+                withheld.append(deny("label", refused.code,
+                                     f"{ns}/{item['key']}: {refused.reason} "
+                                     f"({label.describe()})", refused.rule))
                 continue
             await self.taint.add(env.sender, env.conversation, label)
             readable.append(item)

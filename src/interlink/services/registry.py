@@ -23,6 +23,7 @@ from ..envelope import SKILL_NAME
 from ..errors import GateDenied
 from ..gate.context import GateContext, Session
 from ..gate.stage import deny
+from ..labels import Label, LabelError
 from ..policy import Policy
 from ..store import KV
 
@@ -41,6 +42,18 @@ class SkillCard(BaseModel):
     tags: list[str] = Field(default_factory=list)
     input_schema: dict[str, Any] = Field(default_factory=dict)
     output_schema: dict[str, Any] = Field(default_factory=dict)
+    output_label: dict[str, Any] = Field(default_factory=dict)
+    """A label the skill's replies carry at least (the agent's own statement: it may raise what
+    its replies carry, never lower it), e.g. `{level: confidential, tags: [phi]}`."""
+
+    @field_validator("output_label")
+    @classmethod
+    def _label(cls, value: dict[str, Any]) -> dict[str, Any]:
+        try:
+            Label.parse(value)
+        except LabelError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("id")
     @classmethod

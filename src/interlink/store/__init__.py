@@ -37,13 +37,23 @@ __all__ = [
     "Log",
     "LogMessage",
     "Store",
+    "Claim",
     "StoreEngine",
     "open_store",
 ]
 
 
+class Claim(Protocol):
+    def release(self) -> None:
+        """Give the claim up (also released when the process ends)."""
+
+
 class StoreEngine(Store, Protocol):
     """A Store as `open_store` returns it: not yet open; `async with` (or `open()`) opens it."""
+
+    def claim(self, owner: str) -> Claim:
+        """Claim the store for one hub process, before opening it; `owner` says who holds it.
+        An engine that allows one hub only (SQLite) raises StoreClaimed if another holds it."""
 
     async def open(self) -> Self:
         """Open the engine (idempotent) and return it."""

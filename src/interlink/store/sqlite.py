@@ -34,6 +34,8 @@ or nak deadline of its consumer.
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import json
 import re
 import sqlite3
@@ -45,7 +47,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from interlink.errors import KeyExists, NotFound, RevisionMismatch, StoreClosed, StoreError
+from interlink.errors import (KeyExists, NotFound, RevisionMismatch, StoreClaimed, StoreClosed,
+                              StoreError)
 from interlink.store.contract import (
     AppendResult,
     ConsumerInfo,
@@ -210,6 +213,19 @@ def _live(entry: KVEntry, now: float) -> bool:
 
 # -- the store ------------------------------------------------------------------------------
 
+class StoreClaim:
+    """A held claim on a store (see `SqliteStore.claim`)."""
+
+    def __init__(self, fd: int | None) -> None:
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+
 class SqliteStore:
     """The storage contract over one SQLite file (WAL mode).
 
@@ -237,6 +253,25 @@ class SqliteStore:
         self._data_version = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
+
+    def claim(self, owner: str) -> StoreClaim:
+        """Claim the file for one hub process before opening it: an exclusive lock on
+        `<file>.lock` (released when the process ends, however it ends), holding `owner` so a
+        second claimant can say who has it. Raises StoreClaimed, touching nothing, if another
+        process holds it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreClaimed(f"another hub is already running on the store {self.path} "
+                               f"({holder}); stop it first, or use another --home") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, owner.encode(), 0)
+        return StoreClaim(fd)
 
     async def open(self) -> Self:
         """Open the file (creating it and its tables if needed); opening twice is harmless."""
