@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from ._agent import Agent, EventContext, SkillContext
 from ._client import Mesh, connect
-from ._connection import Connection
+from ._connection import Connection, Reply
 from ._events import Event, Subscription
 from ._memory import Memory, MemoryEntry, MemoryWatch, StaleRevision
 
 __all__ = ["Agent", "Connection", "Event", "EventContext", "Memory", "MemoryEntry",
-           "MemoryWatch", "Mesh", "SkillContext", "StaleRevision", "Subscription", "connect"]
+           "MemoryWatch", "Mesh", "Reply", "SkillContext", "StaleRevision", "Subscription", "connect"]

@@ -22,7 +22,7 @@ import logging
 import os
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from ..envelope import body_data, error_body, reply_body, valid_agent_name
 from ..errors import ConfigError, GateDenied, InputRequired, InterlinkError
 from ..home import resolve_home
 from ..identity import Credential, CredentialFile
-from ._connection import Connection, Transport
+from ._connection import Connection, Reply, Transport
 from ._events import Event, Subscription
 from ._memory import Memory
 
@@ -71,10 +71,14 @@ class Skill:
     output_model: type[BaseModel] | None
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
+    output_label: dict[str, Any] = field(default_factory=dict)
 
     def card(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.id, "description": self.description,
+        card = {"id": self.id, "name": self.id, "description": self.description,
                 "input_schema": self.input_schema, "output_schema": self.output_schema}
+        if self.output_label:
+            card["output_label"] = self.output_label
+        return card
 
 
 class SkillContext:
@@ -99,9 +103,16 @@ class SkillContext:
                    timeout: float = 30.0, delegation: str | None = None) -> Any:
         """Call another agent within this conversation (the hop count and trace carry on);
         with `delegation`, for the agent that gave the token."""
+        reply = await self.call_with_labels(agent, skill, data, timeout=timeout,
+                                            delegation=delegation)
+        return reply.value
+
+    async def call_with_labels(self, agent: str, skill: str, data: Any = None, *,
+                               timeout: float = 30.0, delegation: str | None = None) -> Reply:
+        """Like `call`; the `Reply` also carries the answer's effective label."""
         if isinstance(data, BaseModel):
             data = data.model_dump(mode="json")
-        return await self._connection.call(
+        return await self._connection.call_with_labels(
             agent, skill, data, timeout=timeout, conversation=self.conversation,
             parent=self.call_id, hops=self.hops + 1, traceparent=self.traceparent,
             delegation=delegation)
@@ -154,9 +165,14 @@ class EventContext:
 
     async def call(self, agent: str, skill: str, data: Any = None, *,
                    timeout: float = 30.0) -> Any:
+        return (await self.call_with_labels(agent, skill, data, timeout=timeout)).value
+
+    async def call_with_labels(self, agent: str, skill: str, data: Any = None, *,
+                               timeout: float = 30.0) -> Reply:
+        """Like `call`; the `Reply` also carries the answer's effective label."""
         if isinstance(data, BaseModel):
             data = data.model_dump(mode="json")
-        return await self._connection.call(
+        return await self._connection.call_with_labels(
             agent, skill, data, timeout=timeout, conversation=self.conversation,
             parent=self.event.id, hops=self.hops + 1, traceparent=self.traceparent)
 
@@ -206,10 +222,12 @@ class Agent:
     # -- declaring ---------------------------------------------------------------------------
 
     def skill(self, skill_id: str, *, input_schema: SchemaLike = None,
-              output_schema: SchemaLike = None, description: str | None = None
-              ) -> Callable[[SkillFn], SkillFn]:
+              output_schema: SchemaLike = None, description: str | None = None,
+              output_label: dict[str, Any] | None = None) -> Callable[[SkillFn], SkillFn]:
         """Declare a skill. Schemas are pydantic models (input parsed into the model, output
-        dumped from it) or JSON Schema dicts; they go into the agent's card."""
+        dumped from it) or JSON Schema dicts; they go into the agent's card. `output_label`
+        is what the skill's answers carry at least (e.g. `{"level": "confidential", "tags":
+        ["phi"]}` for data it reads from its own records): the hub joins it into every reply."""
         if skill_id in self.skills:
             raise ValueError(f"skill {skill_id!r} is declared twice on {self.name}")
         if self._connection is not None:
@@ -220,7 +238,8 @@ class Agent:
                 id=skill_id, fn=fn, description=description or inspect.getdoc(fn) or "",
                 input_model=input_schema if isinstance(input_schema, type) else None,
                 output_model=output_schema if isinstance(output_schema, type) else None,
-                input_schema=_schema(input_schema), output_schema=_schema(output_schema))
+                input_schema=_schema(input_schema), output_schema=_schema(output_schema),
+                output_label=dict(output_label or {}))
             return fn
         return register
 
@@ -297,6 +316,11 @@ class Agent:
                    timeout: float = 30.0) -> Any:
         """Start a new conversation by calling another agent."""
         return await self.connection.call(agent, skill, data, timeout=timeout)
+
+    async def call_with_labels(self, agent: str, skill: str, data: Any = None, *,
+                               timeout: float = 30.0) -> Reply:
+        """Like `call`; the `Reply` also carries the answer's effective label."""
+        return await self.connection.call_with_labels(agent, skill, data, timeout=timeout)
 
     def memory(self, namespace: str) -> Memory:
         """A shared-memory namespace, read and written as this agent (once started)."""

@@ -12,7 +12,7 @@ from typing import Any
 from ..errors import ConfigError
 from ..identity import CredentialFile
 from ._agent import credential_path
-from ._connection import Connection, ProgressHandler
+from ._connection import Connection, ProgressHandler, Reply
 from ._events import Subscription
 from ._memory import Memory
 
@@ -58,6 +58,16 @@ class Mesh:
         return await self.connection.call(agent, skill, data, timeout=timeout, call_id=call_id,
                                           conversation=conversation, on_progress=on_progress,
                                           delegation=delegation)
+
+    async def call_with_labels(self, agent: str, skill: str, data: Any = None, *,
+                               timeout: float = 30.0, call_id: str | None = None,
+                               conversation: str | None = None,
+                               on_progress: ProgressHandler | None = None,
+                               delegation: str | None = None) -> Reply:
+        """Like `call`; the `Reply` also carries the answer's effective label (`.labels`)."""
+        return await self.connection.call_with_labels(
+            agent, skill, data, timeout=timeout, call_id=call_id, conversation=conversation,
+            on_progress=on_progress, delegation=delegation)
 
     async def endorse(self, agent: str, conversation: str, *, reason: str = "") -> None:
         """Vouch for what `agent` was given in `conversation` (untrusted → trusted); needs an

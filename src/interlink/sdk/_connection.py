@@ -56,6 +56,19 @@ class _PendingCall:
     timeout: float
     on_progress: ProgressHandler | None = None
     progress: list[dict[str, Any]] = field(default_factory=list)
+    labels: dict[str, Any] = field(default_factory=dict)
+    """The reply's effective label, as the hub computed it."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A call's answer with what it carries: `value` (what `call` returns), `labels` (its
+    effective label as the hub computed it: level, tags, integrity, provenance) and the call's
+    id. What `call_with_labels` returns."""
+
+    value: Any
+    labels: dict[str, Any]
+    call_id: str
 
 
 @dataclass(eq=False)
@@ -77,6 +90,7 @@ class _WatchState:
     stream: MemoryWatch
     after_revision: int | None = None
     hub_id: str | None = None
+    conversation: str | None = None
 
 
 class Connection:
@@ -319,16 +333,33 @@ class Connection:
                    on_accepted: Callable[[dict[str, Any]], Any] | None = None,
                    message: dict[str, Any] | None = None,
                    delegation: str | None = None) -> Any:
-        """Call `agent.skill` with `data` and return its output.
+        """Call `agent.skill` with `data` and return its output (`call_with_labels` also gives
+        the reply's label).
 
         Raises GateDenied if the hub refused the call (with the rule), CallTimeout if no answer
         came in time, SkillFailed if the skill raised. Retrying with the same `call_id` never
         runs the skill twice: it returns the first call's outcome. `on_accepted` hears the
         hub's acceptance; `message` sends a whole A2A message (all its parts) instead of `data`.
         """
+        reply = await self.call_with_labels(
+            agent, skill, data, timeout=timeout, call_id=call_id, conversation=conversation,
+            parent=parent, hops=hops, traceparent=traceparent, on_progress=on_progress,
+            on_accepted=on_accepted, message=message, delegation=delegation)
+        return reply.value
+
+    async def call_with_labels(self, agent: str, skill: str, data: Any = None, *,
+                               timeout: float = 30.0, call_id: str | None = None,
+                               conversation: str | None = None, parent: str | None = None,
+                               hops: int = 0, traceparent: str | None = None,
+                               on_progress: ProgressHandler | None = None,
+                               on_accepted: Callable[[dict[str, Any]], Any] | None = None,
+                               message: dict[str, Any] | None = None,
+                               delegation: str | None = None) -> Reply:
+        """Like `call`, returning the output with the reply's effective label (`Reply`)."""
         call_id = call_id or new_id()
         if (same := self._calls.get(call_id)) is not None:  # the same call, already on its way
-            return await asyncio.shield(same.result)
+            value = await asyncio.shield(same.result)
+            return Reply(value, same.labels, call_id)
         deadline = time.time() + timeout
         fields = {
             "id": call_id, "kind": "call", "sender": self.agent, "target": f"{agent}.{skill}",
@@ -348,7 +379,9 @@ class Connection:
             while True:
                 wait = pending.deadline + RESULT_GRACE - time.time()
                 try:
-                    return await asyncio.wait_for(asyncio.shield(pending.result), max(wait, 0.01))
+                    value = await asyncio.wait_for(asyncio.shield(pending.result),
+                                                   max(wait, 0.01))
+                    return Reply(value, pending.labels, call_id)
                 except asyncio.TimeoutError:
                     if time.time() >= pending.deadline + RESULT_GRACE:
                         raise CallTimeout("timeout", f"no answer from the hub for {agent}.{skill} "
@@ -538,6 +571,8 @@ class Connection:
         if watch.after_revision is not None:
             body["after_revision"] = watch.after_revision
         fields = self._control("memory", watch.stream.namespace, body)
+        if watch.conversation is not None:  # what it pushes belongs to this conversation
+            fields["conversation"] = watch.conversation
         if watch.hub_id is not None:
             self._watch_by_hub_id.pop(watch.hub_id, None)
         watch.hub_id = fields["id"]
@@ -545,9 +580,11 @@ class Connection:
         return fields
 
     async def watch_memory(self, namespace: str, prefix: str,
-                           after_revision: int | None) -> MemoryWatch:
+                           after_revision: int | None, *,
+                           conversation: str | None = None) -> MemoryWatch:
         key = new_id()
-        watch = _WatchState(MemoryWatch(self, key, namespace, prefix), after_revision)
+        watch = _WatchState(MemoryWatch(self, key, namespace, prefix), after_revision,
+                            conversation=conversation)
         self._watches[key] = watch
         try:
             answer = await self.request(self._watch_fields(watch), durable=False)
@@ -640,6 +677,9 @@ class Connection:
                 self._spawn(self.on_call(wire, origin))
         elif kind == "reply":
             body = wire.get("body") or {}
+            answered = self._calls.get(wire.get("parent") or "")
+            if answered is not None and isinstance(frame.get("labels"), dict):
+                answered.labels = frame["labels"]
             if body.get("state") == "input_required":
                 try:
                     prompt = body_data(body)

@@ -125,7 +125,8 @@ class Memory:
                     after_revision: int | None = None) -> MemoryWatch:
         """Changes to keys starting with `prefix` from now (or after `after_revision`),
         pushed by the hub in revision order, each once, across reconnects."""
-        return await self._connection.watch_memory(self.namespace, prefix, after_revision)
+        return await self._connection.watch_memory(self.namespace, prefix, after_revision,
+                                                   conversation=self.conversation)
 
 
 class MemoryWatch:
