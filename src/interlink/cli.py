@@ -760,7 +760,7 @@ def audit_show(home: HomeOption = None,
             return [json.loads(m.data) for m in items][-last:]
 
     for rec in run(read()):
-        out.print(describe_record(rec), highlight=False, markup=False)
+        out.print(describe_record(rec), highlight=False, markup=False, soft_wrap=True)
 
 
 # -- demo -----------------------------------------------------------------------------------

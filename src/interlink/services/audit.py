@@ -143,9 +143,12 @@ class AuditLog:
                                    "its records after the last checkpoint were not sealed")
 
     def _against_head(self, *, window_complete: bool) -> str | None:
+        if self.head_path is None:
+            return None
         head = read_head(self.head_path)
         if head is None:
-            return None
+            return (f"the store holds {self._k} signed audit checkpoints but the signed head "
+                    f"{self.head_path} is missing") if self._k else None
         if head.get("unreadable"):
             return f"the signed audit head {self.head_path} is unreadable"
         body = {k: v for k, v in head.items() if k != "sig"}
@@ -306,7 +309,7 @@ async def verify_chain(log: Log, hub_public: Ed25519PublicKey, *,
             hashes[n] = item["hash"]
             prev, expected_n, last_event = item["hash"], n + 1, event
             report.records += 1
-    if not report.problems:
+    if not report.problems and head_path is not None:
         problem = _check_head(head, hub_public, report, checkpoints)
         report.head_checked = head is not None
         if problem:
@@ -334,7 +337,8 @@ def _check_checkpoint(item: dict[str, Any], hashes: dict[int, str],
 def _check_head(head: dict[str, Any] | None, hub_public: Ed25519PublicKey,
                 report: VerifyReport, checkpoints: dict[int, str]) -> str | None:
     if head is None:
-        return None
+        return ("the store holds signed checkpoints but the signed head file is missing: it "
+                "was removed (the chain's end cannot be checked)") if checkpoints else None
     if head.get("unreadable"):
         return "the signed audit head file is unreadable"
     body = {k: v for k, v in head.items() if k != "sig"}
