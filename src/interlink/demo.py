@@ -6,8 +6,9 @@ asks the editor for a review and publishes `blog.drafts.created`, which the publ
 (subscribed, never called) reacts to. The editor then changes the guide; the drafter's watch
 sees the change before the next draft, which follows the new guide. Then a topic the scout read
 on the web is drafted and sent to publishing: refused, because the untrusted label followed the
-data through the drafter. Finally the ideator tries to skip the drafter and call the editor
-itself, which its grants do not allow.
+data through the drafter. A new conversation does not shed the taint (it follows the agents,
+not the conversation ids they pick) until the operator clears it, audited. Finally the ideator
+tries to skip the drafter and call the editor itself, which its grants do not allow.
 Everything crosses the hub's gate, and the audit chain shows it afterwards. No LLM is needed.
 """
 
@@ -263,6 +264,25 @@ async def run_demo(home: Path, out: Console) -> int:
                            "through it: [bold]agents.editor.sensitive[/] takes trusted input "
                            "only (an `endorse` by a granted agent, or an approval, lets it "
                            "through)")
+            say("ideator", "starts a [bold]brand-new conversation[/] to shed the taint, and "
+                           "asks for a harmless post")
+            try:
+                await ideator.call("drafter", "draft", {"topic": "agent meshes",
+                                                        "publish": True})
+                say("hub", "[red]the post went out — a new conversation id shed the taint![/]")
+                ok = False
+            except CallError as exc:
+                say("hub", "[red]refused[/] again: taint follows the agent, not the "
+                           "conversation id it picks (everyone who was given web-derived "
+                           "data stays untrusted until an operator clears it)")
+            for name in ("ideator", "drafter", "editor"):
+                await running.hub.clear_taint(name, by="operator:demo",
+                                              reason="demo: contexts reset")
+            say("hub", "the operator clears the ideator's, drafter's and editor's taint "
+                       "([bold]interlink agent clear-taint NAME[/], audited)")
+            post = await ideator.call("drafter", "draft", {"topic": "agent meshes",
+                                                           "publish": True})
+            say("ideator", f"published: “{post['title']}”")
             say("ideator", "now trying to skip the drafter: calling [bold]editor.review[/] "
                            "directly …")
             try:
@@ -278,7 +298,8 @@ async def run_demo(home: Path, out: Console) -> int:
     async with open_store(f"sqlite:///{mesh.db_path}") as store:
         audit = await store.log("audit")
         records = [json.loads(m.data) for m in await audit.read(1, subject=RECORD, limit=10_000)]
-        report = await verify_chain(audit, mesh.hub_key().public)
+        report = await verify_chain(audit, mesh.hub_key().public,
+                                    head_path=mesh.audit_head_path)
     for rec in records:
         out.print("  " + describe_record(rec), highlight=False)
     if report.ok:

@@ -254,12 +254,12 @@ class Hub:
 
     def is_suspended(self, agent: str) -> bool:
         grants = self.policy.current().agents.get(agent)
-        return grants is None or grants.suspended
+        return grants is not None and grants.suspended
 
     async def _cut_off(self, agent: str, why: str) -> None:
         """The kill switch: calls waiting for `agent` fail at once (their callers hear why),
         and its connections close, which ends its subscriptions and memory watches."""
-        failed = await self.calls.fail_all_to(agent)
+        failed = await self.calls.fail_all_to(agent, why)
         sessions = [s for s in self.registry.by_id.values() if s.agent == agent]
         for session in sessions:
             if session.close is not None:

@@ -111,3 +111,61 @@ async def test_tiny_chains(tmp_path: Path, n: int) -> None:
     hub = HubKey.generate()
     await write_chain(tmp_path / "a.db", hub, n)
     assert await verify(tmp_path / "a.db", hub) == []
+
+
+async def write_headed(path: Path, head: Path, hub: HubKey, n: int, *, stop: bool = True,
+                       every: int = 4) -> None:
+    async with open_store(f"sqlite:///{path}") as store:
+        audit = AuditLog(await store.log("audit"), hub, checkpoint_every=every, head_path=head)
+        await audit.open()
+        for i in range(n):
+            await audit.append("test", i=i)
+        if stop:
+            await audit.append("hub_stopped")
+            await audit.checkpoint()
+
+
+async def test_opening_a_store_behind_its_signed_head_refuses(tmp_path: Path) -> None:
+    """Records cut off the store's end: the next writer will not seal the shortened chain,
+    unless told to, and then the gap stays in the chain."""
+    from interlink.services.audit import AuditCut
+    hub, head = HubKey.generate(), tmp_path / "audit.head"
+    await write_headed(tmp_path / "a.db", head, hub, 10)
+    with rows(tmp_path / "a.db") as db:
+        for seq, _ in record_rows(db)[-3:]:
+            db.execute("DELETE FROM messages WHERE log='audit' AND seq=?", (seq,))
+    async with open_store(f"sqlite:///{tmp_path / 'a.db'}") as store:
+        audit = AuditLog(await store.log("audit"), hub, checkpoint_every=4, head_path=head)
+        with pytest.raises(AuditCut, match="cut off"):
+            await audit.open()
+        await audit.open(accept_gap=True)
+        await audit.checkpoint()
+        report = await verify_chain(await store.log("audit"), hub.public, head_path=head)
+        gaps = [json.loads(m.data) for m in await (await store.log("audit")).read(
+            1, subject="audit.record", limit=100) if b"audit_gap" in m.data]
+    assert report.problems  # still broken: the cut is never sealed over
+    assert len(gaps) == 1 and "cut off" in gaps[0]["problem"]
+
+
+async def test_checkpoints_are_numbered_and_chained(tmp_path: Path) -> None:
+    hub, head = HubKey.generate(), tmp_path / "audit.head"
+    await write_headed(tmp_path / "a.db", head, hub, 12)
+    with rows(tmp_path / "a.db") as db:
+        cps = db.execute("SELECT seq FROM messages WHERE log='audit' AND "
+                         "subject='audit.checkpoint' ORDER BY seq").fetchall()
+        assert len(cps) >= 3
+        db.execute("DELETE FROM messages WHERE log='audit' AND seq=?", cps[1])
+    async with open_store(f"sqlite:///{tmp_path / 'a.db'}") as store:
+        report = await verify_chain(await store.log("audit"), hub.public, head_path=head)
+    assert report.problems and "checkpoints were removed" in report.problems[0]
+
+
+async def test_reopening_without_a_stop_records_an_unclean_stop(tmp_path: Path) -> None:
+    hub, head = HubKey.generate(), tmp_path / "audit.head"
+    await write_headed(tmp_path / "a.db", head, hub, 6, stop=False, every=100)
+    await write_headed(tmp_path / "a.db", head, hub, 1)
+    async with open_store(f"sqlite:///{tmp_path / 'a.db'}") as store:
+        report = await verify_chain(await store.log("audit"), hub.public, head_path=head)
+    assert report.ok, report.problems
+    assert len(report.notices) == 1 and "uncleanly" in report.notices[0]
+    assert "6 of its records were not yet sealed" in report.notices[0]

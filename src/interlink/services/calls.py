@@ -434,6 +434,7 @@ class CallService:
             return
         if self.suspended(rec.target):  # the kill switch: its skill never sees this call
             await self.fail(call_id, suspended_error(rec.target), target_failed=False)
+            await quietly(consumer.ack(message.seq))
             return
         if rec.state == "delivered" and rec.session == session.id:
             await consumer.in_progress(message.seq)
@@ -472,9 +473,9 @@ class CallService:
             await _send(caller, {"op": "failed", "id": call_id, "error": error})
         return True
 
-    async def fail_all_to(self, agent: str) -> int:
-        """Fail every unfinished call to `agent` (it was suspended): their callers hear it at
-        once instead of waiting for their deadlines. Returns how many."""
+    async def fail_all_to(self, agent: str, why: str = "suspended") -> int:
+        """Fail every unfinished call to `agent` (it was suspended or removed): their callers
+        hear it at once instead of waiting for their deadlines. Returns how many."""
         failed = 0
         for entry in await self.kv.items(""):
             try:
@@ -482,7 +483,7 @@ class CallService:
             except ValueError:
                 continue
             if rec.target == agent and rec.state not in TERMINAL:
-                if await self.fail(rec.id, suspended_error(agent), target_failed=False):
+                if await self.fail(rec.id, suspended_error(agent, why), target_failed=False):
                     failed += 1
         return failed
 
@@ -568,7 +569,11 @@ class CallService:
         raise RuntimeError(f"call {call_id}: too much contention")
 
 
-def suspended_error(agent: str) -> dict[str, Any]:
+def suspended_error(agent: str, why: str = "suspended") -> dict[str, Any]:
+    if why != "suspended":
+        return {"stage": "calls", "code": "not_enrolled",
+                "reason": f"{agent} was {why}: this call will not run",
+                "rule": f"agents.{agent}: absent"}
     return {"stage": "calls", "code": "suspended",
             "reason": f"{agent} is suspended: the hub delivers nothing to it, so this call "
                       f"will not run (an operator restores it with `interlink agent restore "
