@@ -32,10 +32,10 @@ KINDS: tuple[str, ...] = ("hello", "call", "reply", "progress", "publish", "subs
                           "declassify", "approve")
 BUS_KINDS: tuple[str, ...] = ("publish", "subscribe", "ack", "unsubscribe", "schema")
 
-AGENT_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
-SKILL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-ENVELOPE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-TRACEPARENT = re.compile(r"^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+AGENT_NAME = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+SKILL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+ENVELOPE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+TRACEPARENT = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 
 HUB = "hub"
 
@@ -50,12 +50,12 @@ def new_traceparent() -> str:
 
 def child_traceparent(parent: str) -> str:
     """Same trace, new span id."""
-    trace_id = parent.split("-")[1] if TRACEPARENT.match(parent) else os.urandom(16).hex()
+    trace_id = parent.split("-")[1] if TRACEPARENT.fullmatch(parent) else os.urandom(16).hex()
     return f"00-{trace_id}-{os.urandom(8).hex()}-01"
 
 
 def valid_agent_name(name: str) -> bool:
-    return bool(AGENT_NAME.match(name))
+    return bool(AGENT_NAME.fullmatch(name))
 
 
 class Envelope(BaseModel):
@@ -86,28 +86,28 @@ class Envelope(BaseModel):
     @field_validator("id", "conversation")
     @classmethod
     def _id_shape(cls, value: str) -> str:
-        if not ENVELOPE_ID.match(value):
+        if not ENVELOPE_ID.fullmatch(value):
             raise ValueError("must be 1-128 characters of letters, digits and _.:- ")
         return value
 
     @field_validator("parent")
     @classmethod
     def _parent_shape(cls, value: str | None) -> str | None:
-        if value is not None and not ENVELOPE_ID.match(value):
+        if value is not None and not ENVELOPE_ID.fullmatch(value):
             raise ValueError("must be an envelope id")
         return value
 
     @field_validator("sender")
     @classmethod
     def _sender_shape(cls, value: str) -> str:
-        if not AGENT_NAME.match(value):
+        if not AGENT_NAME.fullmatch(value):
             raise ValueError("must be an agent name: lower-case letters, digits, _ and -")
         return value
 
     @field_validator("traceparent")
     @classmethod
     def _traceparent_shape(cls, value: str) -> str:
-        if not TRACEPARENT.match(value):
+        if not TRACEPARENT.fullmatch(value):
             raise ValueError("must be a W3C traceparent (00-<32 hex>-<16 hex>-<2 hex>)")
         return value
 
@@ -116,7 +116,7 @@ class Envelope(BaseModel):
     def call_target(self) -> tuple[str, str]:
         """(agent, skill) of a call; ValueError if `target` is not `agent.skill`."""
         agent, _, skill = self.target.partition(".")
-        if not AGENT_NAME.match(agent) or not SKILL_NAME.match(skill):
+        if not AGENT_NAME.fullmatch(agent) or not SKILL_NAME.fullmatch(skill):
             raise ValueError(f"call target {self.target!r} is not of the form agent.skill")
         return agent, skill
 

@@ -71,6 +71,10 @@ class HubSettings(BaseModel):
     """Model tokens agents report in replies (`usage.tokens`), per conversation."""
     rate_per_agent: float = Field(default=500.0, gt=0)
     rate_burst: int = Field(default=1000, ge=1)
+    control_rate_per_agent: float = Field(default=5000.0, gt=0)
+    """Acks, replies, progress and unsubscribes per second: a budget apart from the data rate,
+    so settling admitted work is never starved by it."""
+    control_rate_burst: int = Field(default=10000, ge=1)
     breaker_window: int = Field(default=20, ge=1)
     breaker_min_calls: int = Field(default=5, ge=1)
     breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
@@ -115,7 +119,7 @@ class HubSettings(BaseModel):
     def _anonymous_names(cls, value: dict[str, str]) -> dict[str, str]:
         for served, caller in value.items():
             for name in (served, caller):
-                if not AGENT_NAME.match(name):
+                if not AGENT_NAME.fullmatch(name):
                     raise ValueError(f"{name!r} in a2a_anonymous_caller is not an agent name")
         return value
 
@@ -269,7 +273,7 @@ class Policy(BaseModel):
     @classmethod
     def _names(cls, value: dict[str, AgentGrants]) -> dict[str, AgentGrants]:
         for name in value:
-            if not AGENT_NAME.match(name):
+            if not AGENT_NAME.fullmatch(name):
                 raise ValueError(f"agent name {name!r} must be lower-case letters, digits, _ or -"
                                  ", starting with a letter")
         return value

@@ -177,7 +177,7 @@ class Edge:
         rest = "/" + rest
         headers = dict(scope.get("headers") or [])
         incoming = headers.get(b"traceparent", b"").decode()
-        trace = child_traceparent(incoming) if TRACEPARENT.match(incoming) else new_traceparent()
+        trace = child_traceparent(incoming) if TRACEPARENT.fullmatch(incoming) else new_traceparent()
         scope = dict(scope)
         scope["headers"] = [(k, v) for k, v in scope.get("headers") or []
                             if k != b"traceparent"] + [(b"traceparent", trace.encode())]

@@ -244,7 +244,7 @@ class AcpEdge:
         call = asyncio.ensure_future(connection.call(
             agent, skill, message=message, call_id=new_id(), conversation=run.state["session_id"],
             timeout=self.hub.policy.current().hub.call_timeout_seconds,
-            traceparent=incoming if TRACEPARENT.match(incoming) else None,
+            traceparent=incoming if TRACEPARENT.fullmatch(incoming) else None,
             on_accepted=lambda answer: accepted.done() or accepted.set_result(answer),
             on_progress=run.relay))
         await asyncio.wait({call, accepted}, return_when=asyncio.FIRST_COMPLETED)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
+import re
 
 from pydantic import ValidationError
 
-from ..envelope import Envelope
+from .. import strictjson
+from ..envelope import ENVELOPE_ID, Envelope
 from ..errors import GateDenied
 from .context import GateContext
 from .stage import deny
@@ -21,21 +22,18 @@ class Decode:
     async def __call__(self, ctx: GateContext) -> GateDenied | None:
         size = len(ctx.raw)
         if size > self.max_bytes:
+            ctx.wire = _id_only(ctx.raw)
             return deny(self.name, "too_large",
                         f"the envelope is {size} bytes; this hub accepts at most {self.max_bytes}. "
                         "Send large content by reference, or raise hub.max_envelope_bytes")
-        constants: list[str] = []
         try:
-            wire = json.loads(ctx.raw, parse_constant=lambda c: constants.append(c))
-        except (ValueError, UnicodeDecodeError) as exc:
-            return deny(self.name, "malformed", f"the frame is not valid JSON ({exc})")
+            wire = strictjson.loads(ctx.raw)
+        except strictjson.BadJSON as exc:
+            ctx.wire = _id_only(ctx.raw)
+            return deny(self.name, "malformed", f"the frame is not acceptable JSON: {exc}")
         if not isinstance(wire, dict):
             return deny(self.name, "malformed", "an envelope must be a JSON object")
         ctx.wire = wire
-        if constants:  # NaN and Infinity are not JSON, and poison whatever stores them
-            return deny(self.name, "malformed",
-                        f"the envelope holds {', '.join(sorted(set(constants)))}, which is not "
-                        "JSON; send finite numbers")
         try:
             ctx.env = Envelope.model_validate(wire)
         except ValidationError as exc:
@@ -44,3 +42,19 @@ class Decode:
                 for err in exc.errors()[:5])
             return deny(self.name, "malformed", f"the envelope is not well-formed: {problems}")
         return None
+
+
+_ID = re.compile(rb'"id"\s*:\s*"([^"\\]{1,128})"')
+
+
+def _id_only(raw: bytes) -> dict[str, str] | None:
+    """The envelope id of a frame that cannot be decoded, when one can be read off it: the
+    refusal then names it, so the sender fails that request at once instead of waiting."""
+    match = _ID.search(raw[:4096]) or _ID.search(raw[-4096:])
+    if match is None:
+        return None
+    try:
+        found = match.group(1).decode()
+    except UnicodeDecodeError:
+        return None
+    return {"id": found} if ENVELOPE_ID.fullmatch(found) else None

@@ -19,6 +19,10 @@ from .context import GateContext
 from .stage import deny
 
 
+CONTROL = ("ack", "reply", "progress", "unsubscribe")
+"""Envelopes that settle work already admitted: rate-limited apart from data."""
+
+
 class CallLookup(Protocol):
     async def record(self, call_id: str) -> Any: ...
 
@@ -40,11 +44,18 @@ class Guard:
         assert env is not None
         if env.kind == "hello":
             return None
-        if not self.containment.take(env.sender):
+        if env.kind in CONTROL:
+            if not self.containment.take(env.sender, control=True):
+                return deny(self.name, "rate_limited",
+                            f"{env.sender} settles faster than "
+                            f"{self.settings.control_rate_per_agent:g} acks/replies per second "
+                            f"(burst {self.settings.control_rate_burst}); slow down and retry",
+                            "hub.control_rate_per_agent", detail={"retriable": True})
+        elif not self.containment.take(env.sender):
             return deny(self.name, "rate_limited",
                         f"{env.sender} sends faster than {self.settings.rate_per_agent:g} "
                         f"envelopes/s (burst {self.settings.rate_burst}); slow down and retry",
-                        "hub.rate_per_agent")
+                        "hub.rate_per_agent", detail={"retriable": True})
         if env.kind == "call":
             if env.parent:
                 served = await self.calls.record(env.parent)

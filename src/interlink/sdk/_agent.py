@@ -428,5 +428,6 @@ class Agent:
 async def _settle(action: Any) -> None:
     try:
         await action
-    except InterlinkError as exc:
-        log.warning("settling an event failed: %s", exc)
+    except InterlinkError as exc:  # the hub keeps it in flight and redelivers it after its
+        log.error("settling an event failed (%s); the hub will redeliver it after ack_wait, "
+                  "and it will be settled then without running the handler again", exc)

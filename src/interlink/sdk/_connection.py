@@ -110,6 +110,8 @@ class Connection:
         self.connect_timeout = connect_timeout
         self.transport = transport
         self.labels = labels or {}
+        self.max_envelope_bytes: int | None = None
+        """The hub's envelope size limit (from its challenge): larger ones are refused here."""
         self.refusal: GateDenied | None = None
         """Why the hub refused to take this connection back after it dropped (e.g. the agent
         was suspended), if it did."""
@@ -187,6 +189,8 @@ class Connection:
         if challenge.get("op") != "challenge":
             await ws.close()
             raise ConnectionLost(f"{self.url} did not greet like an Interlink hub")
+        limit = challenge.get("max_envelope_bytes")
+        self.max_envelope_bytes = limit if isinstance(limit, int) and limit > 0 else None
         hello = self._seal({
             "id": new_id(), "kind": "hello", "sender": self.agent, "target": HUB,
             "conversation": new_id(), "traceparent": new_traceparent(),
@@ -217,6 +221,9 @@ class Connection:
             except Exception:
                 log.exception("%s: reading from the hub failed", self.agent)
             self._ready.clear()
+            self._fail_unsafe(ConnectionLost(
+                f"the connection to the hub dropped while this request was in flight; it "
+                "may or may not have been applied: read back, then retry"))
             if self._state != "open":
                 return
             if ws.close_code == REPLACED:
@@ -248,6 +255,13 @@ class Connection:
                 self.reconnects += 1
                 await self._resend()
                 break
+
+    def _fail_unsafe(self, exc: Exception) -> None:
+        """Requests that are not re-sent after a reconnect (a memory write could apply twice)
+        fail at once instead of waiting for their timeout."""
+        for env_id, future in list(self._acks.items()):
+            if env_id not in self._outbox and not future.done():
+                future.set_exception(exc)
 
     async def _fail_all(self, exc: Exception) -> None:
         for future in [*self._acks.values(), *(c.result for c in self._calls.values())]:
@@ -290,8 +304,21 @@ class Connection:
         ws = self._ws
         if ws is None or not self._ready.is_set():
             return  # sent again on reconnect
+        text = json.dumps(self._seal(fields), separators=(",", ":"))
+        if self.max_envelope_bytes and len(text.encode()) > self.max_envelope_bytes:
+            # the hub would refuse it (and a frame far over the limit closes the socket, so a
+            # re-send after the reconnect would loop): refuse it here, at once, with the reason
+            self._outbox.pop(fields["id"], None)
+            waiting = self._acks.get(fields["id"])
+            if waiting is not None and not waiting.done():
+                waiting.set_exception(GateDenied(
+                    "decode", "too_large",
+                    f"the envelope is {len(text.encode())} bytes; this hub accepts at most "
+                    f"{self.max_envelope_bytes}. Send large content by reference, or raise "
+                    "hub.max_envelope_bytes", "hub.max_envelope_bytes"))
+            return
         with contextlib.suppress(websockets.ConnectionClosed):
-            await ws.send(json.dumps(self._seal(fields), separators=(",", ":")))
+            await ws.send(text)
 
     async def send_raw(self, text: str | bytes) -> None:
         """Send a frame as is (for tests of the hub's handling of bad input)."""
@@ -398,9 +425,25 @@ class Connection:
             "hops": call.get("hops", 0), "traceparent": child_traceparent(call["traceparent"]),
             "body": body}
         try:
-            await self.request(fields, timeout=60.0)
-        except GateDenied as exc:
-            log.warning("%s: reply to call %s refused: %s", self.agent, call["id"], exc)
+            await self.settling(fields, timeout=60.0)
+        except GateDenied as exc:  # the hub fails the call for its caller, saying why
+            log.error("%s: the hub refused our reply to call %s: %s", self.agent, call["id"],
+                      exc)
+
+    async def settling(self, fields: dict[str, Any], *, durable: bool = True,
+                       timeout: float = 30.0) -> dict[str, Any]:
+        """`request` for envelopes that settle admitted work (replies, acks): a retriable
+        refusal (the hub's control rate limit) is retried with backoff, not dropped."""
+        delay = 0.05
+        for attempt in range(8):
+            try:
+                return await self.request(fields, durable=durable, timeout=timeout)
+            except GateDenied as exc:
+                if exc.code != "rate_limited" or attempt == 7:
+                    raise
+                await asyncio.sleep(delay * (1 + random.random()))
+                delay = min(delay * 2, 2.0)
+        raise AssertionError("unreachable")
 
     async def progress(self, call: dict[str, Any], note: str | None = None,
                        extend: float | None = None,
@@ -533,7 +576,7 @@ class Connection:
         body: dict[str, Any] = {"seq": seq, "action": action}
         if delay:
             body["delay"] = delay
-        await self.request(self._control("ack", durable, body), durable=action != "progress")
+        await self.settling(self._control("ack", durable, body), durable=action != "progress")
 
     def _on_event(self, frame: dict[str, Any]) -> None:
         state = self._sub_by_hub_id.get(frame.get("sub") or "")

@@ -7,6 +7,8 @@ import logging
 from collections.abc import Awaitable
 from typing import Any
 
+from ..store import Consumer, ConsumerInfo
+
 log = logging.getLogger("interlink.services")
 
 
@@ -17,3 +19,11 @@ async def quietly(coro: Awaitable[Any]) -> None:
         await coro
     except Exception as exc:
         log.debug("ignored store error: %r", exc)
+
+
+async def put_back(consumer: Consumer, info: ConsumerInfo) -> None:
+    """Make what an earlier hub process handed out of a durable consumer and nobody settled
+    deliverable again at once (its recipients' connections died with that process), ahead of
+    newer messages, instead of after the consumer's ack-wait."""
+    for seq in range(info.ack_floor + 1, info.delivered_seq + 1):
+        await quietly(consumer.nak(seq))

@@ -39,7 +39,7 @@ from ..gate.stage import deny
 from ..policy import HubSettings
 from ..store import KV, Consumer, Log, LogMessage
 from ..labels import Label
-from . import quietly
+from . import put_back, quietly
 from .audit import AuditLog
 from .taint import Taint
 
@@ -108,7 +108,12 @@ class CallService:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Re-arm deadlines and put back calls that were out for delivery when the hub stopped."""
+        """Re-arm deadlines and put back calls that were out for delivery when the hub stopped,
+        and every call a dead hub's dispatchers had claimed but not yet offered (one hub per
+        store: nothing claimed before this start is in anyone's hands now)."""
+        for info in await self.log.consumers():
+            if info.name.startswith("to-"):
+                await put_back(await self._consumer(info.name.removeprefix("to-")), info)
         for entry in await self.kv.items(""):
             try:
                 rec = CallRecord.model_validate_json(entry.value or b"{}")
@@ -410,12 +415,17 @@ class CallService:
         try:
             consumer = await self._consumer(agent)
             while not session.closed:
-                messages = await consumer.fetch(32, timeout=1.0)
-                for message in messages:
-                    if session.closed:
-                        await consumer.nak(message.seq)
-                        continue
-                    await self._offer(session, consumer, message)
+                claimed = await consumer.fetch(32, timeout=1.0)
+                offered = 0
+                try:
+                    for message in claimed:
+                        if session.closed:
+                            break
+                        await self._offer(session, consumer, message)
+                        offered += 1
+                finally:  # claimed and not offered (closed, replaced, cancelled): put back now
+                    for message in claimed[offered:]:
+                        await quietly(consumer.nak(message.seq))
         except asyncio.CancelledError:
             raise
         except Exception:

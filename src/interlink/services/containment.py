@@ -92,16 +92,22 @@ class Containment:
 
     # -- rates and budgets ---------------------------------------------------------------------
 
-    def take(self, agent: str) -> bool:
-        """One envelope from `agent` against its rate limit (a token bucket)."""
-        rate, burst = self.settings.rate_per_agent, self.settings.rate_burst
+    def take(self, agent: str, *, control: bool = False) -> bool:
+        """One envelope from `agent` against its rate limit (a token bucket). Control traffic
+        (acks, replies, progress, unsubscribes: settling work already admitted) has a budget of
+        its own, so a busy agent's data never starves its acks."""
+        if control:
+            key, rate, burst = (f"{agent}\0control", self.settings.control_rate_per_agent,
+                                self.settings.control_rate_burst)
+        else:
+            key, rate, burst = agent, self.settings.rate_per_agent, self.settings.rate_burst
         now = self.clock()
-        tokens, last = self._buckets.get(agent, (float(burst), now))
+        tokens, last = self._buckets.get(key, (float(burst), now))
         tokens = min(float(burst), tokens + (now - last) * rate)
         if tokens < 1.0:
-            self._buckets[agent] = (tokens, now)
+            self._buckets[key] = (tokens, now)
             return False
-        self._buckets[agent] = (tokens - 1.0, now)
+        self._buckets[key] = (tokens - 1.0, now)
         return True
 
     def spend(self, conversation: str, tokens: float = 0.0) -> str | None:

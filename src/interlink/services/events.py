@@ -44,7 +44,7 @@ from ..names import consumer_error, dead_letter_topic, matches
 from ..gate.label import may_receive
 from ..labels import Label
 from ..policy import PolicyFile
-from . import quietly
+from . import put_back, quietly
 from .audit import AuditLog
 from .taint import Taint
 from .schema_compat import check_schema, compatibility_problems
@@ -66,7 +66,8 @@ class Subscription:
     pattern: str
     durable: str | None = None
     start: int = 1
-    inflight: set[int] = field(default_factory=set)
+    inflight: dict[int, float] = field(default_factory=dict)
+    """Durable events handed to this subscriber and not yet settled: seq → when (monotonic)."""
     task: asyncio.Task[None] | None = None
 
 
@@ -81,6 +82,7 @@ class Group:
     room: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     turn: int = 0
+    ack_wait: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +106,7 @@ class EventBus:
         self._publish_lock = asyncio.Lock()
         self._schemas: dict[str, TopicSchema] = {}
         self._consumers: dict[str, Consumer] = {}
+        self._ack_waits: dict[str, float] = {}
         self._groups: dict[str, Group] = {}
         self._subs: dict[str, Subscription] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -185,13 +188,14 @@ class EventBus:
                             f"durable consumer {durable!r} follows {existing.filter!r}, not "
                             f"{env.target!r}; pick another name, or subscribe with "
                             f"{existing.filter!r} to join its group")
+            ack_wait = float(body.get("ack_wait") or self.settings.event_ack_wait_seconds)
+            self._ack_waits[durable] = ack_wait
             consumer = await self.log.consumer(
-                durable, filter=env.target,
-                ack_wait=float(body.get("ack_wait") or self.settings.event_ack_wait_seconds),
+                durable, filter=env.target, ack_wait=ack_wait,
                 max_deliver=int(body.get("max_deliver") or self.settings.event_max_deliver),
                 dead_letter=dead_letter_topic(durable), deliver=body.get("deliver") or "all")
             if durable not in self._consumers and existing is not None:
-                await _put_back(consumer, existing)
+                await put_back(consumer, existing)
             self._consumers[durable] = consumer
             ctx.answer.update(sub=sub.id, durable=durable, created=existing is None)
         else:
@@ -237,7 +241,7 @@ class EventBus:
         group = self._groups.get(env.target)
         if action != "progress" and group is not None:
             for member in group.members:
-                member.inflight.discard(seq)
+                member.inflight.pop(seq, None)
             group.room.set()
         return None
 
@@ -310,7 +314,9 @@ class EventBus:
             return
         group = self._groups.get(sub.durable)
         if group is None or group.task is None or group.task.done():
-            group = Group(sub.durable, self._consumers[sub.durable])
+            group = Group(sub.durable, self._consumers[sub.durable],
+                          ack_wait=self._ack_waits.get(sub.durable,
+                                                       self.settings.event_ack_wait_seconds))
             self._groups[sub.durable] = group
             group.task = asyncio.ensure_future(self._pump_group(group))
         group.members.append(sub)
@@ -343,9 +349,12 @@ class EventBus:
         try:
             while group.members:
                 room = sum(max(0, limit - len(m.inflight)) for m in group.members)
-                if room <= 0:
+                if room <= 0:  # backpressure: wait for acks, but never for longer than ack_wait
                     group.room.clear()
-                    await group.room.wait()
+                    try:
+                        await asyncio.wait_for(group.room.wait(), group.ack_wait)
+                    except asyncio.TimeoutError:
+                        _expire_inflight(group)
                     continue
                 for message in await group.consumer.fetch(min(room, 64), timeout=5.0):
                     member = _pick(group, limit)
@@ -354,7 +363,7 @@ class EventBus:
                     elif not matches(member.pattern, message.subject):
                         await group.consumer.ack(message.seq)
                     else:
-                        member.inflight.add(message.seq)
+                        member.inflight[message.seq] = time.monotonic()
                         await self._send(member, message)
         except asyncio.CancelledError:
             raise
@@ -371,13 +380,13 @@ class EventBus:
         refused = may_receive(self.policy.current(), agent, label)
         if refused and refused.code == "suspended":  # kept for it until it is restored
             if sub.durable is not None:
-                sub.inflight.discard(message.seq)
+                sub.inflight.pop(message.seq, None)
                 await quietly(self._consumers[sub.durable].nak(message.seq, delay=1.0))
             return
         if refused:  # not for this subscriber's eyes: withheld, and audited
             reason, rule = refused.reason, refused.rule
             if sub.durable is not None:
-                sub.inflight.discard(message.seq)
+                sub.inflight.pop(message.seq, None)
                 await quietly(self._consumers[sub.durable].term(message.seq))
             await self.audit.append("withheld", seq=message.seq, topic=message.subject,
                                     to=agent, stage="label", code=refused.code,
@@ -422,11 +431,13 @@ class EventBus:
         sub.inflight.clear()
 
 
-async def _put_back(consumer: Consumer, info: ConsumerInfo) -> None:
-    """Make what an earlier hub process handed out and nobody acked deliverable again at once,
-    so it comes before newer events (its subscribers' connections died with that process)."""
-    for seq in range(info.ack_floor + 1, info.delivered_seq + 1):
-        await quietly(consumer.nak(seq))
+def _expire_inflight(group: Group) -> None:
+    """Forget events held out longer than the consumer's ack-wait (their acks were lost or
+    refused): the store consumer redelivers them, and the pump has room to fetch them again."""
+    cutoff = time.monotonic() - group.ack_wait
+    for member in group.members:
+        for seq in [s for s, at in member.inflight.items() if at <= cutoff]:
+            del member.inflight[seq]
 
 
 def _pick(group: Group, limit: int) -> Subscription | None:

@@ -58,7 +58,7 @@ class SkillCard(BaseModel):
     @field_validator("id")
     @classmethod
     def _id(cls, value: str) -> str:
-        if not SKILL_NAME.match(value):
+        if not SKILL_NAME.fullmatch(value):
             raise ValueError("a skill id is letters, digits, _ and -, at most 64")
         return value
 

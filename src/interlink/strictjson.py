@@ -1,0 +1,78 @@
+"""Strict JSON for everything that arrives from outside: the gate's decode stage and every edge
+parse bodies with `loads`, so the same input is refused the same way everywhere, with a reason
+a sender can act on, and never surfaces as an internal error.
+
+Refused: text that is not JSON or not UTF-8, `NaN` / `Infinity` (not JSON, and poison whatever
+stores them), numbers too large for a float (`1e400` would become infinity), and nesting
+deeper than `MAX_DEPTH` (Python's parser would otherwise recurse until it fails).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+MAX_DEPTH = 64
+"""Deepest nesting of arrays and objects accepted from outside."""
+
+
+class BadJSON(ValueError):
+    """Input that is not acceptable JSON; the message says why."""
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise BadJSON(f"the number {text[:40]} is too large (it overflows to infinity); send "
+                      "finite numbers")
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise BadJSON(f"{name} is not JSON; send finite numbers")
+
+
+def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
+    """Parse `raw` as strict JSON, or raise BadJSON saying why not."""
+    if isinstance(raw, bytes | bytearray):
+        try:
+            raw = raw.decode()
+        except UnicodeDecodeError as exc:
+            raise BadJSON(f"the text is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    too_deep = _too_deep(raw, max_depth)
+    if too_deep:
+        raise BadJSON(f"the JSON is nested more than {max_depth} levels deep")
+    try:
+        return json.loads(raw, parse_float=_finite, parse_constant=_constant)
+    except BadJSON:
+        raise
+    except RecursionError:
+        raise BadJSON(f"the JSON is nested more than {max_depth} levels deep") from None
+    except ValueError as exc:
+        raise BadJSON(f"not valid JSON ({exc})") from None
+
+
+def _too_deep(text: str, limit: int) -> bool:
+    """Whether brackets outside strings nest deeper than `limit` (a linear scan, before the
+    recursive parser sees the text)."""
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False

@@ -1,0 +1,175 @@
+"""The causes of lost work found under a crash loop, each reproduced deterministically:
+
+1. calls a dead hub's dispatcher had claimed but not yet offered are put back at the next start
+   (not stranded for the consumer's 60 s ack-wait);
+2. a durable consumer whose acks go missing does not stall: held-out events expire after its
+   ack-wait and are redelivered, and acks have a rate budget of their own, so a burst of events
+   to one handler is processed whole;
+3. a request in flight when the connection drops fails at once with ConnectionLost, and an
+   oversized envelope is refused at once, naming its id (not after the SDK's 30 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from interlink import (Agent, ConnectionLost, Event, EventContext, GateDenied, SkillContext,
+                       connect)
+from interlink.envelope import new_id, new_traceparent, seal
+from interlink.identity import CredentialFile
+from interlink.server import background_hub
+from interlink.store import open_store
+
+from ..helpers import HubProcess, RawClient, free_port, make_home, wait_until
+
+
+async def test_calls_claimed_by_a_dead_hub_are_offered_at_the_next_start(
+        tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home", {"caller": ["worker.*"], "worker": []})
+    port = free_port()
+    ran: list[int] = []
+    first = background_hub(home, port=port)
+    await first.__aenter__()
+    async with connect("caller", credential=home.credential_path("caller"),
+                       hub=f"ws://127.0.0.1:{port}/ws") as caller:
+        try:
+            calls = [asyncio.ensure_future(caller.call("worker", "echo", {"n": i}, timeout=20,
+                                                       call_id=f"claimed-{i}"))
+                     for i in range(5)]
+            await asyncio.sleep(0.5)  # accepted and waiting for the (offline) worker
+        finally:
+            await first.__aexit__(None, None, None)
+        # the hub is gone; what its dispatcher had claimed (fetched, not offered) when it died:
+        async with open_store(f"sqlite:///{home.db_path}") as store:
+            log = await store.log("calls")
+            consumer = await log.consumer("to-worker", filter="call.worker", ack_wait=60.0,
+                                          max_deliver=5, dead_letter="dead.call.worker")
+            assert len(await consumer.fetch(32)) == 5
+        worker = Agent("worker", credential=home.credential_path("worker"),
+                       hub=f"ws://127.0.0.1:{port}/ws")
+
+        @worker.skill("echo")
+        async def echo(ctx: SkillContext, req: dict[str, Any]) -> int:
+            ran.append(req["n"])
+            return int(req["n"])
+
+        async with background_hub(home, port=port), worker:
+            started = time.monotonic()
+            results = await asyncio.wait_for(asyncio.gather(*calls), 15)
+            assert results == [0, 1, 2, 3, 4]
+            assert time.monotonic() - started < 10  # not the 60 s ack-wait
+    assert sorted(ran) == [0, 1, 2, 3, 4]  # each exactly once
+
+
+async def test_a_consumer_whose_acks_go_missing_recovers_after_ack_wait(tmp_path: Path) -> None:
+    """A subscriber that never acks the first events it holds: the pump does not stall at its
+    in-flight limit; the held events come again after ack-wait, and everything arrives."""
+    home = make_home(tmp_path / "home", {"pub": [], "sub": []})
+    home.grant("pub", publish=["jobs.*"])
+    home.grant("sub", subscribe=["jobs.*"])
+    policy = home.load_policy()
+    policy.hub.event_max_inflight = 4
+    home.save_policy(policy)
+    async with background_hub(home) as hub, \
+            connect("pub", credential=home.credential_path("pub"), hub=hub.url) as pub, \
+            connect("sub", credential=home.credential_path("sub"), hub=hub.url) as sub:
+        stream = await sub.subscribe("jobs.*", durable="jobs", ack_wait=1.0)
+        for i in range(10):
+            await pub.publish("jobs.run", {"i": i})
+        lost = [await stream.get(5) for _ in range(4)]  # held, never acked (acks "lost")
+        assert sorted(e.data["i"] for e in lost) == [0, 1, 2, 3]
+        seen: dict[int, int] = {}
+        deadline = time.monotonic() + 15
+        while len(seen) < 10 and time.monotonic() < deadline:
+            event = await stream.get(5)
+            seen[event.data["i"]] = seen.get(event.data["i"], 0) + 1
+            await event.ack()
+        assert sorted(seen) == list(range(10))
+
+
+async def test_a_burst_of_events_to_one_handler_is_processed_whole(tmp_path: Path) -> None:
+    """With a tight data rate limit, the handler's acks are not refused (they have a budget of
+    their own), so nothing is held out and every event runs exactly once."""
+    home = make_home(tmp_path / "home", {"pub": [], "sub": []})
+    home.grant("pub", publish=["jobs.*"])
+    home.grant("sub", subscribe=["jobs.*"])
+    policy = home.load_policy()
+    policy.hub.rate_per_agent = 100
+    policy.hub.rate_burst = 50
+    policy.hub.event_max_inflight = 16
+    home.save_policy(policy)
+    handled: dict[int, int] = {}
+    async with background_hub(home) as hub:
+        agent = Agent("sub", credential=home.credential_path("sub"), hub=hub.url)
+
+        @agent.on_event("jobs.*", durable="jobs")
+        async def handle(ctx: EventContext, event: Event) -> None:
+            handled[event.data["i"]] = handled.get(event.data["i"], 0) + 1
+
+        async with agent, connect("pub", credential=home.credential_path("pub"),
+                                  hub=hub.url) as pub:
+            sent = 0
+            while sent < 300:
+                try:
+                    await pub.publish("jobs.run", {"i": sent}, event_id=f"e-{sent}")
+                    sent += 1
+                except GateDenied as exc:
+                    assert exc.code == "rate_limited"
+                    await asyncio.sleep(0.05)
+            await wait_until(lambda: len(handled) == 300, timeout=30)
+            await asyncio.sleep(0.3)
+    assert all(count == 1 for count in handled.values())
+
+
+async def test_a_request_in_flight_fails_at_once_when_the_hub_dies(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home", {"reader": []})
+    home.grant("reader", memory={"notes": "read-write"})
+    hub = HubProcess(home)
+    await hub.start()
+    try:
+        async with connect("reader", credential=home.credential_path("reader"),
+                           hub=hub.url) as reader:
+            assert hub.proc is not None
+            os.kill(hub.proc.pid, signal.SIGSTOP)  # the hub stops answering
+            pending = asyncio.ensure_future(reader.memory("notes").get("k"))
+            await asyncio.sleep(0.3)
+            assert not pending.done()
+            started = time.monotonic()
+            hub.kill()  # the connection drops with the request in flight
+            with pytest.raises(ConnectionLost):
+                await asyncio.wait_for(pending, 10)
+            assert time.monotonic() - started < 3  # not the 30 s request timeout
+    finally:
+        hub.stop()
+
+
+async def test_an_oversized_envelope_is_refused_at_once(tmp_path: Path) -> None:
+    home = make_home(tmp_path / "home", {"caller": ["worker.*"], "worker": []})
+    async with background_hub(home) as hub:
+        async with connect("caller", credential=home.credential_path("caller"),
+                           hub=hub.url) as caller:
+            started = time.monotonic()
+            with pytest.raises(GateDenied) as refused:
+                await caller.call("worker", "echo", "x" * 2_000_000, timeout=5)
+            assert refused.value.code == "too_large"
+            assert time.monotonic() - started < 1
+            assert caller.connection.is_open  # and the connection is fine
+        # a client that does not check: the hub names the envelope's id in its refusal
+        cred = CredentialFile.load(home.credential_path("caller"))
+        async with RawClient.open(hub.url) as raw:
+            await raw.hello(cred)
+            env = seal({"id": new_id(), "kind": "call", "sender": "caller",
+                        "target": "worker.echo", "conversation": new_id(),
+                        "traceparent": new_traceparent(), "body": {"pad": "y" * 1_100_000}},
+                       cred.private())
+            await raw.send(env)
+            answer = await raw.answer_to(env["id"])
+            assert answer["op"] == "refused" and answer["error"]["code"] == "too_large"
+
