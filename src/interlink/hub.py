@@ -23,6 +23,7 @@ from .errors import ConfigError, GateDenied
 from .gate import (Authenticate, Authorize, Commit, Decode, Deliver, GateContext, Observe,
                    Pipeline, Service, Session, Stage, Validate)
 from .gate.guard import Guard
+from .gate.stage import deny
 from .gate.label import LabelStage
 from .home import MeshHome
 from .labels import Label
@@ -37,6 +38,9 @@ from .services.registry import PRESENCE_REFRESH, Registry
 from .store import Claim, Store, open_store
 
 log = logging.getLogger("interlink.hub")
+
+MAX_TTL = 30 * 86400.0
+"""The longest a delegation token may live."""
 
 VIOLATIONS = ("not_granted", "not_cleared", "untrusted_input", "over_classified")
 """Refusals that count toward quarantining the sender."""
@@ -75,7 +79,10 @@ class Delegations:
         assert env is not None
         rights = [(a, s) for a, _, s in (str(r).partition(".") for r in env.body["rights"])]
         ttl = env.body.get("ttl", 3600)
-        ttl = float(ttl) if isinstance(ttl, int | float) else 3600.0
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not 0 < ttl <= MAX_TTL:
+            return deny("commit", "bad_request", f"a delegation's ttl is seconds, more than 0 "
+                        f"and at most {MAX_TTL:g} (30 days), not {ttl!r}")
+        ttl = float(ttl)
         parent = ctx.notes.get("delegation_parent")
         if parent is None:
             ctx.answer["token"] = mint(self.key.private, env.sender, env.target, rights, ttl)

@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -71,6 +72,7 @@ from starlette.authentication import SimpleUser
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .. import strictjson
 from ..envelope import TRACEPARENT, child_traceparent, new_id, new_traceparent
 from ..errors import (CallTimeout, ConfigError, GateDenied, InputRequired, InterlinkError,
                       SkillFailed)
@@ -194,6 +196,17 @@ class Edge:
             content_type = headers.get(b"content-type", b"").decode()
             if scope["method"] in ("POST", "PUT", "PATCH") and not _json_media(content_type):
                 await _unsupported_media(scope, receive, send, content_type, rpc=rest == "/")
+                return
+            if scope["method"] in ("POST", "PUT", "PATCH"):  # strict JSON, as at the gate
+                body, problem = await _strict_body(
+                    receive, 4 * self.hub.settings.max_envelope_bytes)
+                if problem is not None:
+                    await _bad_request(scope, receive, send, problem, rpc=rest == "/")
+                    return
+                receive = _replay(body, receive)
+            if not _SAFE_PATH.fullmatch(rest):
+                await _bad_request(scope, receive, send, "the path holds characters no task id "
+                                   "or method uses", rpc=False, status=404)
                 return
         scope["path"] = rest
         scope["raw_path"] = rest.encode()
@@ -562,6 +575,60 @@ async def _unsupported_media(scope: Scope, receive: Receive, send: Send, content
     payload = build_rest_error_payload(error)
     payload["error"]["code"] = 415
     await _json(scope, receive, send, 415, payload)
+
+
+_SAFE_PATH = re.compile(r"/[A-Za-z0-9\-_.:=@/]{0,512}")
+"""Paths below an agent that a2a-sdk serves (methods, task ids): anything else is not found."""
+
+
+async def _strict_body(receive: Receive, limit: int) -> tuple[bytes, str | None]:
+    """The whole request body, and why it is refused (too large, or not strict JSON)."""
+    chunks, size = [], 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return b"", f"the body is over {limit} bytes"
+        chunks.append(chunk)
+        if not message.get("more_body"):
+            break
+    body = b"".join(chunks)
+    if body:
+        try:
+            strictjson.loads(body)
+        except strictjson.BadJSON as exc:
+            return body, str(exc)
+    return body, None
+
+
+def _replay(body: bytes, upstream: Receive) -> Receive:
+    """The body already read, then the connection's own events (a streaming response listens
+    for the client's disconnect)."""
+    sent = False
+
+    async def receive() -> Any:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await upstream()
+    return receive
+
+
+async def _bad_request(scope: Scope, receive: Receive, send: Send, reason: str, *, rpc: bool,
+                       status: int = 400) -> None:
+    """A request refused before a2a-sdk sees it: a JSON-RPC parse error (-32700) for the
+    JSON-RPC endpoint, else a google.rpc.Status with a 4xx."""
+    if rpc:
+        await _json(scope, receive, send, 200, {"jsonrpc": "2.0", "id": None, "error": {
+            "code": -32700, "message": f"the request is not acceptable JSON: {reason}"}})
+        return
+    payload = build_rest_error_payload(InvalidRequestError(message=reason))
+    payload["error"]["code"] = status
+    await _json(scope, receive, send, status, payload)
 
 
 async def _json(scope: Scope, receive: Receive, send: Send, status: int, body: dict[str, Any],

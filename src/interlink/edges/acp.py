@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+import logging
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -44,6 +45,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from .. import strictjson
 from ..envelope import TRACEPARENT, new_id
 from ..errors import CallError, ConfigError, GateDenied, InputRequired, InterlinkError
 from ..identity import check_token
@@ -56,6 +58,8 @@ MODES = ("sync", "async", "stream")
 TERMINAL = ("completed", "failed", "cancelled")
 SETTLED = ("run.completed", "run.failed", "run.cancelled", "run.awaiting")
 CONTENT_TYPES = ["application/json", "text/plain", "*/*"]
+
+log = logging.getLogger("interlink.acp")
 
 
 class Problem(Exception):
@@ -183,7 +187,10 @@ class AcpEdge:
         if not isinstance(name, str) or mode not in MODES or not isinstance(messages, list):
             raise Problem(422, "invalid_input", "a run needs agent_name, input (a list of "
                                                 "messages) and mode sync, async or stream")
-        session = body.get("session_id") or (body.get("session") or {}).get("id")
+        given = body.get("session")
+        if given is not None and not isinstance(given, dict):
+            raise Problem(422, "invalid_input", "session must be an object with an id")
+        session = body.get("session_id") or (given or {}).get("id")
         try:
             session = str(uuid.UUID(str(session))) if session else str(uuid.uuid4())
         except ValueError:
@@ -347,6 +354,9 @@ def _a2a_parts(messages: list[Any]) -> list[dict[str, Any]]:
         for part in given if isinstance(given, list) else [None]:
             if not isinstance(part, dict):
                 raise Problem(422, "invalid_input", "each input message needs a list of parts")
+            for field in ("content", "content_type", "content_url", "content_encoding", "name"):
+                if part.get(field) is not None and not isinstance(part[field], str):
+                    raise Problem(422, "invalid_input", f"a part's {field} must be a string")
             ctype = part.get("content_type") or "text/plain"
             extra = {"mediaType": ctype, **({"filename": part["name"]} if part.get("name") else {})}
             content = part.get("content") or ""
@@ -356,10 +366,10 @@ def _a2a_parts(messages: list[Any]) -> list[dict[str, Any]]:
                 parts.append({"raw": content, **extra})
             elif ctype == "application/json" or ctype.endswith("+json"):
                 try:
-                    parts.append({"data": json.loads(content), **extra})
-                except ValueError:
-                    raise Problem(422, "invalid_input",
-                                  f"a part says {ctype} but its content is not JSON") from None
+                    parts.append({"data": strictjson.loads(content), **extra})
+                except strictjson.BadJSON as exc:
+                    raise Problem(422, "invalid_input", f"a part says {ctype} but its content "
+                                  f"is not acceptable JSON: {exc}") from None
             else:
                 parts.append({"text": content, **extra})
     if not parts:
@@ -395,16 +405,20 @@ async def _answer(run: Run, mode: str, start: int) -> Response:
 async def _body(request: Request) -> dict[str, Any]:
     """The JSON body (acp-sdk's client sends it without a content type)."""
     try:
-        body = json.loads(await request.body() or b"{}")
-    except ValueError:
-        raise Problem(422, "invalid_input", "the request body is not JSON") from None
+        body = strictjson.loads(await request.body() or b"{}")
+    except strictjson.BadJSON as exc:
+        raise Problem(422, "invalid_input", f"the request body is not acceptable JSON: {exc}"
+                      ) from None
     if not isinstance(body, dict):
         raise Problem(422, "invalid_input", "the request body must be a JSON object")
     return body
 
 
 async def _problem(request: Request, exc: Exception) -> Response:
-    return exc.response if isinstance(exc, Problem) else Response(status_code=500)
+    if isinstance(exc, Problem):
+        return exc.response
+    log.exception("ACP request %s %s failed", request.method, request.url.path, exc_info=exc)
+    return Response(status_code=500)
 
 
 async def _http_problem(request: Request, exc: Exception) -> Response:

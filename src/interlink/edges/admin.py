@@ -8,13 +8,13 @@ an audit record naming who did it and why.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from .. import strictjson
 from ..envelope import valid_agent_name
 from ..errors import ConfigError
 from ..hub import Hub
@@ -33,9 +33,9 @@ def admin_routes(hub: Hub) -> list[Route]:
         if len(body) > MAX_BODY:
             return _error(413, "too_large", f"the request is over {MAX_BODY} bytes")
         try:
-            data: Any = json.loads(body or b"{}")
-        except ValueError:
-            return _error(400, "bad_request", "the body must be JSON: {by, reason}")
+            data: Any = strictjson.loads(body or b"{}")
+        except strictjson.BadJSON as exc:
+            return _error(400, "bad_request", f"the body must be JSON {{by, reason}}: {exc}")
         if not isinstance(data, dict) or not valid_agent_name(agent):
             return _error(400, "bad_request", "the body must be a JSON object: {by, reason}, "
                           "and the path must name an agent")

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from ..envelope import ENVELOPE_ID
 from ..errors import GateDenied, KeyExists, RevisionMismatch
 from ..gate.context import GateContext, Session
 from ..gate.stage import deny
@@ -558,6 +559,8 @@ class CallService:
     # -- store helpers -----------------------------------------------------------------------
 
     async def _get(self, call_id: str) -> CallRecord | None:
+        if not isinstance(call_id, str) or not ENVELOPE_ID.fullmatch(call_id):
+            return None  # not a call id at all (e.g. an approve naming garbage): no such call
         entry = await self.kv.get(call_id)
         return CallRecord.model_validate_json(entry.value) if entry and entry.value else None
 

@@ -69,6 +69,8 @@ class SkillCard(BaseModel):
             jsonschema.Draft202012Validator.check_schema(value)
         except jsonschema.SchemaError as exc:
             raise ValueError(f"not a valid JSON Schema: {exc.message}") from exc
+        except RecursionError:
+            raise ValueError("the JSON Schema is nested too deeply") from None
         return value
 
 
