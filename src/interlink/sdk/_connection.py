@@ -662,7 +662,18 @@ class Connection:
 
     # -- receiving ---------------------------------------------------------------------------
 
-    def _on_frame(self, frame: dict[str, Any]) -> None:
+    def _on_frame(self, frame: Any) -> None:
+        """One frame from the hub. A frame this SDK cannot read (a broken or hostile hub) is
+        logged and skipped; it never ends the connection or the agent."""
+        try:
+            if not isinstance(frame, dict):
+                raise TypeError("a frame is a JSON object")
+            self._handle_frame(frame)
+        except Exception as exc:
+            log.warning("%s: skipped a frame from the hub that cannot be read (%r): %.200r",
+                        self.agent, exc, frame)
+
+    def _handle_frame(self, frame: dict[str, Any]) -> None:
         op = frame.get("op")
         if op in ("accepted", "refused"):
             future = self._acks.get(frame.get("id") or "")
