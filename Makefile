@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test bench tck clean
+.PHONY: setup demo test bench reliability tck clean
 
 $(BIN)/interlink: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ bench: setup
 	$(BIN)/python benchmarks/event_latency.py
 	$(BIN)/python benchmarks/memory_throughput.py
 	$(BIN)/python benchmarks/gate_cost.py
+
+# The crash loop at full size (a real hub SIGKILLed at random moments under calls, events and
+# CAS from other processes; the seed is printed). `make test` runs a short one.
+#   make reliability [SEED=N]
+SEED ?=
+reliability: setup
+	$(BIN)/python reliability/crash.py $(if $(SEED),--seed $(SEED),)
 
 # A2A conformance, not part of `make test`: the kit (a2aproject/a2a-tck, branch 1.0-dev, a
 # checkout with its own dependencies installed) against a mesh agent served at /a2a/tck by

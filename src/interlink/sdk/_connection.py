@@ -334,6 +334,12 @@ class Connection:
                 raise self.refusal
             raise ConnectionLost(f"the connection is {self._state}")
         env_id = fields["id"]
+        if not durable and not self._ready.is_set():
+            # not re-sent after a reconnect, so it waits for the connection to be back first
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout)
+            except asyncio.TimeoutError:
+                raise ConnectionLost(f"the hub was unreachable for {timeout:.0f}s") from None
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._acks[env_id] = future
         if durable:
@@ -427,6 +433,8 @@ class Connection:
         try:
             await self.settling(fields, timeout=60.0)
         except GateDenied as exc:  # the hub fails the call for its caller, saying why
+            if exc.code == "duplicate_reply":
+                return  # re-sent after a reconnect: the hub already had it
             log.error("%s: the hub refused our reply to call %s: %s", self.agent, call["id"],
                       exc)
 
