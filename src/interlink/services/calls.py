@@ -416,7 +416,7 @@ class CallService:
         try:
             consumer = await self._consumer(agent)
             while not session.closed:
-                claimed = await consumer.fetch(32, timeout=1.0)
+                claimed = await consumer.fetch(32, timeout=30.0)  # woken by its own calls
                 offered = 0
                 try:
                     for message in claimed:

@@ -25,15 +25,18 @@ Tables:
   time-to-live has passed is invisible at once, and is turned into a `del` revision (so
   watchers see it go) by the next write to the bucket or by a watcher waiting on it.
 
-Waiting (`fetch(timeout=...)`, `wait_for`, `watch`): writes through the same store wake waiters
-at once; writes by another connection are noticed by polling `PRAGMA data_version` every
-`poll_interval` seconds while someone waits. A waiting fetch also wakes at the next ack-wait
-or nak deadline of its consumer.
+Waiting (`fetch(timeout=...)`, `wait_for`, `watch`): a write through the same store wakes only
+the waiters it concerns (a fetch: appends its filter matches and naks of its consumer; a
+`wait_for`: appends to its log; a watch: writes under its prefix), so idle waiters cost
+nothing; writes by another connection are noticed by one poller per store (`PRAGMA
+data_version` every `poll_interval` seconds while someone waits), which wakes everyone. A
+waiting fetch also wakes at the next ack-wait or nak deadline of its consumer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import json
@@ -213,6 +216,16 @@ def _live(entry: KVEntry, now: float) -> bool:
 
 # -- the store ------------------------------------------------------------------------------
 
+@dataclass(eq=False)
+class _Ticket:
+    event: asyncio.Event
+    interests: dict[tuple[str, ...], Callable[[str], bool] | None]
+
+    def wants(self, channel: tuple[str, ...], item: str) -> bool:
+        test = self.interests.get(channel)
+        return test is None or test(item)
+
+
 class StoreClaim:
     """A held claim on a store (see `SqliteStore.claim`)."""
 
@@ -249,7 +262,9 @@ class SqliteStore:
         self._poll_interval = poll_interval
         self._db: sqlite3.Connection | None = None
         self._closed = False
-        self._changed = asyncio.Event()
+        self._waiters: dict[tuple[str, ...], set[_Ticket]] = {}
+        self._dirty: list[tuple[tuple[str, ...], str]] = []
+        self._poller: asyncio.Task[None] | None = None
         self._data_version = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -286,7 +301,9 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True
-        self._notify()
+        self._wake_all()
+        if self._poller is not None:
+            self._poller.cancel()
         db, self._db = self._db, None
         if db is not None:
             try:
@@ -348,9 +365,10 @@ class SqliteStore:
 
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
-        """One transaction; sqlite3 errors become StoreError; waiters wake if it changed data."""
+        """One transaction; sqlite3 errors become StoreError. What it marked as changed
+        (`_mark`) wakes the waiters interested in it once it commits."""
         db = self._connection()
-        changes = db.total_changes
+        self._dirty.clear()
         try:
             db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
             try:
@@ -358,46 +376,79 @@ class SqliteStore:
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
+                self._dirty.clear()
                 raise
             db.execute("COMMIT")
         except sqlite3.Error as exc:
+            self._dirty.clear()
             raise StoreError(f"the SQLite store at {self.path} failed: {exc}") from exc
-        if db.total_changes != changes:
-            self._notify()
+        if self._dirty:
+            dirty, self._dirty = self._dirty, []
+            self._wake(dirty)
 
-    def _notify(self) -> None:
-        """Wake everyone waiting for a change."""
-        self._changed.set()
-        self._changed = asyncio.Event()
+    # Waiting. A waiter takes a ticket naming what it waits for (channels such as
+    # ("log", name) or ("consumer", log, name) or ("kv", bucket), each with a test of the
+    # changed subject or key) *before* it checks, then waits on it: a write wakes only the
+    # tickets whose channel and test it matches, so an idle consumer costs nothing when others
+    # are busy. Writes by another process are noticed by one poller per store
+    # (`PRAGMA data_version` every `poll_interval`), which wakes everyone.
 
-    def _ticket(self) -> asyncio.Event:
-        """The event the next change will set: take it *before* checking, then `_wait` on it."""
-        return self._changed
+    def _mark(self, channel: tuple[str, ...], item: str) -> None:
+        """Inside a write transaction: `item` (a subject, a key) of `channel` changed."""
+        self._dirty.append((channel, item))
 
-    def _poll(self) -> None:
-        """Wake waiters if another connection committed since the last poll."""
-        try:
-            version = self._connection().execute("PRAGMA data_version").fetchone()[0]
-        except sqlite3.Error as exc:
-            raise StoreError(f"the SQLite store at {self.path} failed: {exc}") from exc
-        if version != self._data_version:
-            self._data_version = version
-            self._notify()
+    def _wake(self, dirty: list[tuple[tuple[str, ...], str]]) -> None:
+        for channel, item in dirty:
+            for ticket in list(self._waiters.get(channel, ())):
+                if not ticket.event.is_set() and ticket.wants(channel, item):
+                    ticket.event.set()
 
-    async def _wait(self, ticket: asyncio.Event, timeout: float | None) -> None:
-        """Until `ticket` is set (a change) or `timeout` seconds pass (None: no limit)."""
-        loop = asyncio.get_running_loop()
-        end = None if timeout is None else loop.time() + timeout
-        while not ticket.is_set():
-            step = self._poll_interval if end is None else min(self._poll_interval,
-                                                               end - loop.time())
-            if step <= 0:
-                break
+    def _wake_all(self) -> None:
+        for tickets in self._waiters.values():
+            for ticket in tickets:
+                ticket.event.set()
+
+    def _ticket(self, *interests: tuple[tuple[str, ...], Callable[[str], bool] | None]
+                ) -> _Ticket:
+        """Register interest before checking; `_release` it after (`_wait` does)."""
+        ticket = _Ticket(asyncio.Event(), dict(interests))
+        for channel in ticket.interests:
+            self._waiters.setdefault(channel, set()).add(ticket)
+        if self._poller is None or self._poller.done():
+            self._poller = asyncio.get_running_loop().create_task(self._poll_loop())
+        return ticket
+
+    def _release(self, ticket: _Ticket) -> None:
+        for channel in ticket.interests:
+            waiting = self._waiters.get(channel)
+            if waiting is not None:
+                waiting.discard(ticket)
+                if not waiting:
+                    del self._waiters[channel]
+
+    async def _poll_loop(self) -> None:
+        """Notice commits by other processes while anyone waits."""
+        while not self._closed and self._waiters:
+            await asyncio.sleep(self._poll_interval)
             try:
-                async with asyncio.timeout(step):
-                    await ticket.wait()
-            except TimeoutError:
-                self._poll()
+                version = self._connection().execute("PRAGMA data_version").fetchone()[0]
+            except (sqlite3.Error, StoreError):
+                return
+            if version != self._data_version:
+                self._data_version = version
+                self._wake_all()
+
+    async def _wait(self, ticket: _Ticket, timeout: float | None) -> None:
+        """Until the ticket is woken or `timeout` seconds pass (None: no limit); releases it."""
+        try:
+            if timeout is None:
+                await ticket.event.wait()
+            elif timeout > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await ticket.event.wait()
+        finally:
+            self._release(ticket)
         self._connection()
 
     # -- the contract ---------------------------------------------------------------------------
@@ -469,7 +520,11 @@ class SqliteLog:
             raise StoreError(f"msg_id must be a non-empty string or None, not {msg_id!r}")
         fields = _check_headers(headers)
         with self._store._transaction(write=True) as db:
-            return _append(db, self.name, subject, payload, msg_id, fields, self._store.clock())
+            result = _append(db, self.name, subject, payload, msg_id, fields,
+                             self._store.clock())
+            if not result.duplicate:
+                self._store._mark(("log", self.name), subject)
+            return result
 
     async def read(self, start_seq: int = 1, *, subject: str = ">",
                    limit: int = 100) -> list[LogMessage]:
@@ -504,13 +559,16 @@ class SqliteLog:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while True:
-            ticket = self._store._ticket()
-            if self._last_seq() > after_seq:
-                return True
-            remaining = end - loop.time()
-            if remaining <= 0:
-                return False
-            await self._store._wait(ticket, remaining)
+            ticket = self._store._ticket((("log", self.name), None))
+            try:
+                if self._last_seq() > after_seq:
+                    return True
+                remaining = end - loop.time()
+                if remaining <= 0:
+                    return False
+                await self._store._wait(ticket, remaining)
+            finally:
+                self._store._release(ticket)
 
     async def consumer(self, name: str, *, filter: str = ">", ack_wait: float = 30.0,
                        max_deliver: int = -1, dead_letter: str | None = None,
@@ -605,6 +663,7 @@ class SqliteConsumer:
         self._store = store
         self._log = log
         self.name = name
+        self._filter: str | None = None
 
     async def fetch(self, batch: int = 1, *, timeout: float = 0.0) -> list[LogMessage]:
         """Up to `batch` messages (redeliveries first); waits up to `timeout` for the first."""
@@ -613,14 +672,23 @@ class SqliteConsumer:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while True:
-            ticket = self._store._ticket()
-            messages, next_deadline = self._claim(batch)
-            remaining = end - loop.time()
-            if messages or remaining <= 0:
-                return messages
-            if next_deadline is not None:
-                remaining = min(remaining, max(0.0, next_deadline - self._store.clock()))
-            await self._store._wait(ticket, remaining)
+            ticket = self._store._ticket((("log", self._log), self._wants),
+                                         (("consumer", self._log, self.name), None))
+            try:
+                messages, next_deadline = self._claim(batch)
+                remaining = end - loop.time()
+                if messages or remaining <= 0:
+                    return messages
+                if next_deadline is not None:
+                    remaining = min(remaining, max(0.0, next_deadline - self._store.clock()))
+                await self._store._wait(ticket, remaining)
+            finally:
+                self._store._release(ticket)
+
+    def _wants(self, subject: str) -> bool:
+        """Whether a message appended under `subject` is for this consumer (its filter as of
+        its last claim)."""
+        return self._filter is None or subject_matches(self._filter, subject)
 
     async def ack(self, seq: int) -> None:
         """Done with `seq`; harmless if already settled; NotFound if never delivered."""
@@ -658,6 +726,7 @@ class SqliteConsumer:
         """Claim up to `batch` messages; also return the earliest pending deadline."""
         with self._store._transaction(write=True) as db:
             state = self._state(db)
+            self._filter = state.filter
             now = self._store.clock()
             messages = self._claim_expired(db, state, now, batch)
             if len(messages) < batch:
@@ -699,6 +768,7 @@ class SqliteConsumer:
                        "deliveries": str(message.deliveries),
                        "original-seq": str(message.seq), "original-subject": message.subject}
             _append(db, self._log, state.dead_letter, message.data, None, headers, now)
+            self._store._mark(("log", self._log), state.dead_letter)
 
     def _claim_new(self, db: sqlite3.Connection, state: _ConsumerState, now: float,
                    batch: int) -> list[LogMessage]:
@@ -737,6 +807,8 @@ class SqliteConsumer:
                                 seq)).rowcount
             if not moved:
                 self._check_delivered(db, state, seq)
+            else:
+                self._store._mark(("consumer", self._log, self.name), str(seq))
 
     def _check_delivered(self, db: sqlite3.Connection, state: _ConsumerState, seq: int) -> None:
         """Raise NotFound unless `seq` is a message this consumer delivered (and settled)."""
@@ -855,21 +927,26 @@ class SqliteKV:
 
     async def _changes(self, prefix: str, cursor: int) -> AsyncGenerator[KVEntry, None]:
         while True:
-            ticket = self._store._ticket()
-            entries, next_expiry = self._changes_after(prefix, cursor)
-            for entry in entries:
-                cursor = entry.revision
-                yield entry
-            if entries:
-                continue
-            now = self._store.clock()
-            if next_expiry is None:
-                await self._store._wait(ticket, None)
-            elif next_expiry <= now:
-                with self._store._transaction(write=True) as db:
-                    self._purge_expired(db, now)
-            else:
-                await self._store._wait(ticket, next_expiry - now)
+            ticket = self._store._ticket((("kv", self.name), lambda key: key.startswith(prefix)))
+            try:
+                entries, next_expiry = self._changes_after(prefix, cursor)
+                if entries:
+                    self._store._release(ticket)
+                for entry in entries:
+                    cursor = entry.revision
+                    yield entry
+                if entries:
+                    continue
+                now = self._store.clock()
+                if next_expiry is None:
+                    await self._store._wait(ticket, None)
+                elif next_expiry <= now:
+                    with self._store._transaction(write=True) as db:
+                        self._purge_expired(db, now)
+                else:
+                    await self._store._wait(ticket, next_expiry - now)
+            finally:
+                self._store._release(ticket)
 
     def _changes_after(self, prefix: str, cursor: int) -> tuple[list[KVEntry], float | None]:
         """Retained changes after `cursor` under `prefix`, and the bucket's next expiry."""
@@ -911,6 +988,7 @@ class SqliteKV:
             raise NotFound(f"bucket {self.name!r} does not exist; open it with "
                            f"store.kv({self.name!r})")
         revision, history = row
+        self._store._mark(("kv", self.name), key)
         expires = None if ttl is None else now + ttl
         db.execute("INSERT INTO kv (bucket, key, revision, op, value, ts, expires) "
                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
