@@ -59,10 +59,11 @@ class Label:
                    _strings(raw.get("provenance"), "provenance"))
 
     def join(self, other: Label) -> Label:
-        """The least label at least as restrictive as both."""
+        """The least label at least as restrictive as both (provenance bounded: see
+        `_bounded`)."""
         return Label(max(self.level, other.level, key=LEVELS.index), self.tags | other.tags,
                      "untrusted" if "untrusted" in (self.integrity, other.integrity)
-                     else "trusted", self.provenance | other.provenance)
+                     else "trusted", _bounded(self.provenance | other.provenance))
 
     def at_most(self, other: Label) -> bool:
         """Whether this label is no more restrictive than `other` (other ⊒ self)."""
@@ -88,6 +89,23 @@ class Label:
 
 
 BOTTOM = Label()
+
+MAX_PROVENANCE = 64
+MANY_AGENTS = "agent:+more"
+"""Stands for the mesh agents dropped from a provenance that grew past MAX_PROVENANCE."""
+
+
+def _bounded(provenance: frozenset[str]) -> frozenset[str]:
+    """At most MAX_PROVENANCE sources. Outside origins (`web`, `a2a:…`) are what flow rules
+    and people need most, so mesh agents (`agent:…`) give way first, folded into one
+    `agent:+more`; the level, tags and integrity, which decide, are never dropped."""
+    if len(provenance) <= MAX_PROVENANCE:
+        return provenance
+    outside = sorted(p for p in provenance if not p.startswith("agent:"))
+    agents = sorted(p for p in provenance if p.startswith("agent:") and p != MANY_AGENTS)
+    room = MAX_PROVENANCE - 1
+    kept = outside[:room] + agents[:max(0, room - len(outside))]
+    return frozenset([*kept, MANY_AGENTS])
 
 
 def join_all(labels: Iterable[Label]) -> Label:

@@ -173,3 +173,31 @@ async def test_an_oversized_envelope_is_refused_at_once(tmp_path: Path) -> None:
             answer = await raw.answer_to(env["id"])
             assert answer["op"] == "refused" and answer["error"]["code"] == "too_large"
 
+
+
+async def test_a_caller_that_talked_to_many_agents_is_still_served(tmp_path: Path) -> None:
+    """Sticky taint gathers every agent a caller heard from into its provenance; past the
+    bound it folds, and calls keep flowing (it once stopped the targets' dispatchers)."""
+    names = [f"w{i:03d}" for i in range(80)]
+    home = make_home(tmp_path / "home", {"caller": ["w*.echo"], **{n: [] for n in names}})
+    async with background_hub(home) as hub:
+        workers = []
+        for name in names:
+            worker = Agent(name, credential=home.credential_path(name), hub=hub.url)
+
+            @worker.skill("echo")
+            async def echo(ctx: SkillContext, req: Any) -> Any:
+                return req
+
+            workers.append(worker)
+        await asyncio.gather(*(w.start() for w in workers))
+        try:
+            async with connect("caller", credential=home.credential_path("caller"),
+                               hub=hub.url) as caller:
+                for _ in range(2):
+                    for name in names:
+                        assert await caller.call(name, "echo", name, timeout=5) == name
+                provenance = (await hub.hub.taint.of_agent("caller")).provenance
+                assert "agent:+more" in provenance and len(provenance) <= 64
+        finally:
+            await asyncio.gather(*(w.stop() for w in workers))

@@ -87,3 +87,16 @@ def test_rate_limit_and_budget() -> None:
     assert guard.spend("c2") is None
     assert "messages" in (guard.spend("c3") or guard.spend("c3") or guard.spend("c3")
                           or guard.spend("c3") or "")
+
+
+def test_provenance_stays_bounded_and_keeps_outside_origins() -> None:
+    """An agent that has talked to hundreds of agents: its label still parses, its outside
+    origins are kept, and the agents beyond the bound fold into one marker."""
+    from interlink.labels import MANY_AGENTS, MAX_PROVENANCE, Label
+    label = Label(provenance=frozenset({"web", "a2a:https://x.example"}), integrity="untrusted")
+    for i in range(500):
+        label = label.join(Label(provenance=frozenset({f"agent:a{i:04d}"})))
+    assert len(label.provenance) <= MAX_PROVENANCE
+    assert {"web", "a2a:https://x.example", MANY_AGENTS} <= label.provenance
+    assert label.integrity == "untrusted"
+    assert Label.parse(label.to_dict()) == label

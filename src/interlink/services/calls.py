@@ -422,7 +422,11 @@ class CallService:
                     for message in claimed:
                         if session.closed:
                             break
-                        await self._offer(session, consumer, message)
+                        try:
+                            await self._offer(session, consumer, message)
+                        except Exception:  # one bad message never stops an agent's calls
+                            log.exception("could not offer call message %s to %s; it is put "
+                                          "back and retried after ack-wait", message.seq, agent)
                         offered += 1
                 finally:  # claimed and not offered (closed, replaced, cancelled): put back now
                     for message in claimed[offered:]:

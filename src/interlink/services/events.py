@@ -332,7 +332,11 @@ class EventBus:
                                             limit=READ_BATCH)
                 for message in batch:
                     if matches(sub.pattern, message.subject):
-                        await self._send(sub, message)
+                        try:
+                            await self._send(sub, message)
+                        except Exception:  # one bad event never stops the subscription
+                            log.exception("could not push event %s to subscription %s; "
+                                          "skipped", message.seq, sub.id)
                 next_seq = batch[-1].seq + 1 if len(batch) == READ_BATCH else max(
                     next_seq, last + 1, batch[-1].seq + 1 if batch else 0)
                 if len(batch) < READ_BATCH:
@@ -364,7 +368,12 @@ class EventBus:
                         await group.consumer.ack(message.seq)
                     else:
                         member.inflight[message.seq] = time.monotonic()
-                        await self._send(member, message)
+                        try:
+                            await self._send(member, message)
+                        except Exception:  # one bad event never stops the consumer
+                            log.exception("could not hand event %s of %s to a subscriber; it "
+                                          "is redelivered after ack-wait", message.seq,
+                                          group.name)
         except asyncio.CancelledError:
             raise
         except Exception:
