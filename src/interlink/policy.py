@@ -45,6 +45,8 @@ from .names import covers, matches, pattern_error
 log = logging.getLogger("interlink.policy")
 
 RELOAD_CHECK_SECONDS = 0.25
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it
+_DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 DEFAULT_PORT = 7750
 
 
@@ -376,7 +378,7 @@ class Decision:
 
 def parse_policy(text: str, source: str = "mesh.yaml") -> Policy:
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.load(text, Loader=_LOADER) or {}  # noqa: S506 (a safe loader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -394,7 +396,7 @@ def dump_policy(policy: Policy) -> str:
               "# publish / subscribe: topic patterns (blog.drafts.created, blog.*, blog.>).\n"
               "# memory: namespace pattern -> read | read-write.\n"
               "# The hub re-reads this file when it changes; no restart needed.\n")
-    return header + yaml.safe_dump(data, sort_keys=False)
+    return header + yaml.dump(data, Dumper=_DUMPER, sort_keys=False)
 
 
 class PolicyFile:

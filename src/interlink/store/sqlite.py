@@ -81,7 +81,8 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_msg_id ON messages (log, msg_id, seq);
 CREATE INDEX IF NOT EXISTS messages_by_ts ON messages (log, ts);
-CREATE INDEX IF NOT EXISTS messages_by_subject ON messages (log, subject);
+DROP INDEX IF EXISTS messages_by_subject;
+CREATE INDEX IF NOT EXISTS messages_by_subject_seq ON messages (log, subject, seq);
 CREATE TABLE IF NOT EXISTS consumers (
     log TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -185,6 +186,11 @@ def _check_ttl(ttl: float | None) -> float | None:
     if ttl is not None and not ttl > 0:
         raise StoreError(f"ttl must be a positive number of seconds or None, not {ttl!r}")
     return ttl
+
+
+def _literal(pattern: str | None) -> bool:
+    """Whether a filter names exactly one subject (its waiters are indexed by it)."""
+    return pattern is not None and "*" not in pattern and ">" not in pattern
 
 
 def _filter_sql(pattern: str) -> tuple[str, tuple[str, ...]]:
@@ -524,6 +530,7 @@ class SqliteLog:
                              self._store.clock())
             if not result.duplicate:
                 self._store._mark(("log", self.name), subject)
+                self._store._mark(("subject", self.name, subject), subject)
             return result
 
     async def read(self, start_seq: int = 1, *, subject: str = ">",
@@ -598,7 +605,7 @@ class SqliteLog:
                 "excluded.dead_letter, excluded.deliver)",
                 (self.name, name, filter, ack_wait, max_deliver, dead_letter, deliver,
                  start, start, start))
-        return SqliteConsumer(self._store, self.name, name)
+        return SqliteConsumer(self._store, self.name, name, filter)
 
     async def consumers(self) -> list[ConsumerInfo]:
         """Every durable consumer of this log, by name."""
@@ -659,11 +666,12 @@ def _consumer_info(db: sqlite3.Connection, log: str, name: str,
 class SqliteConsumer:
     """A durable consumer in a SqliteStore (see `interlink.store.contract.Consumer`)."""
 
-    def __init__(self, store: SqliteStore, log: str, name: str) -> None:
+    def __init__(self, store: SqliteStore, log: str, name: str,
+                 filter: str | None = None) -> None:
         self._store = store
         self._log = log
         self.name = name
-        self._filter: str | None = None
+        self._filter = filter
 
     async def fetch(self, batch: int = 1, *, timeout: float = 0.0) -> list[LogMessage]:
         """Up to `batch` messages (redeliveries first); waits up to `timeout` for the first."""
@@ -672,8 +680,10 @@ class SqliteConsumer:
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout
         while True:
-            ticket = self._store._ticket((("log", self._log), self._wants),
-                                         (("consumer", self._log, self.name), None))
+            appends: tuple[tuple[str, ...], Callable[[str], bool] | None] = (
+                (("subject", self._log, self._filter), None) if _literal(self._filter)
+                else (("log", self._log), self._wants))
+            ticket = self._store._ticket(appends, (("consumer", self._log, self.name), None))
             try:
                 messages, next_deadline = self._claim(batch)
                 remaining = end - loop.time()
@@ -769,6 +779,7 @@ class SqliteConsumer:
                        "original-seq": str(message.seq), "original-subject": message.subject}
             _append(db, self._log, state.dead_letter, message.data, None, headers, now)
             self._store._mark(("log", self._log), state.dead_letter)
+            self._store._mark(("subject", self._log, state.dead_letter), state.dead_letter)
 
     def _claim_new(self, db: sqlite3.Connection, state: _ConsumerState, now: float,
                    batch: int) -> list[LogMessage]:
