@@ -3,6 +3,7 @@ and the hub's card), the ACP edge (`/acp`), health, and the hub's identity."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
@@ -43,7 +44,9 @@ def create_app(home: MeshHome, *, store_url: str | None = None,
         await serve_connection(hub, ws)
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "hub": hub.key.id})
+        return JSONResponse({"status": "ok", "hub": hub.key.id,
+                             "connections": len(hub.registry.by_id),
+                             "tasks": len(asyncio.all_tasks())})
 
     async def hub_card(request: Request) -> JSONResponse:
         base = f"{request.url.scheme}://{request.url.netloc}"

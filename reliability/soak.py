@@ -1,0 +1,223 @@
+"""The soak: a hub (its own process) under steady mixed traffic from many agents (another
+process) for a while. Every few seconds it samples the hub's resident memory, open file
+descriptors, asyncio tasks and connections, and the call latency of that window; at the end it
+reports the growth of each after warm-up and the latency slope (ms per minute).
+
+    .venv/bin/python reliability/soak.py [--agents 40] [--seconds 300]
+    make soak                 # the same, with its defaults
+
+Traffic per agent, in a loop: a call to another agent, a publish to a topic a durable handler
+consumes (acked), a memory write and read, and a memory watch kept open; every 10th round an
+agent drops its connection and comes back (the SDK reconnects and renews what it had).
+
+Exit status 0 when memory, descriptors and tasks stay bounded and latency does not grow
+(thresholds below), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+RSS_GROWTH_LIMIT = 0.25      # after warm-up, at most +25%
+FD_GROWTH_LIMIT = 20         # descriptors
+TASK_GROWTH_LIMIT = 50       # asyncio tasks
+SLOPE_LIMIT_MS_PER_MIN = 1.0  # median call latency may not climb faster than this
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def make_home(root: Path, agents: int) -> list[str]:
+    from interlink.home import MeshHome
+    home = MeshHome(root)
+    home.init()
+    names = [f"s{i:03d}" for i in range(agents)]
+    for name in names:
+        home.add_agent(name, calls=["s*.echo"])
+        home.grant(name, publish=["soak.*"], subscribe=["soak.*"],
+                   memory={"soak": "read-write"})
+    policy = home.load_policy()
+    policy.hub.rate_per_agent = 10_000
+    policy.hub.rate_burst = 10_000
+    home.save_policy(policy)
+    return names
+
+
+async def traffic(home: Path, url: str, names: list[str], seconds: float,
+                  latencies: list[tuple[float, float]]) -> dict[str, int]:
+    from interlink import Agent, Event, EventContext, SkillContext, connect
+    counts = {"calls": 0, "events": 0, "memory": 0, "reconnects": 0, "errors": 0}
+    agents = []
+    for name in names:
+        agent = Agent(name, credential=home / "agents" / f"{name}.cred", hub=url)
+
+        @agent.skill("echo")
+        async def echo(ctx: SkillContext, req: Any) -> Any:
+            return req
+
+        @agent.on_event("soak.*", durable=f"soak-{name}")
+        async def handle(ctx: EventContext, event: Event) -> None:
+            counts["events"] += 1
+
+        agents.append(agent)
+    for agent in agents:
+        await agent.start()
+    end = time.monotonic() + seconds
+    rng = random.Random(7)
+
+    async def loop(name: str) -> None:
+        rounds = 0
+        while time.monotonic() < end:
+            async with connect(name, credential=home / "agents" / f"{name}.cred",
+                               hub=url) as mesh:
+                watch = await mesh.memory("soak").watch(f"{name}/")
+                try:
+                    while time.monotonic() < end:
+                        rounds += 1
+                        try:
+                            started = time.perf_counter()
+                            await mesh.call(rng.choice(names), "echo", {"r": rounds},
+                                            timeout=10)
+                            latencies.append((time.monotonic(),
+                                              (time.perf_counter() - started) * 1000))
+                            counts["calls"] += 1
+                            await mesh.publish(f"soak.{name}", {"r": rounds})
+                            await mesh.memory("soak").put(f"{name}/k", {"r": rounds})
+                            await mesh.memory("soak").get(f"{name}/k")
+                            counts["memory"] += 2
+                        except Exception:
+                            counts["errors"] += 1
+                        await asyncio.sleep(0.05)
+                        if rounds % 10 == 0:
+                            counts["reconnects"] += 1
+                            break  # leave and come back: a fresh connection
+                finally:
+                    await watch.close()
+
+    try:
+        await asyncio.gather(*(loop(name) for name in names))
+    finally:
+        for agent in agents:
+            await agent.stop()
+    return counts
+
+
+def sample(pid: int, port: int) -> dict[str, float]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = next(int(l.split()[1]) for l in status.splitlines() if l.startswith("VmRSS:")) / 1024
+    fds = len(os.listdir(f"/proc/{pid}/fd"))
+    health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
+    return {"t": time.monotonic(), "rss_mb": rss, "fds": fds, "tasks": health["tasks"],
+            "connections": health["connections"]}
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (t seconds, y) in y per minute."""
+    if len(points) < 2:
+        return 0.0
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return 60 * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--agents", type=int, default=40)
+    parser.add_argument("--seconds", type=float, default=300.0)
+    parser.add_argument("--every", type=float, default=5.0, help="seconds between samples")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="interlink-soak-"))
+    root = work / "home"
+    names = make_home(root, args.agents)
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/ws"
+    hub = subprocess.Popen([sys.executable, "-m", "interlink", "serve", "--home", str(root),
+                            "--port", str(port)], stdout=(work / "hub.log").open("ab"),
+                           stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the hub did not start") from None
+                time.sleep(0.05)
+        print(f"soak: {args.agents} agents for {args.seconds:g}s; files in {work}", flush=True)
+        latencies: list[tuple[float, float]] = []
+        samples: list[dict[str, float]] = []
+        loop = asyncio.new_event_loop()
+        run = loop.create_task(traffic(root, url, names, args.seconds, latencies))
+
+        async def watch() -> None:
+            while not run.done():
+                await asyncio.sleep(args.every)
+                point = await asyncio.to_thread(sample, hub.pid, port)
+                window = [ms for t, ms in latencies if t > point["t"] - args.every]
+                point["p50_ms"] = statistics.median(window) if window else 0.0
+                samples.append(point)
+                print(f"  {len(samples) * args.every:5.0f}s  RSS {point['rss_mb']:6.1f} MB  "
+                      f"fds {point['fds']:4.0f}  tasks {point['tasks']:5.0f}  "
+                      f"connections {point['connections']:4.0f}  call p50 "
+                      f"{point['p50_ms']:6.2f} ms", flush=True)
+
+        counts = loop.run_until_complete(asyncio.gather(run, watch()))[0]
+        loop.close()
+        time.sleep(2.0)
+        after = sample(hub.pid, port)
+    finally:
+        hub.send_signal(signal.SIGINT)
+        try:
+            hub.wait(20)
+        except subprocess.TimeoutExpired:
+            hub.kill()
+    warm = samples[len(samples) // 4] if samples else after
+    last = samples[-1] if samples else after
+    report = {
+        **counts,
+        "rss_mb": {"warm": warm["rss_mb"], "end": last["rss_mb"],
+                   "max": max(s["rss_mb"] for s in samples or [after])},
+        "fds": {"warm": warm["fds"], "end": last["fds"], "idle_after": after["fds"]},
+        "tasks": {"warm": warm["tasks"], "end": last["tasks"], "idle_after": after["tasks"]},
+        "latency_slope_ms_per_min": slope([(s["t"], s["p50_ms"]) for s in samples
+                                           if s is not None and s["p50_ms"]][len(samples) // 4:]),
+    }
+    problems = []
+    if report["rss_mb"]["end"] > warm["rss_mb"] * (1 + RSS_GROWTH_LIMIT):
+        problems.append(f"memory grew {warm['rss_mb']:.0f} → {last['rss_mb']:.0f} MB")
+    if after["fds"] > warm["fds"] + FD_GROWTH_LIMIT:
+        problems.append(f"file descriptors grew {warm['fds']:.0f} → {after['fds']:.0f}")
+    if after["tasks"] > warm["tasks"] + TASK_GROWTH_LIMIT:
+        problems.append(f"asyncio tasks grew {warm['tasks']:.0f} → {after['tasks']:.0f}")
+    if report["latency_slope_ms_per_min"] > SLOPE_LIMIT_MS_PER_MIN:
+        problems.append(f"call latency climbs {report['latency_slope_ms_per_min']:.2f} ms/min")
+    if counts["errors"]:
+        problems.append(f"{counts['errors']} operations failed")
+    print(json.dumps(report))
+    print("FAILED: " + "; ".join(problems) if problems else
+          "ok: memory, descriptors and tasks bounded; latency flat")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
