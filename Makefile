@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test bench reliability tck clean
+.PHONY: setup demo test bench reliability soak tck clean
 
 $(BIN)/interlink: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,7 @@ bench: setup
 	$(BIN)/python benchmarks/event_latency.py
 	$(BIN)/python benchmarks/memory_throughput.py
 	$(BIN)/python benchmarks/gate_cost.py
+	$(BIN)/python benchmarks/scale.py
 
 # The crash loop at full size (a real hub SIGKILLed at random moments under calls, events and
 # CAS from other processes; the seed is printed). `make test` runs a short one.
@@ -31,6 +32,11 @@ bench: setup
 SEED ?=
 reliability: setup
 	$(BIN)/python reliability/crash.py $(if $(SEED),--seed $(SEED),)
+
+# The soak (5 minutes, 40 agents) and the noisy neighbour; `make test` runs short ones.
+soak: setup
+	$(BIN)/python reliability/soak.py
+	$(BIN)/python reliability/noisy.py
 
 # A2A conformance, not part of `make test`: the kit (a2aproject/a2a-tck, branch 1.0-dev, a
 # checkout with its own dependencies installed) against a mesh agent served at /a2a/tck by

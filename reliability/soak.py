@@ -6,8 +6,8 @@ reports the growth of each after warm-up and the latency slope (ms per minute).
     .venv/bin/python reliability/soak.py [--agents 40] [--seconds 300]
     make soak                 # the same, with its defaults
 
-Traffic per agent, in a loop: a call to another agent, a publish to a topic a durable handler
-consumes (acked), a memory write and read, and a memory watch kept open; every 10th round an
+Traffic per agent, in a loop: a call to another agent, a publish to its own topic, which its
+durable handler consumes (acked), a memory write and read, and a memory watch kept open; every 10th round an
 agent drops its connection and comes back (the SDK reconnects and renews what it had).
 
 Exit status 0 when memory, descriptors and tasks stay bounded and latency does not grow
@@ -73,7 +73,7 @@ async def traffic(home: Path, url: str, names: list[str], seconds: float,
         async def echo(ctx: SkillContext, req: Any) -> Any:
             return req
 
-        @agent.on_event("soak.*", durable=f"soak-{name}")
+        @agent.on_event(f"soak.{name}", durable=f"soak-{name}")
         async def handle(ctx: EventContext, event: Event) -> None:
             counts["events"] += 1
 

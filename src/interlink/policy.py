@@ -201,6 +201,9 @@ class AgentGrants(BaseModel):
     suspended: bool = False
     """Quarantined: its traffic is refused and nothing is delivered to it until an operator
     restores it."""
+    rate: float | None = Field(default=None, gt=0)
+    """Envelopes per second this agent may send (burst: one second's worth); unset, the hub's
+    `rate_per_agent`. A lower one keeps a noisy agent from crowding out the others."""
     taint_scope: Literal["agent", "conversation"] = "agent"
     """Whose context taint this agent's output carries. `agent` (the default, and the only safe
     choice for an agent that may remember): everything it was ever given, in any conversation,

@@ -20,6 +20,7 @@ from ..store import Claim
 from .a2a import A2ARouter, Edge, card_json
 from .acp import AcpEdge
 from .admin import admin_routes
+from .openapi import SPEC
 from .ws import serve_connection
 
 
@@ -57,8 +58,12 @@ def create_app(home: MeshHome, *, store_url: str | None = None,
         return JSONResponse({"hub": hub.key.id, "public_key": hub.key.public_b64,
                              "websocket": "/ws", "gate": list(hub.gate.names)})
 
+    async def openapi(request: Request) -> JSONResponse:
+        return JSONResponse(SPEC)
+
     app = Starlette(routes=[
         WebSocketRoute("/ws", websocket),
+        Route("/openapi.json", openapi),
         *admin_routes(hub),
         Route("/healthz", health),
         Route("/.well-known/interlink-hub.json", identity),

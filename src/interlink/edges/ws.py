@@ -16,6 +16,7 @@ import asyncio
 import json
 import logging
 import secrets
+import time
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -25,6 +26,34 @@ from ..gate import Session
 from ..hub import Hub
 
 log = logging.getLogger("interlink.ws")
+
+
+class Pace:
+    """Backpressure before the gate: a connection is read no faster than its agent's rate
+    (`agents.X.rate`, else `hub.rate_per_agent`, with the hub's burst). A sender that goes
+    faster waits in its own socket buffer instead of costing the hub a signature check and an
+    audit record for each refusal, so a flooding agent slows itself, not its neighbours. The
+    guard's rate limit stays the rule (for edges that do not pace); this only keeps an honest
+    SDK from reaching it."""
+
+    def __init__(self, hub: Hub, session: Session) -> None:
+        self.hub = hub
+        self.session = session
+        self.tokens = float(hub.settings.rate_burst)
+        self.last = time.monotonic()
+
+    async def wait(self) -> None:
+        settings = self.hub.settings
+        grants = self.hub.policy.policy.agents.get(self.session.agent or "")
+        rate = grants.rate if grants is not None and grants.rate else settings.rate_per_agent
+        burst = max(1.0, rate if grants is not None and grants.rate else settings.rate_burst)
+        now = time.monotonic()
+        self.tokens = min(burst, self.tokens + (now - self.last) * rate)
+        self.last = now
+        if self.tokens < 1.0:
+            await asyncio.sleep((1.0 - self.tokens) / rate)
+            self.tokens, self.last = 1.0, time.monotonic()
+        self.tokens -= 1.0
 
 
 async def serve_connection(hub: Hub, websocket: WebSocket) -> None:
@@ -45,6 +74,7 @@ async def serve_connection(hub: Hub, websocket: WebSocket) -> None:
     try:
         await send({"op": "challenge", "challenge": session.challenge, "hub": hub.key.id,
                     "max_envelope_bytes": hub.settings.max_envelope_bytes})
+        pace = Pace(hub, session)
         while not session.closed:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
@@ -52,6 +82,7 @@ async def serve_connection(hub: Hub, websocket: WebSocket) -> None:
             raw = message.get("bytes")
             if raw is None:
                 raw = (message.get("text") or "").encode()
+            await pace.wait()
             await hub.handle(raw, session)
     except WebSocketDisconnect:
         pass

@@ -51,11 +51,15 @@ class Guard:
                             f"{self.settings.control_rate_per_agent:g} acks/replies per second "
                             f"(burst {self.settings.control_rate_burst}); slow down and retry",
                             "hub.control_rate_per_agent", detail={"retriable": True})
-        elif not self.containment.take(env.sender):
-            return deny(self.name, "rate_limited",
-                        f"{env.sender} sends faster than {self.settings.rate_per_agent:g} "
-                        f"envelopes/s (burst {self.settings.rate_burst}); slow down and retry",
-                        "hub.rate_per_agent", detail={"retriable": True})
+        else:
+            grants = self.policy.current().agents.get(env.sender)
+            own = grants.rate if grants is not None else None
+            if not self.containment.take(env.sender, rate=own):
+                limit = own if own is not None else self.settings.rate_per_agent
+                return deny(self.name, "rate_limited",
+                            f"{env.sender} sends faster than {limit:g} envelopes/s; slow down "
+                            "and retry", f"agents.{env.sender}.rate" if own is not None
+                            else "hub.rate_per_agent", detail={"retriable": True})
         if env.kind == "call":
             if env.parent:
                 served = await self.calls.record(env.parent)

@@ -92,13 +92,15 @@ class Containment:
 
     # -- rates and budgets ---------------------------------------------------------------------
 
-    def take(self, agent: str, *, control: bool = False) -> bool:
+    def take(self, agent: str, *, control: bool = False, rate: float | None = None) -> bool:
         """One envelope from `agent` against its rate limit (a token bucket). Control traffic
         (acks, replies, progress, unsubscribes: settling work already admitted) has a budget of
         its own, so a busy agent's data never starves its acks."""
         if control:
             key, rate, burst = (f"{agent}\0control", self.settings.control_rate_per_agent,
                                 self.settings.control_rate_burst)
+        elif rate is not None:  # the agent's own limit from mesh.yaml
+            key, burst = agent, max(1, int(rate))
         else:
             key, rate, burst = agent, self.settings.rate_per_agent, self.settings.rate_burst
         now = self.clock()
