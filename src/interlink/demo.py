@@ -25,12 +25,15 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.panel import Panel
 
-from .errors import CallError, GateDenied
+from .errors import CallError, ConfigError, GateDenied
 from .home import MeshHome
 from .sdk import Agent, Event, EventContext, SkillContext, connect
 from .server import background_hub
 from .services.audit import RECORD, describe_record, verify_chain
 from .store import open_store
+
+DEMO_MARKER = ".interlink-demo"
+"""The file that marks a folder as the demo's own (the only kind it deletes)."""
 
 
 class DraftRequest(BaseModel):
@@ -144,8 +147,14 @@ async def run_demo(home: Path, out: Console) -> int:
                         border_style="cyan"))
     mesh = MeshHome(home)
     if mesh.root.exists():
+        if not (mesh.root / DEMO_MARKER).exists() and any(mesh.root.iterdir()):
+            raise ConfigError(f"{mesh.root} exists and was not made by `interlink demo`; the "
+                              "demo replaces only a folder it made itself. Choose another "
+                              "--home, or remove that folder yourself")
         shutil.rmtree(mesh.root)
     mesh.init()
+    (mesh.root / DEMO_MARKER).write_text("made by `interlink demo`; the next demo run "
+                                         "replaces this folder\n")
     mesh.add_agent("ideator", description="Has ideas; asks for drafts.", calls=["drafter.draft"])
     mesh.add_agent("drafter", description="Writes drafts.", calls=["editor.review"])
     mesh.add_agent("editor", description="Reviews drafts.")

@@ -151,3 +151,5 @@ class ConnectionLost(InterlinkError):
     """The connection to the hub broke; calls in flight can be retried with the same id."""
 
     retriable = True
+    reason_short: str = ""
+    """Why, in a few words (e.g. "connection refused"), when the hub could not be reached."""

@@ -50,6 +50,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -108,12 +109,15 @@ class Edge:
         self._apps: dict[str, ASGIApp] = {}
         self._handlers: list[DefaultRequestHandler] = []
         self._connections: dict[str, Connection] = {}
+        self._retiring: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()
         self._sign = create_agent_card_signer(
             signing_key=hub.key.private,  # type: ignore[arg-type]
             protected_header={"alg": "EdDSA", "kid": hub.key.id, "typ": "JOSE"})
 
     async def aclose(self) -> None:
+        for task in self._retiring:
+            task.cancel()
         for connection in self._connections.values():
             await connection.aclose()
         for handler in self._handlers:
@@ -123,9 +127,14 @@ class Edge:
     # -- identity ------------------------------------------------------------------------------
 
     async def connection(self, agent: str) -> Connection:
-        """The in-process client connection that acts for `agent` (one per agent, reused)."""
+        """The in-process client connection that acts for `agent` (one per agent, reused until
+        its short-lived credential nears expiry: then a new one takes over and the old one is
+        closed once the calls it made have ended)."""
         async with self._lock:
             connection = self._connections.get(agent)
+            if connection is not None and _expiring(connection):
+                self._retire(connection)
+                connection = None
             if connection is None or not connection.is_open:
                 connection = Connection(edge_credential(self.hub, agent),
                                         transport=local_transport(self.hub, f"a2a:{agent}"),
@@ -133,6 +142,16 @@ class Edge:
                 await connection.open()
                 self._connections[agent] = connection
             return connection
+
+    def _retire(self, connection: Connection) -> None:
+        async def close_when_done() -> None:
+            deadline = time.monotonic() + self.hub.settings.max_call_timeout_seconds
+            while connection.pending_calls and time.monotonic() < deadline:
+                await asyncio.sleep(1.0)
+            await connection.aclose()
+        task = asyncio.ensure_future(close_when_done())
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
 
     # -- cards ---------------------------------------------------------------------------------
 
@@ -417,6 +436,14 @@ class MeshExecutor(AgentExecutor):
 
 
 # -- helpers ----------------------------------------------------------------------------------
+
+def _expiring(connection: Connection) -> bool:
+    """Whether an edge connection's credential ends within a tenth of its life (at most a
+    minute): time to hand over to a fresh one."""
+    credential = connection.credential.credential
+    margin = min(60.0, (credential.expires - credential.issued) / 10)
+    return time.time() >= credential.expires - margin
+
 
 def _base_card(name: str, description: str, version: str, url: str,
                skills: list[dict[str, Any]], schemas: dict[str, Any]) -> dict[str, Any]:

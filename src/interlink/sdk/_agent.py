@@ -20,6 +20,7 @@ import asyncio
 import inspect
 import logging
 import os
+import sys
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,6 +51,13 @@ def credential_path(name: str, credential: str | os.PathLike[str] | None) -> Pat
     if env := os.environ.get("INTERLINK_CREDENTIAL"):
         return Path(env)
     return resolve_home(None) / "agents" / f"{name}.cred"
+
+
+def home_of(path: Path | None) -> Path | None:
+    """The mesh home a credential file lives in (`<home>/agents/<name>.cred`), if it does."""
+    if path is not None and path.parent.name == "agents":
+        return path.parent.parent
+    return None
 
 
 def _schema(schema: SchemaLike) -> dict[str, Any]:
@@ -195,7 +203,8 @@ class EventHandler:
 
 class Agent:
     def __init__(self, name: str, *, credential: str | os.PathLike[str] | CredentialFile | None
-                 = None, hub: str | None = None, description: str = "", version: str = "0.1.0",
+                 = None, hub: str | list[str] | None = None, description: str = "",
+                 version: str = "0.1.0",
                  labels: dict[str, Any] | None = None, transport: Transport | None = None
                  ) -> None:
         if not valid_agent_name(name):
@@ -267,15 +276,19 @@ class Agent:
 
     # -- running -----------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def start(self, *, wait: bool = False) -> None:
+        """Connect and serve in the background. With `wait`, a hub that is not up yet is
+        waited for (retried with backoff, logged); without it, ConnectionLost at once."""
         credential = self._credential or CredentialFile.load(self._credential_path)
         if credential.credential.agent != self.name:
             raise ConfigError(f"{self._credential_path} is the credential of "
                               f"{credential.credential.agent!r}, not of {self.name!r}")
         self._connection = Connection(credential, url=self._hub, card=self.card(),
                                       on_call=self._on_call, transport=self._transport,
-                                      labels=self.labels)
-        await self._connection.open()
+                                      labels=self.labels,
+                                      home=None if self._credential else
+                                      home_of(self._credential_path))
+        await self._connection.open(wait=wait)
         for handler in self.handlers:
             stream = await self._connection.subscribe(handler.pattern, **handler.options)
             self._consumers.append(asyncio.ensure_future(self._consume(handler, stream)))
@@ -296,15 +309,27 @@ class Agent:
         await self.stop()
 
     async def serve_forever(self) -> None:
-        async with self:
-            await asyncio.Event().wait()
+        """Serve until interrupted, or until the hub refuses to take the agent back after a
+        dropped connection (suspended, removed, a credential it no longer accepts): then
+        GateDenied says why."""
+        await self.start(wait=True)
+        try:
+            await self.connection.wait_closed()
+            if self.connection.refusal is not None:
+                raise self.connection.refusal
+        finally:
+            await self.stop()
 
     def run(self) -> None:
-        """Serve until interrupted (Ctrl-C)."""
+        """Serve until interrupted (Ctrl-C). A refusal that retrying cannot fix ends the
+        process with one line saying why and exit status 1."""
         try:
             asyncio.run(self.serve_forever())
         except KeyboardInterrupt:
             pass
+        except (GateDenied, ConfigError) as exc:
+            print(f"{self.name}: stopped: {exc}", file=sys.stderr)
+            raise SystemExit(1) from None
 
     @property
     def connection(self) -> Connection:

@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import ConfigError
 from ..identity import CredentialFile
-from ._agent import credential_path
+from ._agent import credential_path, home_of
 from ._connection import Connection, ProgressHandler, Reply
 from ._events import Subscription
 from ._memory import Memory
@@ -21,7 +21,7 @@ class Mesh:
     """An open client connection to the mesh, acting as one enrolled agent."""
 
     def __init__(self, name: str, *, credential: str | os.PathLike[str] | None = None,
-                 hub: str | None = None) -> None:
+                 hub: str | list[str] | None = None) -> None:
         self.name = name
         self._path = credential_path(name, credential)
         self._hub = hub
@@ -32,7 +32,7 @@ class Mesh:
         if credential.credential.agent != self.name:
             raise ConfigError(f"{self._path} is the credential of "
                               f"{credential.credential.agent!r}, not of {self.name!r}")
-        self._connection = Connection(credential, url=self._hub)
+        self._connection = Connection(credential, url=self._hub, home=home_of(self._path))
         await self._connection.open()
         return self
 
@@ -123,6 +123,6 @@ class Mesh:
 
 
 def connect(name: str, *, credential: str | os.PathLike[str] | None = None,
-            hub: str | None = None) -> Mesh:
+            hub: str | list[str] | None = None) -> Mesh:
     """Open a client connection as the enrolled agent `name` (use with `async with`)."""
     return Mesh(name, credential=credential, hub=hub)

@@ -16,6 +16,7 @@ import logging
 import os
 import random
 import time
+from pathlib import Path
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,14 +97,17 @@ class _WatchState:
 class Connection:
     """The transport under `Agent` and `connect()`. States: new → open → closed."""
 
-    def __init__(self, credential: CredentialFile, *, url: str | None = None,
+    def __init__(self, credential: CredentialFile, *, url: str | list[str] | None = None,
                  card: dict[str, Any] | None = None, on_call: CallHandler | None = None,
                  reconnect: bool = True, connect_timeout: float = 10.0,
                  transport: Transport | None = None,
-                 labels: dict[str, Any] | None = None) -> None:
+                 labels: dict[str, Any] | None = None,
+                 home: Path | None = None) -> None:
         self.credential = credential
         self.agent = credential.credential.agent
-        self.url = url or os.environ.get("INTERLINK_HUB") or credential.hub_url
+        self.urls = hub_urls(url, credential, home)
+        """Where the hub may be reached, tried in turn (a dead hub's agents move to the next)."""
+        self.url = self.urls[0]
         self.card = card or {"name": self.agent}
         self.on_call = on_call
         self.reconnect = reconnect
@@ -123,6 +127,7 @@ class Connection:
         self._outbox: dict[str, dict[str, Any]] = {}  # envelopes to resend until answered
         self._reader: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
+        self._closed = asyncio.Event()
         self._state = "new"
         self._handlers: set[asyncio.Task[Any]] = set()
         self._subs: dict[str, _SubState] = {}
@@ -133,21 +138,42 @@ class Connection:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def open(self) -> None:
+    async def open(self, *, wait: bool = False) -> None:
+        """Connect and say hello. With `wait`, a hub that cannot be reached yet is waited for
+        (retrying with backoff, saying so); a refusal (a credential this hub did not issue, a
+        suspended or removed agent) raises GateDenied at once either way."""
         if self._state != "new":
             raise RuntimeError(f"this connection is {self._state}; make a new one")
         self._state = "open"
+        backoff = 0.2
         try:
-            await self._handshake()
+            while True:
+                try:
+                    await self._handshake()
+                    break
+                except ConnectionLost as exc:
+                    if not wait:
+                        raise
+                    log.warning("%s: waiting for the hub at %s (%s); retrying in %.1fs",
+                                self.agent, self.url, exc.reason_short, backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
         except BaseException:
             self._state = "closed"
+            self._closed.set()
             raise
         self._reader = asyncio.ensure_future(self._run())
+
+    async def wait_closed(self) -> None:
+        """Until this connection ends for good (closed, or the hub refused to take it back:
+        then `refusal` says why)."""
+        await self._closed.wait()
 
     async def aclose(self) -> None:
         if self._state == "closed":
             return
         self._state = "closed"
+        self._closed.set()
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -172,10 +198,29 @@ class Connection:
         self._watches.clear()
 
     @property
+    def pending_calls(self) -> int:
+        """Calls made on this connection that have not ended yet."""
+        return len(self._calls)
+
+    @property
     def is_open(self) -> bool:
         return self._state == "open" and self._ready.is_set()
 
     async def _handshake(self) -> None:
+        """Connect to the current URL, else each of the others in turn."""
+        failure: ConnectionLost | None = None
+        start = self.urls.index(self.url) if self.url in self.urls else 0
+        for i in range(len(self.urls)):
+            self.url = self.urls[(start + i) % len(self.urls)]
+            try:
+                await self._handshake_one()
+                return
+            except ConnectionLost as exc:
+                failure = exc
+        assert failure is not None
+        raise failure
+
+    async def _handshake_one(self) -> None:
         try:
             opening = self.transport() if self.transport is not None else ws_connect(
                 self.url, max_size=None, compression=None, ping_interval=10.0,
@@ -183,8 +228,11 @@ class Connection:
             ws = await asyncio.wait_for(opening, self.connect_timeout)
         except (OSError, asyncio.TimeoutError, websockets.InvalidURI,
                 websockets.InvalidHandshake) as exc:
-            raise ConnectionLost(f"cannot reach the hub at {self.url} ({exc!r}): is "
-                                 "`interlink serve` running, and is the URL right?") from exc
+            reason = _reason(exc)
+            lost = ConnectionLost(f"cannot reach the hub at {self.url} ({reason}): is "
+                                  "`interlink serve` running, and is the URL right?")
+            lost.reason_short = reason
+            raise lost from exc
         challenge = json.loads(await asyncio.wait_for(ws.recv(), self.connect_timeout))
         if challenge.get("op") != "challenge":
             await ws.close()
@@ -232,6 +280,7 @@ class Connection:
                 await self._fail_all(ConnectionLost("replaced by a newer connection of "
                                                     f"{self.agent}"))
                 self._state = "closed"
+                self._closed.set()
                 return
             if not self.reconnect:
                 await self._fail_all(ConnectionLost("the hub closed the connection"))
@@ -245,6 +294,7 @@ class Connection:
                     self.refusal = exc
                     await self._fail_all(exc)
                     self._state = "closed"
+                    self._closed.set()
                     return
                 except (ConnectionLost, OSError, asyncio.TimeoutError) as exc:
                     backoff = min(backoff * 2, 2.0)
@@ -785,3 +835,35 @@ class Connection:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
+
+
+def _reason(exc: BaseException) -> str:
+    """A connection failure in words, not a Python repr."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, asyncio.TimeoutError):
+        return "no answer in time"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc) or type(exc).__name__
+
+
+def hub_urls(url: str | list[str] | None, credential: CredentialFile,
+             home: Path | None) -> list[str]:
+    """Where to find the hub, first found wins: the URL(s) given (a list, or comma-separated),
+    `$INTERLINK_HUB`, the mesh home the credential lives in (its mesh.yaml's host and port, so
+    a hub moved to another port is followed), else the URL written when the agent was
+    enrolled. A credential names the hub it belongs to; where that hub listens may change."""
+    given = url or os.environ.get("INTERLINK_HUB")
+    if given:
+        urls = given if isinstance(given, list) else given.split(",")
+        return [u.strip() for u in urls if u.strip()]
+    if home is not None and (home / "mesh.yaml").exists():
+        from ..home import MeshHome
+        try:
+            found = MeshHome(home).hub_url()
+        except Exception:  # an unreadable mesh.yaml: fall back to the enrolled URL
+            found = None
+        if found:
+            return [found] + ([credential.hub_url] if credential.hub_url != found else [])
+    return [credential.hub_url]

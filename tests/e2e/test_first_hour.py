@@ -1,0 +1,157 @@
+"""Regressions from trying Interlink as a new user would: edge credentials that expire, a demo
+that deletes folders, an agent started before its hub, an agent the hub will not take back."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from interlink import Agent, SkillContext
+from interlink.home import MeshHome
+from interlink.identity import issue_token
+from interlink.server import background_hub
+
+from ..helpers import HubProcess, env_python, free_port, interlink_cli, make_home
+
+
+async def test_the_a2a_edge_renews_its_credential_before_it_expires(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Edge credentials are short-lived; the edge hands over to a fresh one instead of being
+    refused `expired_credential` from then on (it used to stop working after an hour)."""
+    monkeypatch.setattr("interlink.edges.local.EDGE_CREDENTIAL_DAYS", 2 / 86400)  # 2 s
+    home = make_home(tmp_path / "home", {"alice": ["worker.*"], "worker": []})
+    async with background_hub(home) as hub:
+        worker = Agent("worker", credential=home.credential_path("worker"), hub=hub.url)
+
+        @worker.skill("echo")
+        async def echo(ctx: SkillContext, req: Any) -> Any:
+            return req
+
+        token = issue_token(hub.hub.key, "alice")
+        async with worker, httpx.AsyncClient(headers={
+                "Authorization": f"Bearer {token}", "A2A-Version": "1.0"}, timeout=15) as http:
+            for attempt in range(3):
+                answer = await http.post(f"http://127.0.0.1:{hub.port}/a2a/worker", json={
+                    "jsonrpc": "2.0", "id": attempt, "method": "SendMessage", "params": {
+                        "message": {"messageId": f"m{attempt}", "role": "ROLE_USER",
+                                    "parts": [{"data": {"n": attempt}}]},
+                        "metadata": {"skill": "echo"}}})
+                body = answer.json()
+                assert "result" in body, (attempt, body)
+                await asyncio.sleep(2.5)  # past the edge credential's lifetime
+
+
+def test_the_demo_does_not_delete_a_folder_it_did_not_make(tmp_path: Path) -> None:
+    for name, setup in (("notes", lambda d: (d / "notes.txt").write_text("mine")),
+                        ("home", lambda d: MeshHome(d).init())):
+        target = tmp_path / name
+        target.mkdir()
+        setup(target)
+        before = sorted(p.name for p in target.iterdir())
+        done = subprocess.run([sys.executable, "-m", "interlink", "demo", "--home",
+                               str(target)], capture_output=True, text=True, timeout=60,
+                              env=env_python())
+        assert done.returncode != 0
+        assert "was not made by `interlink demo`" in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr
+        assert sorted(p.name for p in target.iterdir()) == before
+
+
+def test_the_demo_replaces_its_own_folder(tmp_path: Path) -> None:
+    target = tmp_path / "demo"
+    for _ in range(2):
+        done = subprocess.run([sys.executable, "-m", "interlink", "demo", "--home",
+                               str(target)], capture_output=True, text=True, timeout=120,
+                              env=env_python())
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert (target / ".interlink-demo").exists()
+
+
+AGENT = """
+import sys
+from interlink import Agent
+agent = Agent("worker", credential=sys.argv[1], hub=sys.argv[2])
+
+@agent.skill("echo")
+async def echo(ctx, req):
+    return req
+
+agent.run()
+"""
+
+
+async def test_an_agent_waits_for_its_hub_and_stops_when_refused(tmp_path: Path) -> None:
+    """Started before its hub, the agent waits (saying so) instead of crashing; once the hub
+    refuses to take it back (suspended), it ends with one line and exit status 1."""
+    home = make_home(tmp_path / "home", {"caller": ["worker.*"], "worker": []})
+    port = free_port()
+    url = f"ws://127.0.0.1:{port}/ws"
+    agent = subprocess.Popen([sys.executable, "-c", AGENT, str(home.credential_path("worker")),
+                              url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=env_python())
+    hub = HubProcess(home, port)
+    try:
+        await asyncio.sleep(1.5)
+        assert agent.poll() is None, agent.communicate()  # waiting, not crashed
+        await hub.start()
+        from interlink import connect
+        async with connect("caller", credential=home.credential_path("caller"),
+                           hub=url) as caller:
+            result = None
+            for _ in range(50):  # the agent notices the hub within its backoff
+                try:
+                    result = await caller.call("worker", "echo", {"ok": 1}, timeout=5)
+                    break
+                except Exception:
+                    await asyncio.sleep(0.2)
+            assert result == {"ok": 1}
+        done = interlink_cli(home)("agent", "suspend", "worker")
+        assert done.returncode == 0
+        started = time.monotonic()
+        while agent.poll() is None and time.monotonic() - started < 15:
+            await asyncio.sleep(0.1)
+        out, err = agent.communicate(timeout=5)
+        assert agent.returncode == 1, (out, err)
+        assert "waiting for the hub" in err and "connection refused" in err
+        last = err.strip().splitlines()[-1]
+        assert last.startswith("worker: stopped:") and "suspended" in last, err
+        assert "Traceback" not in err
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        hub.stop()
+
+
+
+async def test_agents_follow_the_hub_to_another_port(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The URL written into credentials at enrolment is not where agents must look: the home's
+    mesh.yaml says where the hub listens now, and a list of URLs is tried in turn."""
+    from interlink import connect
+    monkeypatch.delenv("INTERLINK_HUB", raising=False)
+    home = make_home(tmp_path / "home", {"caller": ["worker.*"], "worker": []})
+    port = free_port()
+    policy = home.load_policy()
+    policy.hub.port = port  # moved after the agents were enrolled
+    home.save_policy(policy)
+    async with background_hub(home, port=port) as hub:
+        worker = Agent("worker", credential=home.credential_path("worker"))
+
+        @worker.skill("echo")
+        async def echo(ctx: SkillContext, req: Any) -> Any:
+            return req
+
+        async with worker, connect("caller", credential=home.credential_path("caller")) as c:
+            assert c.connection.url == hub.url
+            assert await c.call("worker", "echo", 5) == 5
+        dead = f"ws://127.0.0.1:{free_port()}/ws"
+        async with connect("caller", credential=home.credential_path("caller"),
+                           hub=[dead, hub.url]) as c:
+            assert c.connection.url == hub.url
