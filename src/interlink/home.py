@@ -13,12 +13,15 @@ The home is `--home`, else `$INTERLINK_HOME`, else `./.interlink`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
+import io
 import os
 import shutil
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from .envelope import valid_agent_name
 from .errors import ConfigError
@@ -139,24 +142,27 @@ class MeshHome:
         credential = hub.issue(name, private.public_key(), days=days)
         CredentialFile(credential=credential, private_key=private_b64,
                        hub_url=self.hub_url(policy), hub_public_key=hub.public_b64).save(path)
-        entry = policy.agents.get(name) or AgentGrants()
-        if description:
-            entry.description = description
-        if calls:
-            entry.calls = sorted(set(entry.calls) | set(calls))
-        if a2a is not None:
-            entry.a2a = RemoteA2A.model_validate(a2a)
-        policy.agents[name] = entry
-        self.save_policy(policy)
+        remote = RemoteA2A.model_validate(a2a).model_dump(exclude_defaults=True) \
+            if a2a is not None else None
+
+        def enrol(entry: CommentedMap) -> None:
+            if description:
+                entry["description"] = description
+            if calls:
+                _merge_list(entry, "calls", calls)
+            if remote is not None:
+                entry["a2a"] = remote
+        self.edit_agent(name, enrol, create=True)
         return path
 
     def set_suspended(self, name: str, suspended: bool) -> None:
         """Suspend (quarantine) an agent or restore it; the running hub picks it up at once."""
-        policy = self.load_policy()
-        if name not in policy.agents:
-            raise ConfigError(f"agent {name!r} is not enrolled")
-        policy.agents[name].suspended = suspended
-        self.save_policy(parse_policy(dump_policy(policy)))
+        def change(entry: CommentedMap) -> None:
+            if suspended:
+                entry["suspended"] = True
+            else:
+                entry.pop("suspended", None)
+        self.edit_agent(name, change)
 
     def grant_calls(self, name: str, patterns: list[str]) -> None:
         self.grant(name, calls=patterns)
@@ -164,14 +170,62 @@ class MeshHome:
     def grant(self, name: str, *, calls: Iterable[str] = (), publish: Iterable[str] = (),
               subscribe: Iterable[str] = (), memory: dict[str, str] | None = None) -> None:
         """Add grants to an enrolled agent (validated; the running hub picks them up)."""
-        policy = self.load_policy()
-        if name not in policy.agents:
-            raise ConfigError(f"agent {name!r} is not enrolled: `interlink agent add {name}`")
-        entry = policy.agents[name]
-        entry.calls = sorted(set(entry.calls) | set(calls))
-        entry.publish = sorted(set(entry.publish) | set(publish))
-        entry.subscribe = sorted(set(entry.subscribe) | set(subscribe))
-        for namespace, access in (memory or {}).items():
-            if entry.memory.get(namespace) != "read-write":
-                entry.memory[namespace] = access  # type: ignore[assignment]
-        self.save_policy(parse_policy(dump_policy(policy)))
+        def change(entry: CommentedMap) -> None:
+            for key, given in (("calls", calls), ("publish", publish),
+                               ("subscribe", subscribe)):
+                if given:
+                    _merge_list(entry, key, given)
+            for namespace, access in (memory or {}).items():
+                spaces = entry.get("memory")
+                if not isinstance(spaces, dict):
+                    spaces = entry["memory"] = CommentedMap()
+                if spaces.get(namespace) != "read-write":
+                    spaces[namespace] = access
+        self.edit_agent(name, change)
+
+    # -- editing mesh.yaml in place ----------------------------------------------------------
+
+    def edit_agent(self, name: str, change: Callable[[CommentedMap], None], *,
+                   create: bool = False) -> None:
+        """Change one agent's entry in mesh.yaml in place: the user's comments, order and
+        layout are kept, only what changes is written, and an edit that would make the policy
+        invalid is refused (ConfigError) without touching the file."""
+        def edit(doc: CommentedMap) -> None:
+            agents = doc.get("agents")
+            if not isinstance(agents, dict):
+                agents = doc["agents"] = CommentedMap()
+            if name not in agents:
+                if not create:
+                    raise ConfigError(f"agent {name!r} is not enrolled: "
+                                      f"`interlink agent add {name}`")
+                agents[name] = CommentedMap()
+            elif not isinstance(agents[name], dict):
+                agents[name] = CommentedMap()
+            change(agents[name])
+        self.edit_policy(edit)
+
+    def edit_policy(self, change: Callable[[CommentedMap], None]) -> None:
+        """Round-trip edit of mesh.yaml (ruamel.yaml keeps comments and order)."""
+        self.require()
+        rt = YAML()
+        rt.preserve_quotes = True
+        rt.width = 100
+        doc = rt.load(self.policy_path.read_text()) or CommentedMap()
+        change(doc)
+        out = io.StringIO()
+        rt.dump(doc, out)
+        text = out.getvalue()
+        parse_policy(text, str(self.policy_path))  # ConfigError, and the file stays as it was
+        tmp = self.policy_path.with_suffix(".yaml.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, self.policy_path)
+
+
+def _merge_list(entry: CommentedMap, key: str, values: Iterable[str]) -> None:
+    """Add `values` to the list `entry[key]` (kept as the user wrote it, new ones appended)."""
+    current = entry.get(key)
+    if not isinstance(current, list):
+        current = entry[key] = CommentedSeq()
+    for value in values:
+        if value not in current:
+            current.append(value)

@@ -393,7 +393,10 @@ def parse_policy(text: str, source: str = "mesh.yaml") -> Policy:
 
 
 def dump_policy(policy: Policy) -> str:
-    data = policy.model_dump(exclude_defaults=False)
+    """mesh.yaml for `policy`: only what differs from the defaults (and the hub's address)."""
+    data = policy.model_dump(mode="json", exclude_defaults=True)
+    data["hub"] = {"host": policy.hub.host, "port": policy.hub.port, **data.get("hub", {})}
+    data.setdefault("agents", {})
     header = ("# Interlink mesh policy: default deny. Each agent may do only what is granted here.\n"
               "# calls: agent.skill patterns (editor.review, editor.*, *.review).\n"
               "# publish / subscribe: topic patterns (blog.drafts.created, blog.*, blog.>).\n"

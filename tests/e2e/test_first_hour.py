@@ -155,3 +155,30 @@ async def test_agents_follow_the_hub_to_another_port(tmp_path: Path,
         async with connect("caller", credential=home.credential_path("caller"),
                            hub=[dead, hub.url]) as c:
             assert c.connection.url == hub.url
+
+
+def test_the_cli_edits_mesh_yaml_in_place(tmp_path: Path) -> None:
+    """Comments, order and the user's layout survive `agent add`, `grant`, `suspend` and
+    `restore`; only what was asked for is written (no wall of defaults); an edit that would
+    break the policy is refused and leaves the file as it was."""
+    home = MeshHome(tmp_path / "home")
+    home.init()
+    text = home.policy_path.read_text().replace(
+        "agents: {}", "# the team\nagents:\n  drafter:   # writes the drafts\n"
+                      "    calls: [editor.review]  # only reviews\n")
+    home.policy_path.write_text(text)
+    cli = interlink_cli(home)
+    for args in (("agent", "add", "drafter", "--renew"), ("agent", "add", "editor"),
+                 ("agent", "grant", "drafter", "--publish", "blog.*"),
+                 ("agent", "suspend", "editor"), ("agent", "restore", "editor")):
+        done = cli(*args)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+    after = home.policy_path.read_text()
+    for kept in ("# the team", "# writes the drafts", "# only reviews", "editor.review"):
+        assert kept in after, after
+    assert "blog.*" in after and "editor: {}" in after
+    for default in ("clearance", "sensitive", "needs_approval", "suspended", "max_hops"):
+        assert default not in after, (default, after)
+    bad = cli("agent", "grant", "drafter", "--call", "nodot")
+    assert bad.returncode != 0
+    assert home.policy_path.read_text() == after
