@@ -64,6 +64,9 @@ def friendly(fn: Callable[..., T]) -> Callable[..., T]:
             raise fail(str(exc), "start the hub with `interlink serve`", code=5) from None
         except (ConfigError, InterlinkError) as exc:
             raise fail(str(exc), code=2) from None
+        except OSError as exc:  # a file that cannot be read or written, said plainly
+            raise fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+                       code=2) from None
     return wrapper
 
 
@@ -189,6 +192,146 @@ def agent_suspend(name: str, home: HomeOption = None) -> None:
     out.print(f"[red]■[/] {name} is suspended: the hub refuses everything it sends, delivers "
               "nothing to it and fails the calls waiting for it; "
               f"`interlink agent restore {name}` lets it back")
+
+
+@agent_app.command("revoke")
+@friendly
+def agent_revoke(name: str, home: HomeOption = None,
+                 call: Annotated[list[str], typer.Option(
+                     "--call", help="A call grant to take back, as written in mesh.yaml.")
+                 ] = [],  # noqa: B006
+                 publish: Annotated[list[str], typer.Option(
+                     "--publish", help="A publish grant to take back.")] = [],  # noqa: B006
+                 subscribe: Annotated[list[str], typer.Option(
+                     "--subscribe", help="A subscribe grant to take back.")] = [],  # noqa: B006
+                 memory: Annotated[list[str], typer.Option(
+                     "--memory", help="A memory namespace pattern to take back.")
+                 ] = [],  # noqa: B006
+                 ) -> None:
+    """Take rights back from an agent (the running hub applies it at once; audited).
+
+    Example: interlink agent revoke drafter --call editor.review --memory blog"""
+    if not (call or publish or subscribe or memory):
+        raise fail("nothing to take back", "give --call, --publish, --subscribe or --memory")
+    missing = MeshHome(home).take_back(name, calls=call, publish=publish, subscribe=subscribe,
+                                       memory=memory)
+    taken = [x for x in [*call, *publish, *subscribe, *memory]
+             if not any(m.endswith(f": {x}") for m in missing)]
+    if taken:
+        out.print(f"[green]✓[/] {name} no longer has: {', '.join(taken)}", highlight=False)
+    if missing:
+        raise fail(f"{name} did not have: {', '.join(missing)}",
+                   "grants are removed as written in mesh.yaml (`interlink agents --json`)")
+
+
+@agent_app.command("remove")
+@friendly
+def agent_remove(name: str, home: HomeOption = None) -> None:
+    """Take an agent off the mesh: its policy entry goes, its credential is revoked (its
+    connections close) and its credential file is deleted."""
+    cred = MeshHome(home).remove_agent(name)
+    out.print(f"[green]✓[/] {name} is removed" + (f"; credential {cred} revoked" if cred
+                                                  else ""), highlight=False)
+
+
+@agent_app.command("set")
+@friendly
+def agent_set(name: str, home: HomeOption = None,
+              clearance: Annotated[str | None, typer.Option(
+                  help="LEVEL[+TAG...]: what it may be given, e.g. confidential+phi.")] = None,
+              label: Annotated[str | None, typer.Option(
+                  help="LEVEL[+TAG...]: a floor for everything it sends.")] = None,
+              untrusted_from: Annotated[str | None, typer.Option(
+                  help="Mark everything it sends untrusted, from ORIGIN (e.g. web).")] = None,
+              sensitive: Annotated[list[str], typer.Option(
+                  help="A skill (pattern) that refuses untrusted input.")] = [],  # noqa: B006
+              needs_approval: Annotated[list[str], typer.Option(
+                  help="A skill that holds untrusted input for an approver.")
+              ] = [],  # noqa: B006
+              approve: Annotated[list[str], typer.Option(
+                  help="An agent (pattern) whose held calls it may decide.")
+              ] = [],  # noqa: B006
+              endorse: Annotated[list[str], typer.Option(
+                  help="An agent whose context it may vouch for.")] = [],  # noqa: B006
+              declassify: Annotated[list[str], typer.Option(
+                  help="An agent whose context it may declassify.")] = [],  # noqa: B006
+              taint_scope: Annotated[str | None, typer.Option(
+                  help="agent (default) or conversation.")] = None,
+              rate: Annotated[float | None, typer.Option(
+                  help="Envelopes per second it may send.")] = None,
+              description: Annotated[str | None, typer.Option(help="What it does.")] = None,
+              ) -> None:
+    """Set an agent's clearance, label, sensitive skills, approvals and limits (what the README
+    otherwise has you edit by hand). Lists are added to; `agent revoke` takes grants back.
+
+    Example: interlink agent set records --clearance confidential+phi --sensitive patient_record"""
+    def level_tags(text: str | None) -> dict[str, Any] | None:
+        if text is None:
+            return None
+        level, *tags = text.split("+")
+        return {"level": level, **({"tags": tags} if tags else {})}
+    floor = level_tags(label) or {}
+    if untrusted_from:
+        floor = {**floor, "integrity": "untrusted", "provenance": [untrusted_from]}
+    settings = {"clearance": level_tags(clearance), "label": floor or None,
+                "sensitive": sensitive, "needs_approval": needs_approval, "approve": approve,
+                "endorse": endorse, "declassify": declassify, "taint_scope": taint_scope,
+                "rate": rate, "description": description}
+    if all(v in (None, []) for v in settings.values()):
+        raise fail("nothing to set", "see `interlink agent set --help`")
+    MeshHome(home).set_agent(name, **settings)
+    out.print(f"[green]✓[/] {name}: " + ", ".join(
+        f"{k} {v}" for k, v in settings.items() if v not in (None, [])), highlight=False)
+
+
+@app.command()
+@friendly
+def revoke(what: Annotated[list[str], typer.Argument(
+               help="A credential file or id (cred-…), a bearer token or its id (tok-…), a "
+                    "delegation token or its revocation id.")],
+           home: HomeOption = None) -> None:
+    """Refuse credentials, bearer tokens or delegations before they expire (mesh.yaml
+    `revoked:`; the running hub applies it at once and closes connections that use a revoked
+    credential; audited).
+
+    Example: interlink revoke .interlink/agents/drafter.cred"""
+    from .identity import CredentialFile, token_id
+    mesh = MeshHome(home)
+    ids: list[str] = []
+    for item in what:
+        if _is_file(item):
+            ids.append(CredentialFile.load(Path(item)).credential.id)
+        elif item.startswith(("cred-", "tok-")):
+            ids.append(item)
+        elif item.count(".") == 2 and (jti := token_id(item)):
+            ids.append(jti)
+        elif all(c in "0123456789abcdef" for c in item) and len(item) >= 32:
+            ids.append(item)
+        else:
+            ids.append(_delegation_id(mesh, item))
+    added = mesh.revoke(ids)
+    for item in ids:
+        out.print(f"[green]✓[/] revoked {item}" if item in added else
+                  f"[dim]already revoked: {item}[/]", highlight=False)
+
+
+def _is_file(item: str) -> bool:
+    try:
+        return Path(item).is_file()
+    except OSError:  # e.g. a token, far longer than a file name can be
+        return False
+
+
+def _delegation_id(mesh: MeshHome, token: str) -> str:
+    """The revocation id of a delegation token's last block (this token and what is derived
+    from it; the token it was narrowed from stays valid)."""
+    from .delegation import revocation_ids
+    try:
+        return revocation_ids(token, mesh.hub_key().public)[-1]
+    except Exception:
+        raise fail(f"{token[:40]!r} is not a credential, token or delegation of this hub",
+                   "give a .cred file, cred-…, a bearer token, tok-…, or a delegation token",
+                   code=2) from None
 
 
 @agent_app.command("restore")

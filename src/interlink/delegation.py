@@ -119,3 +119,9 @@ def check(token: str, hub_public: Ed25519PublicKey, *, holder: str,
 
 def _root(hub_public: Ed25519PublicKey) -> biscuit.PublicKey:
     return biscuit.PublicKey.from_bytes(public_raw(hub_public), biscuit.Algorithm.Ed25519)
+
+
+def revocation_ids(token: str, hub_public: Ed25519PublicKey) -> list[str]:
+    """A delegation token's revocation ids, one per block (it must verify with the hub key)."""
+    parsed = biscuit.Biscuit.from_base64(token, _root(hub_public))
+    return [str(r) for r in parsed.revocation_ids]

@@ -137,6 +137,7 @@ class MeshHome:
         if path.exists() and not renew:
             raise ConfigError(f"agent {name!r} is already enrolled ({path}); "
                               "use --renew to issue it a new key and credential")
+        old = CredentialFile.load(path).credential.id if path.exists() else None
         hub = self.hub_key()
         private, private_b64 = new_agent_key()
         credential = hub.issue(name, private.public_key(), days=days)
@@ -153,7 +154,85 @@ class MeshHome:
             if remote is not None:
                 entry["a2a"] = remote
         self.edit_agent(name, enrol, create=True)
+        if old is not None:  # renewed: the old key no longer speaks for the agent
+            self.revoke([old])
         return path
+
+    def revoke(self, ids: Iterable[str]) -> list[str]:
+        """Add ids (credentials, bearer tokens, delegations) to `revoked:`; returns the new."""
+        added: list[str] = []
+
+        def change(doc: CommentedMap) -> None:
+            revoked = doc.get("revoked")
+            if not isinstance(revoked, list):
+                revoked = doc["revoked"] = CommentedSeq()
+            for item in ids:
+                if item not in revoked:
+                    revoked.append(item)
+                    added.append(item)
+        self.edit_policy(change)
+        return added
+
+    def remove_agent(self, name: str) -> str | None:
+        """Take an agent off the mesh: its entry goes, its credential is revoked and its
+        credential file deleted. Returns the revoked credential id."""
+        path = self.credential_path(name)
+        cred = CredentialFile.load(path).credential.id if path.exists() else None
+
+        def change(doc: CommentedMap) -> None:
+            agents = doc.get("agents")
+            if not isinstance(agents, dict) or name not in agents:
+                raise ConfigError(f"agent {name!r} is not enrolled")
+            del agents[name]
+            if cred is not None:
+                revoked = doc.get("revoked")
+                if not isinstance(revoked, list):
+                    revoked = doc["revoked"] = CommentedSeq()
+                if cred not in revoked:
+                    revoked.append(cred)
+        self.edit_policy(change)
+        path.unlink(missing_ok=True)
+        return cred
+
+    def take_back(self, name: str, *, calls: Iterable[str] = (), publish: Iterable[str] = (),
+                  subscribe: Iterable[str] = (), memory: Iterable[str] = ()) -> list[str]:
+        """Remove grants (exactly as written in mesh.yaml); returns what was not there."""
+        missing: list[str] = []
+
+        def change(entry: CommentedMap) -> None:
+            for key, given in (("calls", calls), ("publish", publish),
+                               ("subscribe", subscribe)):
+                current = entry.get(key) if isinstance(entry.get(key), list) else []
+                for value in given:
+                    if value in current:
+                        current.remove(value)
+                    else:
+                        missing.append(f"{key}: {value}")
+                if key in entry and not current:
+                    del entry[key]
+            spaces = entry.get("memory") if isinstance(entry.get("memory"), dict) else {}
+            for namespace in memory:
+                if namespace in spaces:
+                    del spaces[namespace]
+                else:
+                    missing.append(f"memory: {namespace}")
+            if "memory" in entry and not spaces:
+                del entry["memory"]
+        self.edit_agent(name, change)
+        return missing
+
+    def set_agent(self, name: str, **settings: Any) -> None:
+        """Set an agent's fields (clearance, label, rate, taint_scope, description) and add to
+        its lists (sensitive, needs_approval, approve, endorse, declassify); None: unchanged."""
+        def change(entry: CommentedMap) -> None:
+            for key, value in settings.items():
+                if value is None or value == []:
+                    continue
+                if isinstance(value, list):
+                    _merge_list(entry, key, value)
+                else:
+                    entry[key] = value
+        self.edit_agent(name, change)
 
     def set_suspended(self, name: str, suspended: bool) -> None:
         """Suspend (quarantine) an agent or restore it; the running hub picks it up at once."""

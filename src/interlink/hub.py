@@ -221,7 +221,8 @@ class Hub:
         ] if full else []
         return [
             Decode(settings.max_envelope_bytes),
-            Authenticate(self.key, skew=settings.clock_skew_seconds, started=self.started),
+            Authenticate(self.key, skew=settings.clock_skew_seconds, started=self.started,
+                         policy=self.policy),
             Authorize(self.policy, self.calls, self.events, self.key.public),
             *checks,
             Commit(services),
@@ -291,6 +292,12 @@ class Hub:
             {"digest": digest, "policy": new.model_dump(mode="json")}).encode())
         for name in sorted(set(old.agents) - set(new.agents)):
             await self._cut_off(name, "removed from mesh.yaml")
+        revoked = set(new.revoked) - set(old.revoked)
+        for session in [s for s in self.registry.by_id.values()
+                        if s.credential is not None and s.credential.id in revoked]:
+            if session.close is not None:
+                with contextlib.suppress(Exception):
+                    await session.close(4003, f"credential {session.credential.id} revoked")
         for name, grants in sorted(new.agents.items()):
             before = old.agents.get(name)
             if grants.suspended and before is not None and not before.suspended:

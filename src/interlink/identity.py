@@ -140,13 +140,23 @@ def issue_token(hub: HubKey, agent: str, *, days: float = 30.0,
     as the enrolled agent `agent` at the hub's protocol edges (A2A, ACP) until it expires."""
     issued = time.time() if now is None else now
     claims = {"sub": agent, "iss": hub.id, "aud": audience, "iat": int(issued),
-              "exp": int(issued + days * 86400), "jti": secrets.token_hex(8)}
+              "exp": int(issued + days * 86400), "jti": "tok-" + secrets.token_hex(8)}
     return jwt.encode(claims, hub.private, algorithm="EdDSA", headers={"kid": hub.id})
 
 
+def token_id(token: str) -> str | None:
+    """A bearer token's id (its `jti`), read without verifying it (for revoking it)."""
+    try:
+        jti = jwt.decode(token, options={"verify_signature": False}).get("jti")
+    except jwt.PyJWTError:
+        return None
+    return str(jti) if jti else None
+
+
 def check_token(token: str, hub_public: Ed25519PublicKey, hub_id: str, *,
-                audience: str = TOKEN_AUDIENCE) -> str:
-    """The agent a bearer token speaks for; ConfigError saying why when it does not verify."""
+                audience: str = TOKEN_AUDIENCE, revoked: Any = None) -> str:
+    """The agent a bearer token speaks for; ConfigError saying why when it does not verify or
+    was revoked (`revoked`: a policy, asked `is_revoked(jti)`)."""
     try:
         claims = jwt.decode(token, hub_public, algorithms=["EdDSA"], audience=audience,
                             issuer=hub_id, options={"require": ["sub", "exp", "iss", "aud"]})
@@ -157,6 +167,9 @@ def check_token(token: str, hub_public: Ed25519PublicKey, hub_id: str, *,
         raise ConfigError("the bearer token was issued by another hub") from exc
     except jwt.PyJWTError as exc:
         raise ConfigError(f"the bearer token is not valid here ({exc})") from exc
+    if revoked is not None and claims.get("jti") and revoked.is_revoked(str(claims["jti"])):
+        raise ConfigError(f"the bearer token {claims['jti']} was revoked; ask for a new one "
+                          "(`interlink token AGENT`)")
     return str(claims["sub"])
 
 
@@ -167,6 +180,12 @@ class Credential(BaseModel):
 
     agent: str
     public_key: str
+
+    @property
+    def id(self) -> str:
+        """`cred-` and the start of the SHA-256 of the public key: what `interlink revoke`
+        names (a renewed credential has a new key, so a new id)."""
+        return "cred-" + hashlib.sha256(self.public_key.encode()).hexdigest()[:24]
     hub: str
     issued: float
     expires: float

@@ -266,6 +266,17 @@ class Policy(BaseModel):
     topics: dict[str, Classification] = Field(default_factory=dict)
     """Topic pattern (NATS wildcards) → the most sensitive data it may carry (default:
     internal)."""
+    revoked: list[str] = Field(default_factory=list)
+    """Refused before they expire (`interlink revoke`): credential ids (`cred-…`, the hash of
+    the agent's public key), bearer-token ids (`tok-…`, the token's `jti`) and delegation
+    revocation ids (hex). Every change is a `policy` audit record."""
+
+    def is_revoked(self, *ids: str) -> str | None:
+        """The first of `ids` that is revoked, or None."""
+        if not self.revoked:
+            return None
+        revoked = set(self.revoked)
+        return next((i for i in ids if i in revoked), None)
 
     @field_validator("agents", mode="before")
     @classmethod

@@ -258,7 +258,8 @@ class Edge:
         if scheme.lower() != "bearer" or not token:
             return "!this endpoint needs a bearer token"
         try:
-            agent = check_token(token.strip(), self.hub.key.public, self.hub.key.id)
+            agent = check_token(token.strip(), self.hub.key.public, self.hub.key.id,
+                                revoked=self.hub.policy.current())
         except ConfigError as exc:
             return f"!{exc}"
         if not policy.enrolled(agent):

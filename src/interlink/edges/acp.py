@@ -297,7 +297,8 @@ class AcpEdge:
         why = "this endpoint needs a bearer token"
         if scheme.lower() == "bearer" and token.strip():
             try:
-                agent = check_token(token.strip(), self.hub.key.public, self.hub.key.id)
+                agent = check_token(token.strip(), self.hub.key.public, self.hub.key.id,
+                                    revoked=self.hub.policy.current())
             except ConfigError as exc:
                 why = str(exc)
             else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -49,8 +50,10 @@ class Authenticate:
     name = "authenticate"
 
     def __init__(self, hub: HubKey, *, skew: float, started: float,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, policy: Any = None) -> None:
         self.hub = hub
+        self.policy = policy
+        """The policy file, for revoked credentials (`revoked:` in mesh.yaml)."""
         self.skew = skew
         self.started = started
         self.clock = clock
@@ -76,6 +79,11 @@ class Authenticate:
             code = ("foreign_credential" if credential.hub != self.hub.id else
                     "expired_credential" if now >= credential.expires else "bad_credential")
             return deny(self.name, code, problem)
+        if self.policy is not None and self.policy.current().is_revoked(credential.id):
+            return deny(self.name, "revoked_credential",
+                        f"{credential.agent}'s credential {credential.id} was revoked; the "
+                        f"agent needs a new one (`interlink agent add {credential.agent} "
+                        "--renew`)", "revoked")
         if credential.agent != env.sender:
             return deny(self.name, "sender_mismatch",
                         f"the envelope says it is from {env.sender!r} but the connection "

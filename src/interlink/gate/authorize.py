@@ -139,6 +139,10 @@ class Authorize:
                                      holder=env.sender, agent=target, skill=skill)
         except DelegationError as exc:
             return deny(self.name, "delegation_refused", str(exc), "delegation: biscuit")
+        revoked = policy.is_revoked(*chain.revocation_ids)
+        if revoked:
+            return deny(self.name, "delegation_refused",
+                        f"the delegation token was revoked ({revoked[:16]}…)", "revoked")
         cut = [a for a in chain.chain if a not in policy.agents or policy.agents[a].suspended]
         if cut:
             return deny(self.name, "delegation_refused",
@@ -181,6 +185,10 @@ class Authorize:
             except DelegationError as exc:
                 return deny(self.name, "delegation_refused",
                             f"{env.sender} cannot pass on {right}: {exc}", "delegation: biscuit")
+            if policy.is_revoked(*chain.revocation_ids):
+                return deny(self.name, "delegation_refused",
+                            f"{env.sender} cannot pass on {right}: its token was revoked",
+                            "revoked")
             if not policy.may_call(chain.delegator, agent, skill).allowed or any(
                     a not in policy.agents or policy.agents[a].suspended for a in chain.chain):
                 return deny(self.name, "delegation_refused",
