@@ -43,9 +43,11 @@ HomeOption = Annotated[Path | None, typer.Option(
 
 
 def fail(what: str, hint: str | None = None, code: int = 1) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {what}", highlight=False)
+    """Print an error (plain text: `[rule: …]`, YAML and other brackets are shown as they
+    are, never taken for markup) and the exit to raise."""
+    err.print("[bold red]error:[/] " + rich_escape(what), highlight=False)
     if hint:
-        err.print(f"[dim]→ {hint}[/]", highlight=False)
+        err.print("[dim]→ " + rich_escape(hint) + "[/]", highlight=False)
     return typer.Exit(code)
 
 
@@ -56,7 +58,7 @@ def friendly(fn: Callable[..., T]) -> Callable[..., T]:
         try:
             return fn(*args, **kwargs)
         except GateDenied as exc:
-            raise fail(f"refused by the hub at [bold]{exc.stage}[/] ({exc.code}): {exc.reason}",
+            raise fail(f"refused by the hub at {exc.stage} ({exc.code}): {exc.reason}",
                        f"rule: {exc.rule}" if exc.rule else None, code=3) from None
         except CallError as exc:
             raise fail(f"the call failed ({exc.code}): {exc.reason}", code=4) from None
@@ -519,12 +521,19 @@ def approvals(home: HomeOption = None) -> None:
         out.print("[dim]nothing is waiting for approval[/]")
         return
     table = Table(title="held for approval")
-    for column in ("call", "from", "to", "why", "data came from", "expires in"):
+    for column in ("call", "from", "to", "input (what it would do)", "why", "data came from",
+                   "expires in"):
         table.add_column(column)
     for rec in held:
         label = (rec.held or {}).get("label") or {}
+        body = ((rec.held or {}).get("wire") or {}).get("body") or {}
+        try:
+            shown = json.dumps(body_data(body), ensure_ascii=False)
+        except ValueError:
+            shown = json.dumps(body, ensure_ascii=False)
         table.add_row(rec.id, rec.caller, f"{rec.target}.{rec.skill}",
-                      str((rec.held or {}).get("rule")),
+                      rich_escape(shown[:120] + ("…" if len(shown) > 120 else "")),
+                      rich_escape(str((rec.held or {}).get("rule"))),
                       ", ".join(label.get("provenance") or []),
                       f"{max(0.0, rec.deadline - time.time()):.0f}s")
     out.print(table)
@@ -865,7 +874,7 @@ def audit_verify(home: HomeOption = None) -> None:
     for notice in report.notices:
         out.print(f"[yellow]![/] {rich_escape(notice)}", highlight=False)
     if not report.ok:
-        raise fail(f"audit chain broken: {rich_escape(report.problems[0])}",
+        raise fail(f"audit chain broken: {report.problems[0]}",
                    f"{report.records} records verified before it", code=1)
     head = ("it reaches the signed head in " + str(mesh.audit_head_path) if report.head_checked
             else f"[yellow]no signed head at {mesh.audit_head_path} to check it against[/]")
@@ -917,6 +926,28 @@ def demo(home: Annotated[Path, typer.Option(help="Where the demo's mesh home goe
     from .demo import run_demo
     code = run(run_demo(home, out))
     raise typer.Exit(code)
+
+
+@app.command("config-reference")
+def config_reference() -> None:
+    """Print the configuration reference: every mesh.yaml key, its default and what it does
+    (the same as docs/configuration.md, made from the code)."""
+    from .reference import configuration_reference
+    print(configuration_reference())
+
+
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+        out.print(f"interlink {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True,
+        help="Print the version and exit.")] = False) -> None:
+    """Interlink: the communication layer between AI agents."""
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ from .identity import DEFAULT_CREDENTIAL_DAYS, CredentialFile, HubKey, new_agent
 from .policy import AgentGrants, Policy, RemoteA2A, dump_policy, parse_policy
 
 DEFAULT_HOME = ".interlink"
+RESERVED_NAMES = frozenset({"hub"})
 
 
 def resolve_home(home: str | os.PathLike[str] | None) -> Path:
@@ -132,6 +133,9 @@ class MeshHome:
         if not valid_agent_name(name):
             raise ConfigError(f"{name!r} is not a valid agent name: use lower-case letters, "
                               "digits, _ and -, starting with a letter (at most 63)")
+        if name in RESERVED_NAMES:
+            raise ConfigError(f"{name!r} is reserved (the hub's own name in envelopes and at "
+                              "/a2a/hub); choose another name")
         policy = self.load_policy()
         path = self.credential_path(name)
         if path.exists() and not renew:

@@ -51,15 +51,22 @@ DEFAULT_PORT = 7750
 
 
 class HubSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     host: str = "127.0.0.1"
+    """Address the hub binds (loopback by default)."""
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    """Port of the WebSocket and HTTP edges."""
     max_envelope_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """The largest envelope accepted; larger ones are refused at decode."""
     clock_skew_seconds: float = Field(default=30.0, gt=0)
+    """How far an envelope's signing time may be from the hub's clock (replay window)."""
     call_timeout_seconds: float = Field(default=30.0, gt=0)
+    """A call's deadline when the caller gives none."""
     max_call_timeout_seconds: float = Field(default=3600.0, gt=0)
+    """The longest deadline a caller may ask for."""
     call_max_deliver: int = Field(default=5, ge=1)
+    """Deliveries of one call before it is dead-lettered."""
     keep_results_seconds: float = Field(default=3600.0, gt=0)
     """How long a finished call's result is kept, so a retry with the same id gets it."""
     min_call_timeout_seconds: float = Field(default=0.2, gt=0)
@@ -69,18 +76,26 @@ class HubSettings(BaseModel):
     max_hops: int = Field(default=16, ge=1)
     """Longest causal chain of calls (a loop between agents stops here)."""
     conversation_max_messages: int = Field(default=2000, ge=1)
+    """Messages one conversation may carry (a runaway loop stops here)."""
     conversation_max_tokens: float = Field(default=1_000_000, gt=0)
     """Model tokens agents report in replies (`usage.tokens`), per conversation."""
     rate_per_agent: float = Field(default=500.0, gt=0)
+    """Envelopes per second an agent may send (unless it has its own `rate`)."""
     rate_burst: int = Field(default=1000, ge=1)
+    """How many envelopes above the rate an agent may send at once."""
     control_rate_per_agent: float = Field(default=5000.0, gt=0)
     """Acks, replies, progress and unsubscribes per second: a budget apart from the data rate,
     so settling admitted work is never starved by it."""
     control_rate_burst: int = Field(default=10000, ge=1)
+    """Burst of the control budget."""
     breaker_window: int = Field(default=20, ge=1)
+    """Calls per target the circuit breaker looks back over."""
     breaker_min_calls: int = Field(default=5, ge=1)
+    """Calls in the window before the breaker may open."""
     breaker_failure_rate: float = Field(default=0.5, gt=0, le=1)
+    """Share of failed calls that opens the breaker."""
     breaker_open_seconds: float = Field(default=5.0, gt=0)
+    """How long an open breaker refuses before one probe is let through."""
     quarantine_after: int = Field(default=20, ge=1)
     """Policy violations (refusals at authorize or label) that quarantine an agent..."""
     quarantine_window_seconds: float = Field(default=60.0, gt=0)
@@ -102,7 +117,9 @@ class HubSettings(BaseModel):
     event_dedup_seconds: float = Field(default=120.0, gt=0)
     """A publish retried with the same id within this window is not a second event."""
     event_ack_wait_seconds: float = Field(default=30.0, gt=0)
+    """Durable consumers: an event not acked within this is redelivered."""
     event_max_deliver: int = Field(default=5, ge=1)
+    """Durable consumers: deliveries before an event goes to `$dead.<consumer>`."""
     event_max_inflight: int = Field(default=256, ge=1)
     """Events delivered to one subscriber and not yet acknowledged, at most."""
     max_memory_value_bytes: int = Field(default=64 * 1024, ge=64)
@@ -129,7 +146,7 @@ class HubSettings(BaseModel):
 class RemoteA2A(BaseModel):
     """A remote A2A agent enrolled in the mesh (`interlink agent add NAME --a2a URL`)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     url: str
     """Its base URL; the card is read from `{url}/.well-known/agent-card.json`."""
@@ -148,29 +165,35 @@ class RemoteA2A(BaseModel):
 
 
 class Clearance(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     level: Literal["public", "internal", "confidential", "restricted"] = "internal"
+    """The highest level it may be given."""
     tags: list[str] = Field(default_factory=list)
+    """The tags it is cleared for (`phi`, `finance`, ...)."""
 
 
 class Classification(BaseModel):
     """The most sensitive data a memory namespace or topic may hold."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     level: Literal["public", "internal", "confidential", "restricted"] = "internal"
+    """The highest level it may hold."""
     tags: list[str] = Field(default_factory=list)
+    """The tags it may hold."""
 
 
 class Workflow(BaseModel):
     """A permitted call graph: a conversation started by a call to `entry` may only make the
     calls listed in `edges` (`caller->agent.skill`, patterns allowed)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     entry: str
+    """The `agent.skill` pattern whose call starts such a conversation."""
     edges: list[str] = Field(default_factory=list)
+    """Permitted calls, `caller->agent.skill` (patterns allowed)."""
 
     def allows(self, caller: str, target: str) -> int | None:
         for index, edge in enumerate(self.edges):
@@ -181,12 +204,16 @@ class Workflow(BaseModel):
 
 
 class AgentGrants(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     description: str = ""
+    """What the agent does (shown by `interlink agents`)."""
     calls: list[str] = Field(default_factory=list)
+    """`agent.skill` patterns it may call (`editor.review`, `editor.*`, `*.review`)."""
     publish: list[str] = Field(default_factory=list)
+    """Topic patterns it may publish to (and register schemas for)."""
     subscribe: list[str] = Field(default_factory=list)
+    """Topic patterns it may subscribe to (each subscription must be covered)."""
     memory: dict[str, Literal["read", "read-write"]] = Field(default_factory=dict)
     """Namespace pattern (`*` within a name) → `read` or `read-write`."""
     a2a: RemoteA2A | None = None
@@ -255,10 +282,12 @@ class AgentGrants(BaseModel):
 
 
 class Policy(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     hub: HubSettings = Field(default_factory=HubSettings)
+    """Hub settings."""
     agents: dict[str, AgentGrants] = Field(default_factory=dict)
+    """Every enrolled agent, by name."""
     namespaces: dict[str, Classification] = Field(default_factory=dict)
     """Memory namespace pattern → the most sensitive data it may hold (default: internal)."""
     workflows: dict[str, Workflow] = Field(default_factory=dict)

@@ -182,3 +182,19 @@ def test_the_cli_edits_mesh_yaml_in_place(tmp_path: Path) -> None:
     bad = cli("agent", "grant", "drafter", "--call", "nodot")
     assert bad.returncode != 0
     assert home.policy_path.read_text() == after
+
+
+def test_small_things_a_new_user_meets(tmp_path: Path) -> None:
+    """`--version`; the reserved name `hub`; errors print bracketed text as it is."""
+    home = MeshHome(tmp_path / "home")
+    home.init()
+    cli = interlink_cli(home)
+    version = subprocess.run([sys.executable, "-m", "interlink", "--version"],
+                             capture_output=True, text=True, timeout=60, env=env_python())
+    assert version.returncode == 0 and version.stdout.startswith("interlink ")
+    reserved = cli("agent", "add", "hub")
+    assert reserved.returncode != 0 and "reserved" in reserved.stderr
+    home.add_agent("alice")
+    bad = cli("agent", "grant", "alice", "--call", "nodot")
+    assert bad.returncode != 0
+    assert "agent.skill" in bad.stderr  # the policy's own words, brackets and all, not eaten

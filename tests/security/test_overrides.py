@@ -123,6 +123,7 @@ async def test_untrusted_payment_waits_for_an_approver(tmp_path: Path) -> None:
                 return "pay-1" in listed.stdout
             await wait_until(held, timeout=15)
             assert listed is not None and "needs_approval" in listed.stdout
+            assert "XX00 1234" in listed.stdout  # the approver sees what it would do
             assert not paying.done()
             proc.kill()  # held durably: a restart loses nothing
             await proc.start()

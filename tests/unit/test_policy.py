@@ -74,3 +74,14 @@ def test_reload_on_change_and_keep_last_good(tmp_path: Path) -> None:
     now[0] += 1
     assert policy_file.current().may_call("editor", "drafter", "draft").allowed
     assert policy_file.last_error and "not valid YAML" in policy_file.last_error
+
+
+def test_the_configuration_reference_is_current() -> None:
+    """docs/configuration.md is made from the policy models; regenerate it with
+    `interlink config-reference > docs/configuration.md` when a setting changes."""
+    from pathlib import Path
+
+    from interlink.reference import configuration_reference
+    committed = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    assert committed.rstrip("\n") == configuration_reference().rstrip("\n")
+    assert "| `taint_scope` |" in committed and "| `revoked` |" in committed
