@@ -101,17 +101,31 @@ def serve(home: HomeOption = None,
           accept_audit_gap: Annotated[bool, typer.Option(
               help="Start even though the store's audit chain no longer reaches its signed "
                    "head (records were cut off); the gap is recorded in the chain for good.")]
-          = False) -> None:
-    """Run the hub (WebSocket at /ws; embedded SQLite store in the home's data/ folder)."""
+          = False,
+          log_level: Annotated[str, typer.Option(
+              help="debug (every accepted envelope too), info (connections and refusals), "
+                   "warning or error.")] = "info",
+          log_format: Annotated[str, typer.Option(
+              help="text, or json (one object per line, for log shippers).")] = "text",
+          ) -> None:
+    """Run the hub (WebSocket at /ws; embedded SQLite store in the home's data/ folder).
+
+    Example: interlink serve --port 7750 --log-format json"""
+    from .logs import configure
     from .server import serve as serve_hub
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise fail(f"--log-level {log_level!r}: use debug, info, warning or error", code=2)
+    if log_format not in ("text", "json"):
+        raise fail(f"--log-format {log_format!r}: use text or json", code=2)
     mesh = MeshHome(home)
     mesh.require()
     policy = mesh.load_policy()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure(log_level, log_format)
     out.print(f"hub for [bold]{mesh.root}[/] on "
               f"ws://{host or policy.hub.host}:{port or policy.hub.port}/ws "
               f"(store {mesh.db_path}); Ctrl-C stops it")
-    serve_hub(mesh, host=host, port=port, accept_audit_gap=accept_audit_gap)
+    serve_hub(mesh, host=host, port=port, accept_audit_gap=accept_audit_gap,
+              log_level=log_level.lower())
 
 
 # -- agents ---------------------------------------------------------------------------------

@@ -59,6 +59,10 @@ class HelloService:
 
     async def deliver(self, ctx: GateContext) -> None:
         await self.registry.deliver(ctx)
+        agent = ctx.env.sender if ctx.env else ctx.session.agent
+        log.info("connected %s (%s, %s)", agent,
+                 "serving" if ctx.session.serves else "client", ctx.session.remote,
+                 extra={"agent": agent, "session": ctx.session.id})
         if ctx.session.serves:
             self.calls.connected(ctx.session)
         replaced: Session | None = ctx.notes.get("replaced")
@@ -363,6 +367,9 @@ class Hub:
 
     async def disconnected(self, session: Session) -> None:
         session.closed = True
+        if session.agent is not None:
+            log.info("disconnected %s (%s)", session.agent, session.remote,
+                     extra={"agent": session.agent, "session": session.id})
         await self.registry.disconnected(session)
         await self.calls.disconnected(session)
         await self.events.disconnected(session)

@@ -39,7 +39,8 @@ def _config(home: MeshHome, host: str | None, port: int | None, log_level: str,
                      where=f"ws://{host}:{port}/ws")
     return uvicorn.Config(
         app, host=host, port=port,
-        lifespan="on", log_level=log_level,
+        lifespan="on", log_level=log_level if log_level == "debug" else "warning",
+        log_config=None, access_log=False,  # the hub logs its own lines (interlink.logs)
         ws_max_size=4 * policy.hub.max_envelope_bytes,  # the gate refuses, with a reason, above the limit
         ws_ping_interval=10.0, ws_ping_timeout=20.0,
         ws_per_message_deflate=False)  # agents' frames are small; compression costs more than it saves

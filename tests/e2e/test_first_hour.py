@@ -198,3 +198,52 @@ def test_small_things_a_new_user_meets(tmp_path: Path) -> None:
     bad = cli("agent", "grant", "alice", "--call", "nodot")
     assert bad.returncode != 0
     assert "agent.skill" in bad.stderr  # the policy's own words, brackets and all, not eaten
+
+
+async def test_the_hub_log_says_who_connected_and_what_was_refused(tmp_path: Path) -> None:
+    """`serve --log-format json`: one JSON line per connection, refusal (with stage, code and
+    rule) and disconnection; an expected refusal at the A2A edge logs no traceback."""
+    import json as jsonlib
+
+    from interlink import GateDenied, connect
+    home = make_home(tmp_path / "home", {"alice": [], "bob": []})
+    port = free_port()
+    log = tmp_path / "hub.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "interlink", "serve", "--home",
+                                 str(home.root), "--port", str(port), "--log-format", "json"],
+                                stdout=out, stderr=subprocess.STDOUT, env=env_python())
+    try:
+        url = f"ws://127.0.0.1:{port}/ws"
+        for _ in range(100):
+            try:
+                async with connect("alice", credential=home.credential_path("alice"),
+                                   hub=url) as alice:
+                    with pytest.raises(GateDenied):
+                        await alice.call("bob", "anything", {})
+                break
+            except Exception as exc:
+                if isinstance(exc, AssertionError):
+                    raise
+                await asyncio.sleep(0.2)
+        token = issue_token(home.hub_key(), "alice")
+        async with httpx.AsyncClient(timeout=15) as http:
+            answer = await http.post(f"http://127.0.0.1:{port}/a2a/bob", json={
+                "jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+                    "message": {"messageId": "m1", "role": "ROLE_USER",
+                                "parts": [{"data": {}}]}}},
+                headers={"Authorization": f"Bearer {token}", "A2A-Version": "1.0"})
+            assert "error" in answer.json()
+        await asyncio.sleep(0.5)
+    finally:
+        proc.terminate()
+        proc.wait(15)
+    lines = [jsonlib.loads(line) for line in log.read_text().splitlines()
+             if line.startswith("{")]
+    messages = [line["message"] for line in lines]
+    assert any(m.startswith("connected alice") for m in messages), messages
+    assert any(m.startswith("disconnected alice") for m in messages), messages
+    refused = [line for line in lines if line["message"].startswith("refused call")]
+    assert refused and refused[0]["code"] == "not_granted" and refused[0]["stage"] == \
+        "authorize" and "agents.alice.calls" in refused[0]["rule"]
+    assert "Traceback" not in log.read_text()

@@ -77,3 +77,4 @@ class Pipeline:
             await ctx.session.send(frame)
         except Exception as exc:  # the sender went away; what was committed stays committed
             log.debug("could not answer session %s: %r", ctx.session.id, exc)
+
