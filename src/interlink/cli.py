@@ -151,6 +151,15 @@ def agent_add(name: str, home: HomeOption = None,
     """Enrol an agent: its key pair and hub-signed credential, and a policy entry."""
     mesh = MeshHome(home)
     remote = None
+    _check_call_patterns(call or [])
+    if card_key and not card_key.lstrip().startswith("-----BEGIN"):
+        key_path = Path(card_key).expanduser()
+        if not key_path.is_absolute():
+            key_path = Path.cwd() / key_path
+        if not key_path.is_file():
+            raise fail(f"--card-key {card_key}: no such file", "give the PEM public key file "
+                       "the remote agent signs its card with", code=2)
+        card_key = str(key_path)
     if a2a:
         remote = {"url": a2a, "card_key": card_key, "token_env": token_env}
     elif card_key or token_env:
@@ -165,6 +174,15 @@ def agent_add(name: str, home: HomeOption = None,
     out.print(f"[green]✓[/] enrolled [bold]{name}[/]; credential at {path} (owner-only)")
     grants = ", ".join(call or []) or "none (default deny)"
     out.print(f"  may call: {grants}; edit {mesh.policy_path} to grant more")
+
+
+def _check_call_patterns(patterns: list[str]) -> None:
+    """A call grant is agent.skill: say so as an argument error, before touching mesh.yaml."""
+    for pattern in patterns:
+        agent, dot, skill = pattern.partition(".")
+        if not dot or not agent or not skill:
+            raise typer.BadParameter(f"{pattern!r} is not agent.skill (patterns allowed: "
+                                     "editor.review, editor.*, *.review)", param_hint="--call")
 
 
 @agent_app.command("grant")
@@ -186,6 +204,7 @@ def agent_grant(name: str, home: HomeOption = None,
     if not (call or publish or subscribe or memory):
         raise fail("nothing to grant", "give --call agent.skill, --publish topic, "
                    "--subscribe pattern or --memory namespace=read-write")
+    _check_call_patterns(call)
     spaces: dict[str, str] = {}
     for item in memory:
         namespace, _, access = item.partition("=")

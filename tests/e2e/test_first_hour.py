@@ -197,7 +197,11 @@ def test_small_things_a_new_user_meets(tmp_path: Path) -> None:
     home.add_agent("alice")
     bad = cli("agent", "grant", "alice", "--call", "nodot")
     assert bad.returncode != 0
-    assert "agent.skill" in bad.stderr  # the policy's own words, brackets and all, not eaten
+    assert "agent.skill" in bad.stderr  # an argument error, said before mesh.yaml is touched
+    missing = cli("agent", "add", "remote", "--a2a", "http://127.0.0.1:9/", "--card-key",
+                  str(tmp_path / "no-such.pem"))
+    assert missing.returncode == 2 and "no such file" in missing.stderr
+    assert "remote" not in home.load_policy().agents
 
 
 async def test_the_hub_log_says_who_connected_and_what_was_refused(tmp_path: Path) -> None:
