@@ -448,7 +448,8 @@ def agents(home: HomeOption = None,
             "skills": [k.id for k in s.card.skills] if s.card else [],
             "calls": policy.agents[s.name].calls, "publish": policy.agents[s.name].publish,
             "subscribe": policy.agents[s.name].subscribe, "breaker": s.breaker,
-            "suspended": s.suspended, "taint_scope": policy.agents[s.name].taint_scope,
+            "suspended": s.suspended, "last_seen": s.last_seen,
+            "taint_scope": policy.agents[s.name].taint_scope,
             "taint": taints[s.name].to_dict() if s.name in taints else None}
             for s in statuses]))
         return
@@ -456,9 +457,12 @@ def agents(home: HomeOption = None,
     for column in ("agent", "state", "breaker", "skills", "may call", "taint", "description"):
         table.add_column(column)
     for s in statuses:
-        skills = ", ".join(k.id for k in s.card.skills) if s.card else "[dim](never connected)[/]"
+        skills = ", ".join(k.id for k in s.card.skills) if s.card else (
+            "[dim](none)[/]" if s.last_seen else "[dim](never connected)[/]")
         state = ("[red]■ suspended[/]" if s.suspended else
                  "[green]● connected[/]" if s.connected else "[dim]○ offline[/]")
+        if not s.connected and s.last_seen:  # a CLI, an edge or a past connection
+            state += time.strftime(" [dim](seen %H:%M:%S)[/]", time.localtime(s.last_seen))
         breaker = {"closed": "[green]closed[/]", "open": "[red]open[/]",
                    "half-open": "[yellow]half-open[/]"}.get(s.breaker, s.breaker)
         scope = policy.agents[s.name].taint_scope

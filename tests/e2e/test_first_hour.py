@@ -251,3 +251,20 @@ async def test_the_hub_log_says_who_connected_and_what_was_refused(tmp_path: Pat
     assert refused and refused[0]["code"] == "not_granted" and refused[0]["stage"] == \
         "authorize" and "agents.alice.calls" in refused[0]["rule"]
     assert "Traceback" not in log.read_text()
+
+
+async def test_agents_counts_client_connections_as_seen(tmp_path: Path) -> None:
+    """An agent that only ever connects as a client (the CLI, an edge, a script) is shown as
+    seen, not as "never connected"."""
+    import json as jsonlib
+
+    from interlink import connect
+    home = make_home(tmp_path / "home", {"alice": []})
+    async with background_hub(home) as hub:
+        async with connect("alice", credential=home.credential_path("alice"), hub=hub.url):
+            pass
+    listed = jsonlib.loads(interlink_cli(home)("agents", "--json").stdout)
+    alice = next(a for a in listed if a["name"] == "alice")
+    assert alice["connected"] is False and alice["last_seen"] is not None
+    table = interlink_cli(home)("agents").stdout
+    assert "seen" in next(line for line in table.splitlines() if "alice" in line)

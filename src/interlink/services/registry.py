@@ -136,6 +136,9 @@ class Registry:
         session.credential = ctx.credential
         self.by_id[session.id] = session
         ctx.answer["agent"] = env.sender
+        await self.kv.put(f"seen/{env.sender}", json.dumps({  # any connection counts as seen
+            "seen": time.time(), "via": session.remote,
+            "serves": env.body.get("serves") is not False}).encode())
         if env.body.get("serves") is False:
             return  # clients come and go beside the agent's serving connection
         session.serves = True
@@ -190,16 +193,21 @@ class Registry:
         presence = {e.key.removeprefix("presence/"): e for e in await self.kv.items("presence/")}
         breakers = {e.key.removeprefix("breakers/"): json.loads(e.value or b"{}")
                     for e in await self.kv.items("breakers/")}
+        seen_any = {e.key.removeprefix("seen/"): json.loads(e.value or b"{}")
+                    for e in await self.kv.items("seen/")}
         result = []
         for name, grants in sorted(policy.agents.items()):
             card_entry = cards.get(name)
             card = (AgentCard.model_validate_json(card_entry.value)
                     if card_entry and card_entry.value else None)
             seen = presence.get(name)
+            times = [json.loads(seen.value)["seen"]] if seen and seen.value else []
+            if name in seen_any:
+                times.append(seen_any[name].get("seen", 0))
             result.append(AgentStatus(
                 name=name, description=grants.description or (card.description if card else ""),
                 connected=seen is not None, card=card,
-                last_seen=json.loads(seen.value)["seen"] if seen and seen.value else None,
+                last_seen=max(times) if times else None,
                 breaker=breakers.get(name, {}).get("state", "closed"),
                 suspended=grants.suspended))
         return result
