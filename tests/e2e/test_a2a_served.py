@@ -123,6 +123,7 @@ async def test_card_is_signed_by_the_hub_and_carries_schemas(
         assert "worker.echo" in {s["id"] for s in root["skills"]}
         trailing = await http.get(f"{base(running)}/a2a/worker/.well-known/agent-card.json")
         assert trailing.headers.get("cache-control") and trailing.headers.get("etag")
+        assert trailing.headers.get("last-modified", "").endswith(" GMT")
 
 
 async def test_send_stream_get_and_list_through_the_gate(

@@ -51,6 +51,7 @@ import contextlib
 import logging
 import re
 import time
+from email.utils import formatdate
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -233,10 +234,14 @@ class Edge:
         app = self._apps.get(agent) or await self._make_app(agent, _base(scope))
 
         plain = rest not in ("/", CARD_PATH) and _plain_json_client(headers)
+        modified = await self._card_modified(agent) if rest == CARD_PATH else None
 
         async def send_with_trace(message: dict[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 sent = message.get("headers", [])
+                if modified is not None:  # cards: when the agent last registered it
+                    sent = [*sent, (b"last-modified",
+                                    formatdate(modified, usegmt=True).encode())]
                 if plain:  # answer in the client's own media type
                     sent = [(k, b"application/json" if k.lower() == b"content-type"
                              and v == A2A_JSON.encode() else v) for k, v in sent]
@@ -244,6 +249,13 @@ class Edge:
             await send(message)
 
         await app(scope, receive, send_with_trace)
+
+    async def _card_modified(self, agent: str) -> float:
+        """When an agent's card last changed: its registration, or the hub's start."""
+        if agent == "hub":
+            return self.hub.started
+        entry = await self.hub.registry.kv.get(f"cards/{agent}")
+        return entry.ts if entry is not None else self.hub.started
 
     def _authenticate(self, authorization: str, served: str) -> str:
         """The agent a bearer token speaks for, or '!' + why not. A request without any
