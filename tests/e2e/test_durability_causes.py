@@ -201,3 +201,35 @@ async def test_a_caller_that_talked_to_many_agents_is_still_served(tmp_path: Pat
                 assert "agent:+more" in provenance and len(provenance) <= 64
         finally:
             await asyncio.gather(*(w.stop() for w in workers))
+
+
+async def test_a_hub_dying_mid_handshake_does_not_end_reconnecting(tmp_path: Path) -> None:
+    """Found by the crash loop in CI: a hub killed between its challenge and its answer left
+    the SDK's reconnect loop dead (the connection stayed "open", requests hung). A greeting cut
+    short is now one more failed attempt; the next URL or the next try goes on."""
+    import json as jsonlib
+
+    from websockets.asyncio.server import serve as ws_serve
+
+    async def cut_short(ws: Any) -> None:  # says hello like a hub, then dies
+        await ws.send(jsonlib.dumps({"op": "challenge", "challenge": "c" * 32, "hub": "x"}))
+        await ws.close()
+
+    home = make_home(tmp_path / "home", {"caller": ["worker.*"], "worker": []})
+    async with background_hub(home) as hub, ws_serve(cut_short, "127.0.0.1", 0) as fake:
+        fake_url = f"ws://127.0.0.1:{fake.sockets[0].getsockname()[1]}/ws"
+        worker = Agent("worker", credential=home.credential_path("worker"), hub=hub.url)
+
+        @worker.skill("echo")
+        async def echo(ctx: SkillContext, req: Any) -> Any:
+            return req
+
+        async with worker, connect("caller", credential=home.credential_path("caller"),
+                                   hub=[fake_url, hub.url]) as caller:
+            assert caller.connection.url == hub.url  # the fake was tried first, and passed
+            caller.connection.url = fake_url  # the next reconnect starts at the dying hub
+            ws = caller.connection._ws
+            assert ws is not None
+            await ws.close()
+            assert await asyncio.wait_for(caller.call("worker", "echo", 7, timeout=5), 10) == 7
+            assert caller.connection.reconnects >= 1

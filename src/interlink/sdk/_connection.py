@@ -233,6 +233,19 @@ class Connection:
                                   "`interlink serve` running, and is the URL right?")
             lost.reason_short = reason
             raise lost from exc
+        try:
+            await self._greet(ws)
+        except (websockets.ConnectionClosed, asyncio.TimeoutError, ValueError, KeyError,
+                AttributeError) as exc:  # the hub died mid-handshake, or garbled it
+            with contextlib.suppress(Exception):
+                await ws.close()
+            lost = ConnectionLost(f"the hub at {self.url} did not finish the handshake "
+                                  f"({_reason(exc)})")
+            lost.reason_short = "handshake cut short"
+            raise lost from exc
+
+    async def _greet(self, ws: Any) -> None:
+        """Answer the hub's challenge with a signed hello and wait for its verdict."""
         challenge = json.loads(await asyncio.wait_for(ws.recv(), self.connect_timeout))
         if challenge.get("op") != "challenge":
             await ws.close()
@@ -301,9 +314,18 @@ class Connection:
                     log.info("%s: hub unreachable, retrying in ~%.1fs (%s)", self.agent,
                              backoff, exc)
                     continue
+                except Exception:  # whatever it was, the reconnecting must go on
+                    backoff = min(backoff * 2, 2.0)
+                    log.exception("%s: reconnecting failed; retrying in ~%.1fs", self.agent,
+                                  backoff)
+                    continue
                 backoff = 0.05
                 self.reconnects += 1
-                await self._resend()
+                try:
+                    await self._resend()
+                except Exception:  # the new connection dropped too: the loop notices
+                    log.warning("%s: re-sending after a reconnect failed", self.agent,
+                                exc_info=True)
                 break
 
     def _fail_unsafe(self, exc: Exception) -> None:
