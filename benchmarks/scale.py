@@ -18,8 +18,6 @@ import asyncio
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,12 +31,7 @@ from interlink import Agent, SkillContext, connect
 from interlink.home import MeshHome
 from interlink.identity import CredentialFile, b64e
 from interlink.policy import AgentGrants
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from interlink.server import HubProcess
 
 
 def enrol(home: MeshHome, names: list[str]) -> None:
@@ -110,23 +103,14 @@ def measure(size: int, calls: int, work: Path) -> dict[str, float]:
     home.init()
     names = [f"a{i:04d}" for i in range(size)]
     enrol(home, names)
-    port = free_port()
-    url = f"ws://127.0.0.1:{port}/ws"
+    hub = HubProcess(root, log=work / f"hub-{size}.log")
+    hub.start()
+    url = hub.url
+    assert hub.proc is not None
+    pid = hub.proc.pid
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    hub = subprocess.Popen([sys.executable, "-m", "interlink", "serve", "--home", str(root),
-                            "--port", str(port)], stdout=subprocess.DEVNULL,
-                           stderr=subprocess.DEVNULL, env=env)
     agents: subprocess.Popen[bytes] | None = None
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the hub did not start") from None
-                time.sleep(0.05)
         ready = work / f"ready-{size}"
         agents = subprocess.Popen([sys.executable, __file__, "--agents", str(root), url,
                                    ",".join(names), str(ready)], env=env)
@@ -136,20 +120,17 @@ def measure(size: int, calls: int, work: Path) -> dict[str, float]:
             time.sleep(0.1)
         connect_seconds = json.loads(ready.read_text())["connect_seconds"]
         time.sleep(2.0)  # let start-up work settle
-        cpu0, wall0 = cpu_seconds(hub.pid), time.monotonic()
+        cpu0, wall0 = cpu_seconds(pid), time.monotonic()
         time.sleep(5.0)
-        idle_cpu = (cpu_seconds(hub.pid) - cpu0) / (time.monotonic() - wall0)
+        idle_cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - wall0)
         rate = asyncio.run(throughput(root, url, names, calls))
-        return {"agents": size, "connect_s": connect_seconds, "rss_mb": rss_mb(hub.pid),
+        return {"agents": size, "connect_s": connect_seconds, "rss_mb": rss_mb(pid),
                 "idle_cpu": idle_cpu, "calls_per_s": rate}
     finally:
-        for proc in (agents, hub):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGINT if proc is hub else signal.SIGKILL)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+        if agents is not None and agents.poll() is None:
+            agents.kill()
+            agents.wait(20)
+        hub.stop()
 
 
 def main() -> None:

@@ -27,8 +27,6 @@ import contextlib
 import json
 import os
 import random
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,13 +34,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from interlink.server import HubProcess
+
 HERE = Path(__file__).resolve()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def env() -> dict[str, str]:
@@ -202,40 +196,6 @@ CLIENTS = {"caller": role_caller, "publisher": role_publisher,
 
 # -- the orchestrator -------------------------------------------------------------------------
 
-class Hub:
-    def __init__(self, home: Path, port: int, log: Path) -> None:
-        self.home, self.port, self.log = home, port, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "interlink", "serve", "--home", str(self.home),
-                 "--port", str(self.port)], stdout=out, stderr=subprocess.STDOUT, env=env())
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the hub exited: {self.log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                    ("127.0.0.1", self.port), timeout=0.2):
-                return
-            time.sleep(0.05)
-        raise RuntimeError("the hub did not start in time")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 def make_home(root: Path) -> None:
     from interlink.home import MeshHome
     home = MeshHome(root)
@@ -321,10 +281,9 @@ def main() -> int:
           f"events, {args.increments} CAS increments; files in {work}", flush=True)
     home = work / "home"
     make_home(home)
-    port = free_port()
-    url = f"ws://127.0.0.1:{port}/ws"
-    hub = Hub(home, port, work / "hub.log")
+    hub = HubProcess(home, log=work / "hub.log")
     hub.start()
+    port, url = hub.port, hub.url
     procs: list[subprocess.Popen[bytes]] = []
     clients: list[subprocess.Popen[bytes]] = []
     kills = 0

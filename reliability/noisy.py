@@ -17,8 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,11 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from interlink.server import HubProcess
 
 
 def make_home(root: Path, rate: float | None) -> None:
@@ -128,22 +122,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="interlink-noisy-"))
     root = work / "home"
     make_home(root, args.rate)
-    port = free_port()
-    url = f"ws://127.0.0.1:{port}/ws"
+    hub = HubProcess(root, log=work / "hub.log")
+    hub.start()
+    port, url = hub.port, hub.url
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    hub = subprocess.Popen([sys.executable, "-m", "interlink", "serve", "--home", str(root),
-                            "--port", str(port)], stdout=(work / "hub.log").open("ab"),
-                           stderr=subprocess.STDOUT, env=env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the hub did not start") from None
-                time.sleep(0.05)
         quiet = asyncio.run(quiet_pair(root, url, args.calls))
         quiet_seconds = sum(quiet) / 1000
         stats_file = work / "noise.json"
@@ -153,11 +136,7 @@ def main() -> int:
         loud = asyncio.run(quiet_pair(root, url, args.calls))
         noisy_proc.wait(quiet_seconds * 3 + 90)
     finally:
-        hub.send_signal(signal.SIGINT)
-        try:
-            hub.wait(20)
-        except subprocess.TimeoutExpired:
-            hub.kill()
+        hub.stop()
     stats = json.loads(stats_file.read_text())
 
     def p(values: list[float], q: float) -> float:

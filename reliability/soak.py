@@ -21,10 +21,7 @@ import asyncio
 import json
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,16 +30,12 @@ from typing import Any
 
 import httpx
 
+from interlink.server import HubProcess
+
 RSS_GROWTH_LIMIT = 0.25      # after warm-up, at most +25%
 FD_GROWTH_LIMIT = 20         # descriptors
 TASK_GROWTH_LIMIT = 50       # asyncio tasks
 SLOPE_LIMIT_MS_PER_MIN = 1.0  # median call latency may not climb faster than this
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def make_home(root: Path, agents: int) -> list[str]:
@@ -148,21 +141,12 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="interlink-soak-"))
     root = work / "home"
     names = make_home(root, args.agents)
-    port = free_port()
-    url = f"ws://127.0.0.1:{port}/ws"
-    hub = subprocess.Popen([sys.executable, "-m", "interlink", "serve", "--home", str(root),
-                            "--port", str(port)], stdout=(work / "hub.log").open("ab"),
-                           stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    hub = HubProcess(root, log=work / "hub.log")
+    hub.start()
+    port, url = hub.port, hub.url
+    assert hub.proc is not None
+    pid = hub.proc.pid
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("the hub did not start") from None
-                time.sleep(0.05)
         print(f"soak: {args.agents} agents for {args.seconds:g}s; files in {work}", flush=True)
         latencies: list[tuple[float, float]] = []
         samples: list[dict[str, float]] = []
@@ -172,7 +156,7 @@ def main() -> int:
         async def watch() -> None:
             while not run.done():
                 await asyncio.sleep(args.every)
-                point = await asyncio.to_thread(sample, hub.pid, port)
+                point = await asyncio.to_thread(sample, pid, port)
                 window = [ms for t, ms in latencies if t > point["t"] - args.every]
                 point["p50_ms"] = statistics.median(window) if window else 0.0
                 samples.append(point)
@@ -184,13 +168,9 @@ def main() -> int:
         counts = loop.run_until_complete(asyncio.gather(run, watch()))[0]
         loop.close()
         time.sleep(2.0)
-        after = sample(hub.pid, port)
+        after = sample(pid, port)
     finally:
-        hub.send_signal(signal.SIGINT)
-        try:
-            hub.wait(20)
-        except subprocess.TimeoutExpired:
-            hub.kill()
+        hub.stop()
     warm = samples[len(samples) // 4] if samples else after
     last = samples[-1] if samples else after
     report = {

@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,13 +13,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
+from interlink import server
 from interlink.envelope import HUB, call_body, new_id, new_traceparent, seal
 from interlink.home import MeshHome
 from interlink.identity import CredentialFile
+from interlink.server import free_port  # noqa: F401 (tests import it from here)
 from interlink.store import open_store
 
 
@@ -34,56 +33,15 @@ def make_home(root: Path, agents: dict[str, list[str]]) -> MeshHome:
     return home
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-class HubProcess:
+class HubProcess(server.HubProcess):
     """`interlink serve` as a real process, which tests may SIGKILL and restart."""
 
     def __init__(self, home: MeshHome, port: int | None = None) -> None:
+        super().__init__(home.root, port)
         self.home = home
-        self.port = port or free_port()
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = home.root / f"hub-{self.port}.log"
 
-    @property
-    def url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
-
-    async def start(self, timeout: float = 20.0) -> None:
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "interlink", "serve", "--home", str(self.home.root),
-                 "--port", str(self.port)],
-                stdout=out, stderr=subprocess.STDOUT, env=env_python())
-        deadline = time.monotonic() + timeout
-        async with httpx.AsyncClient() as client:
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"hub exited: {self.log.read_text()[-2000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    r = await client.get(f"http://127.0.0.1:{self.port}/healthz")
-                    if r.status_code == 200:
-                        return
-                await asyncio.sleep(0.05)
-        raise RuntimeError("hub did not start in time")
-
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+    async def start(self, timeout: float = 20.0) -> None:  # type: ignore[override]
+        await asyncio.to_thread(super().start, timeout)
 
 
 class RawClient:

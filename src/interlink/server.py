@@ -6,9 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 
@@ -87,3 +92,57 @@ async def background_hub(home: MeshHome, *, host: str = "127.0.0.1", port: int =
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class HubProcess:
+    """`interlink serve` as a process of its own (tests, benchmarks and reliability runs that
+    kill it): `start()` returns once it listens, `kill()` is SIGKILL, `stop()` SIGINT."""
+
+    def __init__(self, home: str | os.PathLike[str], port: int | None = None,
+                 log: Path | None = None, args: tuple[str, ...] = ()) -> None:
+        self.root = Path(home)
+        self.port = port or free_port()
+        self.log = log or self.root / f"hub-{self.port}.log"
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws"
+
+    def start(self, timeout: float = 30.0) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "interlink", "serve", "--home", str(self.root),
+                 "--port", str(self.port), *self.args], stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"hub exited: {self.log.read_text()[-2000:]}")
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", self.port), timeout=0.2):
+                return  # uvicorn binds only once the hub's start-up is done
+            time.sleep(0.05)
+        raise RuntimeError("hub did not start in time")
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)

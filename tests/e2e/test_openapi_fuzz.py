@@ -6,10 +6,8 @@ still served afterwards."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,8 +19,9 @@ from hypothesis import HealthCheck, settings
 from interlink.edges.openapi import SPEC
 from interlink.home import MeshHome
 from interlink.identity import ADMIN_AUDIENCE, issue_token
+from interlink.server import HubProcess
 
-from ..helpers import env_python, free_port, make_home
+from ..helpers import env_python, make_home
 
 schema = schemathesis.openapi.from_dict(SPEC)
 
@@ -45,24 +44,14 @@ class Hub:
         policy = self.home.load_policy()
         policy.hub.call_timeout_seconds = 3
         self.home.save_policy(policy)
-        self.port = free_port()
+        self.hub = HubProcess(self.home.root)
+        self.hub.start()
+        self.port = self.hub.port
         self.base = f"http://127.0.0.1:{self.port}"
-        self.log = log = (root / "hub.log").open("ab")
-        self.procs = [subprocess.Popen(
-            [sys.executable, "-m", "interlink", "serve", "--home", str(root), "--port",
-             str(self.port)], stdout=log, stderr=subprocess.STDOUT, env=env_python())]
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the hub did not start"
-                time.sleep(0.05)
-        self.procs.append(subprocess.Popen(
+        self.log = log = (root / "worker.log").open("ab")
+        self.worker = subprocess.Popen(
             [sys.executable, "-c", WORKER, str(self.home.credential_path("worker")),
-             f"ws://127.0.0.1:{self.port}/ws"], stdout=log, stderr=subprocess.STDOUT,
-            env=env_python()))
+             self.hub.url], stdout=log, stderr=subprocess.STDOUT, env=env_python())
         key = self.home.hub_key()
         self.edge_token = issue_token(key, "alice")
         self.admin_token = issue_token(key, "operator", audience=ADMIN_AUDIENCE)
@@ -72,12 +61,12 @@ class Hub:
         return {"Authorization": f"Bearer {token}"}
 
     def stop(self) -> None:
-        for proc in reversed(self.procs):
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        self.worker.terminate()
+        try:
+            self.worker.wait(15)
+        except subprocess.TimeoutExpired:
+            self.worker.kill()
+        self.hub.stop()
         self.log.close()
 
 
@@ -86,7 +75,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     running = Hub(tmp_path_factory.mktemp("openapi") / "home")
     yield running
     running.stop()
-    assert not [p for p in running.procs if p.returncode not in (0, -15, 143)], \
+    assert not [p for p in (running.hub.proc, running.worker)
+                if p is None or p.returncode not in (0, 130, -15, 143)], \
         "a process crashed"
 
 
