@@ -60,6 +60,7 @@ from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
 from a2a.server.request_handlers.response_helpers import build_error_response
+from a2a.server.request_handlers.response_helpers import agent_card_to_dict
 from a2a.server.routes import (create_agent_card_routes, create_jsonrpc_routes,
                                create_rest_routes)
 from a2a.server.tasks import TaskUpdater
@@ -93,6 +94,7 @@ SCHEMAS_EXTENSION = "https://interlink.dev/a2a/ext/skill-schemas/v1"
 """Card extension carrying each skill's input and output JSON Schema (A2A's AgentSkill has no
 schema field)."""
 PROTOCOL_VERSION = "1.0"
+LEGACY_VERSION = "0.3"  # served through a2a-sdk's compat layer
 CARD_PATH = "/.well-known/agent-card.json"
 A2A_JSON = "application/a2a+json"
 A2A_RESULT = "$a2a"
@@ -464,7 +466,11 @@ def _base_card(name: str, description: str, version: str, url: str,
         "name": name, "description": description or name, "version": version,
         "supportedInterfaces": [
             {"url": url, "protocolBinding": "JSONRPC", "protocolVersion": PROTOCOL_VERSION},
-            {"url": url, "protocolBinding": "HTTP+JSON", "protocolVersion": PROTOCOL_VERSION}],
+            {"url": url, "protocolBinding": "HTTP+JSON", "protocolVersion": PROTOCOL_VERSION},
+            # 0.3 clients: a2a-sdk adds the 0.3 fields (url, protocolVersion, ...) to the
+            # served card from the first 0.3 interface, and its compat layer serves them.
+            {"url": url, "protocolBinding": "JSONRPC", "protocolVersion": LEGACY_VERSION},
+            {"url": url, "protocolBinding": "HTTP+JSON", "protocolVersion": LEGACY_VERSION}],
         "provider": {"organization": "Interlink mesh", "url": url.rsplit("/a2a/", 1)[0]},
         "capabilities": {"streaming": True, "pushNotifications": False, "extensions": [{
             "uri": SCHEMAS_EXTENSION, "required": False,
@@ -691,4 +697,5 @@ class A2ARouter:
 
 
 def card_json(card: AgentCard) -> dict[str, Any]:
-    return MessageToDict(card, preserving_proto_field_name=False)
+    """A card as served: A2A 1.0 JSON with the 0.3 fields a2a-sdk adds for older clients."""
+    return agent_card_to_dict(card)
