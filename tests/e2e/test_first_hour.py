@@ -48,6 +48,44 @@ async def test_the_a2a_edge_renews_its_credential_before_it_expires(
                 await asyncio.sleep(2.5)  # past the edge credential's lifetime
 
 
+async def test_an_edge_request_refused_expired_credential_in_a_race_is_made_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The edge takes its connection, then the credential runs out before the hub reads the
+    call (a stalled loop): the call was refused at authenticate, nothing was committed, so the
+    edge makes it once more on a fresh connection. Forced here by an edge that never notices
+    expiry on its own, over A2A and ACP."""
+    monkeypatch.setattr("interlink.edges.local.EDGE_CREDENTIAL_DAYS", 1 / 86400)  # 1 s
+    monkeypatch.setattr("interlink.edges.a2a._expiring", lambda connection: False)
+    home = make_home(tmp_path / "home", {"alice": ["worker.*"], "worker": []})
+    async with background_hub(home) as hub:
+        worker = Agent("worker", credential=home.credential_path("worker"), hub=hub.url)
+        ran: list[Any] = []
+
+        @worker.skill("echo")
+        async def echo(ctx: SkillContext, req: Any) -> Any:
+            ran.append(req)
+            return req
+
+        token = issue_token(hub.hub.key, "alice")
+        base = f"http://127.0.0.1:{hub.port}"
+        async with worker, httpx.AsyncClient(headers={
+                "Authorization": f"Bearer {token}", "A2A-Version": "1.0"}, timeout=15) as http:
+            for attempt in range(2):
+                answer = await http.post(f"{base}/a2a/worker", json={
+                    "jsonrpc": "2.0", "id": attempt, "method": "SendMessage", "params": {
+                        "message": {"messageId": f"m{attempt}", "role": "ROLE_USER",
+                                    "parts": [{"data": {"n": attempt}}]},
+                        "metadata": {"skill": "echo"}}})
+                assert "result" in answer.json(), (attempt, answer.json())
+                run = await http.post(f"{base}/acp/runs", json={
+                    "agent_name": "worker", "mode": "sync", "input": [
+                        {"role": "user", "parts": [{"content_type": "application/json",
+                                                    "content": '{"acp": %d}' % attempt}]}]})
+                assert run.status_code == 200 and run.json()["status"] == "completed", run.text
+                await asyncio.sleep(1.5)  # past the edge credential's lifetime
+        assert len(ran) == 4  # each request ran its skill exactly once
+
+
 def test_the_demo_does_not_delete_a_folder_it_did_not_make(tmp_path: Path) -> None:
     for name, setup in (("notes", lambda d: (d / "notes.txt").write_text("mine")),
                         ("home", lambda d: MeshHome(d).init())):

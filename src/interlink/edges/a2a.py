@@ -129,13 +129,13 @@ class Edge:
 
     # -- identity ------------------------------------------------------------------------------
 
-    async def connection(self, agent: str) -> Connection:
+    async def connection(self, agent: str, *, fresh: bool = False) -> Connection:
         """The in-process client connection that acts for `agent` (one per agent, reused until
-        its short-lived credential nears expiry: then a new one takes over and the old one is
-        closed once the calls it made have ended)."""
+        its short-lived credential nears expiry, or `fresh` is asked: then a new one takes over
+        and the old one is closed once the calls it made have ended)."""
         async with self._lock:
             connection = self._connections.get(agent)
-            if connection is not None and _expiring(connection):
+            if connection is not None and (fresh or _expiring(connection)):
                 self._retire(connection)
                 connection = None
             if connection is None or not connection.is_open:
@@ -145,6 +145,30 @@ class Edge:
                 await connection.open()
                 self._connections[agent] = connection
             return connection
+
+    async def start_call(self, agent: str, target: str, skill: str,
+                         **call: Any) -> asyncio.Task[Any]:
+        """Make a mesh call as `agent` and return the running call once the gate has accepted
+        it; raise the refusal (`GateDenied`), or what kept the call from starting.
+
+        A refusal `expired_credential` means the edge's short-lived credential ran out between
+        taking the connection and the hub reading the call (a stalled loop, a slow request):
+        the call was refused at authenticate, before anything was committed, so it is made
+        once more on a fresh connection instead of failing the outside client's request."""
+        for attempt in range(2):
+            connection = await self.connection(agent, fresh=attempt > 0)
+            accepted: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            running = asyncio.ensure_future(connection.call(
+                target, skill, on_accepted=lambda answer, done=accepted: (
+                    done.done() or done.set_result(answer)), **call))
+            await asyncio.wait({running, accepted}, return_when=asyncio.FIRST_COMPLETED)
+            if accepted.done() or not running.done():
+                return running
+            refusal = running.exception()
+            if attempt or not (isinstance(refusal, GateDenied)
+                               and refusal.code == "expired_credential"):
+                raise refusal or RuntimeError("the call ended before the gate answered")
+        raise AssertionError("unreachable")
 
     def _retire(self, connection: Connection) -> None:
         async def close_when_done() -> None:
@@ -316,9 +340,7 @@ class MeshExecutor(AgentExecutor):
         caller = context.call_context.user.user_name
         target, skill = await self._target(context)
         headers = context.call_context.state.get("headers") or {}
-        connection = await self.edge.connection(caller)
         task = context.current_task or new_task_from_user_message(message)
-        accepted: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         progress: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         reported = asyncio.Event()  # the skill sent progress or an artifact
 
@@ -329,20 +351,17 @@ class MeshExecutor(AgentExecutor):
         wire = MessageToDict(message, preserving_proto_field_name=False)
         wire.setdefault("taskId", task.id)
         wire.setdefault("contextId", task.context_id)
-        call = asyncio.ensure_future(connection.call(
-            target, skill, message=wire, timeout=_timeout(context), call_id=new_id(),
-            conversation=_conversation(task.context_id), traceparent=headers.get("traceparent"),
-            on_accepted=lambda answer: accepted.done() or accepted.set_result(answer),
-            on_progress=on_progress))
+        try:
+            call = await self.edge.start_call(
+                caller, target, skill, message=wire, timeout=_timeout(context),
+                call_id=new_id(), conversation=_conversation(task.context_id),
+                traceparent=headers.get("traceparent"), on_progress=on_progress)
+        except GateDenied as exc:
+            raise _a2a_error(exc) from None
+        except Exception as exc:
+            raise InternalError(message=f"the mesh call could not start: {exc}") from None
         self._running[task.id] = call
         try:
-            await asyncio.wait({call, accepted}, return_when=asyncio.FIRST_COMPLETED)
-            if call.done() and not accepted.done():
-                exc = call.exception()
-                if isinstance(exc, GateDenied):
-                    raise _a2a_error(exc)
-                if exc is not None:
-                    raise InternalError(message=f"the mesh call could not start: {exc}")
             if context.current_task is None:
                 if await self._replied_with_message(call, reported, event_queue, task):
                     return

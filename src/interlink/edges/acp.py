@@ -245,18 +245,15 @@ class AcpEdge:
         agent, skill = run.target
         message = {"messageId": new_id(), "role": "ROLE_USER", "parts": _a2a_parts(messages),
                    "taskId": run.id, "contextId": run.state["session_id"]}
-        connection = await self.edge.connection(run.owner)
-        accepted: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         incoming = request.headers.get("traceparent", "")
-        call = asyncio.ensure_future(connection.call(
-            agent, skill, message=message, call_id=new_id(), conversation=run.state["session_id"],
-            timeout=self.hub.policy.current().hub.call_timeout_seconds,
-            traceparent=incoming if TRACEPARENT.fullmatch(incoming) else None,
-            on_accepted=lambda answer: accepted.done() or accepted.set_result(answer),
-            on_progress=run.relay))
-        await asyncio.wait({call, accepted}, return_when=asyncio.FIRST_COMPLETED)
-        if not accepted.done():
-            exc = call.exception()
+        try:
+            call = await self.edge.start_call(
+                run.owner, agent, skill, message=message, call_id=new_id(),
+                conversation=run.state["session_id"],
+                timeout=self.hub.policy.current().hub.call_timeout_seconds,
+                traceparent=incoming if TRACEPARENT.fullmatch(incoming) else None,
+                on_progress=run.relay)
+        except Exception as exc:
             if isinstance(exc, GateDenied):
                 status = {"decode": 422, "validate": 422, "commit": 409}.get(exc.stage, 403)
                 raise Problem(status, exc.code, f"refused by the mesh gate: {exc}", exc.to_dict())
