@@ -24,10 +24,11 @@ from interlink.server import free_port  # noqa: F401 (tests import it from here)
 from interlink.store import open_store
 
 
-def make_home(root: Path, agents: dict[str, list[str]]) -> MeshHome:
-    """A fresh mesh home with these agents and their call grants."""
+def make_home(root: Path, agents: dict[str, list[str]], port: int | None = None) -> MeshHome:
+    """A fresh mesh home with these agents and their call grants (and its hub's port in
+    mesh.yaml, for tests where the CLI must find the running hub)."""
     home = MeshHome(root)
-    home.init()
+    home.init(port=port)
     for name, calls in agents.items():
         home.add_agent(name, calls=calls)
     return home

@@ -72,6 +72,44 @@ def friendly(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+def policy_edit(fn: Callable[..., T]) -> Callable[..., T]:
+    """For a command that edits mesh.yaml: once it is written, wait (briefly) until the running
+    hub of this home has applied it, so that a script's next command already meets the new
+    policy. No hub running: nothing to wait for."""
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        result = fn(*args, **kwargs)
+        _wait_until_applied(MeshHome(kwargs.get("home")))
+        return result
+    return wrapper
+
+
+def _wait_until_applied(mesh: MeshHome, timeout: float = 3.0) -> None:
+    import hashlib
+
+    import httpx
+    try:
+        policy = mesh.load_policy()
+        digest = hashlib.sha256(mesh.policy_path.read_bytes()).hexdigest()
+        hub_id = mesh.hub_key().id
+    except (ConfigError, OSError):
+        return
+    url = f"http://{policy.hub.host}:{policy.hub.port}/healthz"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            health = httpx.get(url, timeout=0.5).json()
+        except (httpx.HTTPError, ValueError):
+            return  # no hub of ours there: the change applies when one starts
+        if health.get("hub") != hub_id or health.get("policy") in (None, digest):
+            return
+        if time.monotonic() >= deadline:
+            err.print(f"[yellow]note:[/] the hub at {url.removesuffix('/healthz')} has not "
+                      f"applied the change yet; its log says why", highlight=False)
+            return
+        time.sleep(0.05)
+
+
 def run(coro: Awaitable[T]) -> T:
     return asyncio.run(coro)  # type: ignore[arg-type]
 
@@ -132,6 +170,7 @@ def serve(home: HomeOption = None,
 
 @agent_app.command("add")
 @friendly
+@policy_edit
 def agent_add(name: str, home: HomeOption = None,
               description: Annotated[str, typer.Option(help="What the agent does.")] = "",
               call: Annotated[list[str] | None, typer.Option(
@@ -187,6 +226,7 @@ def _check_call_patterns(patterns: list[str]) -> None:
 
 @agent_app.command("grant")
 @friendly
+@policy_edit
 def agent_grant(name: str, home: HomeOption = None,
                 call: Annotated[list[str], typer.Option(
                     "--call", help="A call pattern (agent.skill), repeatable.")] = [],  # noqa: B006
@@ -220,6 +260,7 @@ def agent_grant(name: str, home: HomeOption = None,
 
 @agent_app.command("suspend")
 @friendly
+@policy_edit
 def agent_suspend(name: str, home: HomeOption = None) -> None:
     """The kill switch: refuse all of NAME's traffic and deliver nothing to it; calls waiting
     for it fail at once (the running hub acts within a second)."""
@@ -231,6 +272,7 @@ def agent_suspend(name: str, home: HomeOption = None) -> None:
 
 @agent_app.command("revoke")
 @friendly
+@policy_edit
 def agent_revoke(name: str, home: HomeOption = None,
                  call: Annotated[list[str], typer.Option(
                      "--call", help="A call grant to take back, as written in mesh.yaml.")
@@ -261,6 +303,7 @@ def agent_revoke(name: str, home: HomeOption = None,
 
 @agent_app.command("remove")
 @friendly
+@policy_edit
 def agent_remove(name: str, home: HomeOption = None) -> None:
     """Take an agent off the mesh: its policy entry goes, its credential is revoked (its
     connections close) and its credential file is deleted."""
@@ -271,6 +314,7 @@ def agent_remove(name: str, home: HomeOption = None) -> None:
 
 @agent_app.command("set")
 @friendly
+@policy_edit
 def agent_set(name: str, home: HomeOption = None,
               clearance: Annotated[str | None, typer.Option(
                   help="LEVEL[+TAG...]: what it may be given, e.g. confidential+phi.")] = None,
@@ -321,6 +365,7 @@ def agent_set(name: str, home: HomeOption = None,
 
 @app.command()
 @friendly
+@policy_edit
 def revoke(what: Annotated[list[str], typer.Argument(
                help="A credential file or id (cred-…), a bearer token or its id (tok-…), a "
                     "delegation token or its revocation id.")],
@@ -371,6 +416,7 @@ def _delegation_id(mesh: MeshHome, token: str) -> str:
 
 @agent_app.command("restore")
 @friendly
+@policy_edit
 def agent_restore(name: str, home: HomeOption = None) -> None:
     """Lift a suspension or quarantine."""
     MeshHome(home).set_suspended(name, False)
@@ -963,6 +1009,40 @@ def demo(home: Annotated[Path, typer.Option(help="Where the demo's mesh home goe
     from .demo import run_demo
     code = run(run_demo(home, out))
     raise typer.Exit(code)
+
+
+@app.command()
+@friendly
+def example(name: Annotated[str | None, typer.Argument(
+                help="The example to run (omit it to list them).")] = None,
+            home: HomeOption = None,
+            source: Annotated[bool, typer.Option(
+                "--source", help="Print the example's code instead of running it.")] = False,
+            ) -> None:
+    """Run an example's agents against the home's hub (they wait for it if it is not up), or
+    print its code to copy and change.
+
+    Example: interlink example blog-team &     (then: interlink call ideator drafter draft ...)"""
+    import importlib.util
+    import runpy
+
+    from .examples import EXAMPLES
+    if name is None:
+        for known in EXAMPLES:
+            out.print(known)
+        return
+    if name not in EXAMPLES:
+        raise fail(f"no example called {name!r}", "these exist: " + ", ".join(EXAMPLES), code=2)
+    module = f"interlink.examples.{EXAMPLES[name]}"
+    if source:
+        spec = importlib.util.find_spec(module)
+        assert spec is not None and spec.origin is not None
+        print(Path(spec.origin).read_text(), end="")
+        return
+    mesh = MeshHome(home)
+    mesh.require()
+    os.environ["INTERLINK_HOME"] = str(mesh.root)  # where its agents find their credentials
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 @app.command("config-reference")

@@ -333,6 +333,6 @@ async def run_demo(home: Path, out: Console) -> int:
         f"  interlink tail 'blog.>' --from-seq 1 --no-follow --home {home}\n"
         f"  interlink serve --home {home}        # run this hub yourself, then:\n"
         f"  interlink call ideator drafter draft '{{\"topic\": \"x\"}}' --home {home}\n"
-        "    (with the drafter and editor agents running: see examples/blog_team.py)",
+        f"    (with the drafter and editor running: interlink example blog-team --home {home})",
         title="where the data lives", border_style="green"))
     return 0 if ok else 1

@@ -306,3 +306,25 @@ async def test_agents_counts_client_connections_as_seen(tmp_path: Path) -> None:
     assert alice["connected"] is False and alice["last_seen"] is not None
     table = interlink_cli(home)("agents").stdout
     assert "seen" in next(line for line in table.splitlines() if "alice" in line)
+
+
+async def test_a_policy_edit_returns_once_the_running_hub_applied_it(tmp_path: Path) -> None:
+    """A script's next command meets the new policy: the CLI waits for this home's hub to
+    report the edited mesh.yaml's digest. With no hub running it does not wait at all."""
+    import hashlib
+    port = free_port()
+    home = make_home(tmp_path / "home", {"alice": [], "worker": []}, port)
+    cli = interlink_cli(home)
+    async with background_hub(home, port=port) as hub:
+        for args in (("agent", "grant", "alice", "--call", "worker.echo"),
+                     ("agent", "set", "alice", "--rate", "40"),
+                     ("agent", "revoke", "alice", "--call", "worker.echo"),
+                     ("agent", "add", "bob"), ("agent", "suspend", "bob")):
+            done = await asyncio.to_thread(cli, *args)
+            assert done.returncode == 0, done.stderr
+            digest = hashlib.sha256(home.policy_path.read_bytes()).hexdigest()
+            assert hub.hub.policy.digest == digest, args
+    started = time.monotonic()
+    done = await asyncio.to_thread(cli, "agent", "restore", "bob")  # no hub: no waiting
+    assert done.returncode == 0 and "has not applied" not in done.stderr
+    assert time.monotonic() - started < 3.0

@@ -17,13 +17,14 @@ from interlink.home import MeshHome
 from interlink.identity import CredentialFile, issue_token
 from interlink.server import RunningHub, background_hub
 
-from ..helpers import audit_records, interlink_cli, make_home, wait_until
+from ..helpers import audit_records, free_port, interlink_cli, make_home, wait_until
 
 
 @pytest.fixture
 async def mesh(tmp_path: Path) -> AsyncIterator[tuple[MeshHome, RunningHub]]:
-    home = make_home(tmp_path / "home", {"alice": ["worker.*"], "bob": [], "worker": []})
-    async with background_hub(home) as running:
+    port = free_port()  # in mesh.yaml too: the CLI finds the hub and waits for it to apply
+    home = make_home(tmp_path / "home", {"alice": ["worker.*"], "bob": [], "worker": []}, port)
+    async with background_hub(home, port=port) as running:
         worker = Agent("worker", credential=home.credential_path("worker"), hub=running.url)
 
         @worker.skill("echo")
@@ -41,8 +42,7 @@ def client(home: MeshHome, hub: RunningHub, name: str) -> Any:
 async def cli(home: MeshHome, *args: str) -> str:
     done = await asyncio.to_thread(interlink_cli(home), *args)
     assert done.returncode == 0, (args, done.stdout, done.stderr)
-    await asyncio.sleep(0.4)  # the hub re-reads mesh.yaml within a quarter second
-    return done.stdout
+    return done.stdout  # the CLI returned: the hub has applied the change
 
 
 async def test_a_grant_taken_back_is_refused(mesh: tuple[MeshHome, RunningHub]) -> None:

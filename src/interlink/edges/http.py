@@ -45,7 +45,7 @@ def create_app(home: MeshHome, *, store_url: str | None = None,
         await serve_connection(hub, ws)
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "hub": hub.key.id,
+        return JSONResponse({"status": "ok", "hub": hub.key.id, "policy": hub.policy.digest,
                              "connections": len(hub.registry.by_id),
                              "tasks": len(asyncio.all_tasks())})
 

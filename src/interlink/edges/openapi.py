@@ -36,7 +36,8 @@ SPEC: dict[str, Any] = {
         "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
                    "description": "`interlink token AGENT` (edges) or an operator token"}}},
     "paths": {
-        "/healthz": {"get": {"summary": "Liveness, connections and tasks",
+        "/healthz": {"get": {"summary": "Liveness, connections, tasks and the policy in "
+                                        "force (SHA-256 of mesh.yaml)",
                              "responses": {"200": {"description": "ok"}}}},
         "/.well-known/interlink-hub.json": {"get": {
             "summary": "The hub's identity and public key",

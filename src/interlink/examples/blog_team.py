@@ -5,17 +5,21 @@
     interlink agent add drafter --call editor.review
     interlink agent add editor
     interlink serve &                       # the hub
-    python examples/blog_team.py &          # the drafter and the editor
+    interlink example blog-team &           # the drafter and the editor (this file)
     interlink call ideator drafter draft '{"topic": "agent meshes"}'
+
+`interlink example blog-team --source > blog_team.py` gives a copy to change; run it with
+`python blog_team.py` (the credentials come from `$INTERLINK_HOME`, else `./.interlink`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from pydantic import BaseModel
 
-from interlink import Agent, SkillContext
+from interlink import Agent, GateDenied, SkillContext
 
 
 class DraftRequest(BaseModel):
@@ -55,9 +59,9 @@ async def review(ctx: SkillContext, req: ReviewRequest) -> Review:
 
 
 async def main() -> None:
-    async with drafter, editor:
-        print("drafter and editor are on the mesh; Ctrl-C stops them")
-        await asyncio.Event().wait()
+    print("drafter and editor: joining the mesh (waiting for the hub if it is not up yet); "
+          "Ctrl-C stops them", flush=True)
+    await asyncio.gather(drafter.serve_forever(), editor.serve_forever())
 
 
 if __name__ == "__main__":
@@ -65,3 +69,6 @@ if __name__ == "__main__":
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
+    except GateDenied as exc:  # the hub will not take one of them (back): say why, exit 1
+        print(f"blog team: stopped: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
