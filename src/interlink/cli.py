@@ -40,6 +40,12 @@ T = TypeVar("T")
 
 HomeOption = Annotated[Path | None, typer.Option(
     "--home", envvar="INTERLINK_HOME", help="The mesh home folder (default ./.interlink).")]
+AgentName = Annotated[str, typer.Argument(
+    metavar="NAME", help="An enrolled agent's name (`interlink agents` lists them).")]
+ActingAgent = Annotated[str, typer.Argument(
+    metavar="AS_AGENT", help="The enrolled agent to act as (its credential is in the home).")]
+Namespace = Annotated[str, typer.Argument(help="A shared-memory namespace, e.g. blog.")]
+MemoryKey = Annotated[str, typer.Argument(metavar="KEY", help="A key in the namespace.")]
 
 
 def fail(what: str, hint: str | None = None, code: int = 1) -> typer.Exit:
@@ -122,7 +128,9 @@ def init(home: HomeOption = None,
          force: Annotated[bool, typer.Option(help="Replace an existing home.")] = False,
          port: Annotated[int | None, typer.Option(help="The hub's port (default 7750).")] = None
          ) -> None:
-    """Make a mesh home: the hub's key and a deny-all policy (mesh.yaml)."""
+    """Make a mesh home: the hub's key and a deny-all policy (mesh.yaml).
+
+    Example: interlink init --home ./mesh"""
     mesh = MeshHome(home)
     hub = mesh.init(force=force, port=port)
     out.print(f"[green]✓[/] mesh home ready at [bold]{mesh.root}[/]")
@@ -171,7 +179,8 @@ def serve(home: HomeOption = None,
 @agent_app.command("add")
 @friendly
 @policy_edit
-def agent_add(name: str, home: HomeOption = None,
+def agent_add(name: Annotated[str, typer.Argument(
+                  metavar="NAME", help="The new agent's name (letters, digits, - and _).")], home: HomeOption = None,
               description: Annotated[str, typer.Option(help="What the agent does.")] = "",
               call: Annotated[list[str] | None, typer.Option(
                   "--call", help="Grant a call pattern (agent.skill), repeatable.")] = None,
@@ -187,7 +196,10 @@ def agent_add(name: str, home: HomeOption = None,
                   help="With --a2a: environment variable of the hub holding a bearer token "
                        "for calling it.")] = None,
               ) -> None:
-    """Enrol an agent: its key pair and hub-signed credential, and a policy entry."""
+    """Enrol an agent: its key pair and hub-signed credential, and a policy entry.
+
+    Example: interlink agent add drafter --call editor.review --description "writes drafts"
+    """
     mesh = MeshHome(home)
     remote = None
     _check_call_patterns(call or [])
@@ -227,7 +239,7 @@ def _check_call_patterns(patterns: list[str]) -> None:
 @agent_app.command("grant")
 @friendly
 @policy_edit
-def agent_grant(name: str, home: HomeOption = None,
+def agent_grant(name: AgentName, home: HomeOption = None,
                 call: Annotated[list[str], typer.Option(
                     "--call", help="A call pattern (agent.skill), repeatable.")] = [],  # noqa: B006
                 publish: Annotated[list[str], typer.Option(
@@ -240,7 +252,9 @@ def agent_grant(name: str, home: HomeOption = None,
                     "--memory", help="NAMESPACE=read or NAMESPACE=read-write (namespace "
                                      "patterns allowed), repeatable.")] = [],  # noqa: B006
                 ) -> None:
-    """Grant an enrolled agent more rights (the running hub picks them up at once)."""
+    """Grant an enrolled agent more rights (the running hub picks them up at once).
+
+    Example: interlink agent grant drafter --publish 'blog.*' --memory blog=read"""
     if not (call or publish or subscribe or memory):
         raise fail("nothing to grant", "give --call agent.skill, --publish topic, "
                    "--subscribe pattern or --memory namespace=read-write")
@@ -261,9 +275,11 @@ def agent_grant(name: str, home: HomeOption = None,
 @agent_app.command("suspend")
 @friendly
 @policy_edit
-def agent_suspend(name: str, home: HomeOption = None) -> None:
+def agent_suspend(name: AgentName, home: HomeOption = None) -> None:
     """The kill switch: refuse all of NAME's traffic and deliver nothing to it; calls waiting
-    for it fail at once (the running hub acts within a second)."""
+    for it fail at once (the running hub acts within a second).
+
+    Example: interlink agent suspend scout"""
     MeshHome(home).set_suspended(name, True)
     out.print(f"[red]■[/] {name} is suspended: the hub refuses everything it sends, delivers "
               "nothing to it and fails the calls waiting for it; "
@@ -273,7 +289,7 @@ def agent_suspend(name: str, home: HomeOption = None) -> None:
 @agent_app.command("revoke")
 @friendly
 @policy_edit
-def agent_revoke(name: str, home: HomeOption = None,
+def agent_revoke(name: AgentName, home: HomeOption = None,
                  call: Annotated[list[str], typer.Option(
                      "--call", help="A call grant to take back, as written in mesh.yaml.")
                  ] = [],  # noqa: B006
@@ -304,9 +320,11 @@ def agent_revoke(name: str, home: HomeOption = None,
 @agent_app.command("remove")
 @friendly
 @policy_edit
-def agent_remove(name: str, home: HomeOption = None) -> None:
+def agent_remove(name: AgentName, home: HomeOption = None) -> None:
     """Take an agent off the mesh: its policy entry goes, its credential is revoked (its
-    connections close) and its credential file is deleted."""
+    connections close) and its credential file is deleted.
+
+    Example: interlink agent remove scout"""
     cred = MeshHome(home).remove_agent(name)
     out.print(f"[green]✓[/] {name} is removed" + (f"; credential {cred} revoked" if cred
                                                   else ""), highlight=False)
@@ -315,7 +333,7 @@ def agent_remove(name: str, home: HomeOption = None) -> None:
 @agent_app.command("set")
 @friendly
 @policy_edit
-def agent_set(name: str, home: HomeOption = None,
+def agent_set(name: AgentName, home: HomeOption = None,
               clearance: Annotated[str | None, typer.Option(
                   help="LEVEL[+TAG...]: what it may be given, e.g. confidential+phi.")] = None,
               label: Annotated[str | None, typer.Option(
@@ -417,8 +435,10 @@ def _delegation_id(mesh: MeshHome, token: str) -> str:
 @agent_app.command("restore")
 @friendly
 @policy_edit
-def agent_restore(name: str, home: HomeOption = None) -> None:
-    """Lift a suspension or quarantine."""
+def agent_restore(name: AgentName, home: HomeOption = None) -> None:
+    """Lift a suspension or quarantine.
+
+    Example: interlink agent restore scout"""
     MeshHome(home).set_suspended(name, False)
     out.print(f"[green]✓[/] {name} is restored")
 
@@ -426,14 +446,17 @@ def agent_restore(name: str, home: HomeOption = None) -> None:
 @agent_app.command("clear-taint")
 @friendly
 def agent_clear_taint(
-        name: str, home: HomeOption = None,
+        name: AgentName, home: HomeOption = None,
         by: Annotated[str, typer.Option(help="Who clears it (for the audit).")] =
         os.environ.get("USER", "operator"),
         reason: Annotated[str, typer.Option(help="Why (for the audit).")] = "",
         hub: Annotated[str | None, typer.Option(help="The hub's HTTP URL (default from "
                                                      "mesh.yaml).")] = None) -> None:
     """Forget everything NAME was given (its context taint), e.g. after its runtime was
-    restarted from a clean context. The running hub does it and audits who and why."""
+    restarted from a clean context. The running hub does it and audits who and why.
+
+    Example: interlink agent clear-taint drafter --by alice --reason "context reset"
+    """
     import httpx
 
     from .identity import ADMIN_AUDIENCE, issue_token
@@ -467,7 +490,9 @@ def agent_clear_taint(
 @friendly
 def agents(home: HomeOption = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List enrolled agents: connected or not, and their skills."""
+    """List enrolled agents: connected or not, and their skills.
+
+    Example: interlink agents --json"""
     from .services.registry import AgentStatus, Registry
     mesh = MeshHome(home)
     policy = mesh.load_policy()
@@ -524,14 +549,17 @@ def agents(home: HomeOption = None,
 
 @app.command()
 @friendly
-def call(as_agent: Annotated[str, typer.Argument(metavar="AS_AGENT")],
-         target: str, skill: str,
+def call(as_agent: ActingAgent,
+         target: Annotated[str, typer.Argument(help="The agent to call.")],
+         skill: Annotated[str, typer.Argument(help="Its skill (`interlink agents` lists them).")],
          data: Annotated[str, typer.Argument(metavar="JSON", help="The input, as JSON.")] = "{}",
          home: HomeOption = None,
          timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 30.0,
          hub: Annotated[str | None, typer.Option(help="Hub URL (default from the credential).")]
          = None) -> None:
-    """Call TARGET's SKILL with JSON input, as the enrolled agent AS_AGENT."""
+    """Call TARGET's SKILL with JSON input, as the enrolled agent AS_AGENT.
+
+    Example: interlink call ideator drafter draft '{"topic": "agent meshes"}'"""
     from .sdk import connect
     payload = _json_argument(data)
     mesh = MeshHome(home)
@@ -548,11 +576,13 @@ def call(as_agent: Annotated[str, typer.Argument(metavar="AS_AGENT")],
 
 @app.command()
 @friendly
-def token(agent: str, home: HomeOption = None,
+def token(agent: AgentName, home: HomeOption = None,
           days: Annotated[float, typer.Option(help="How long the token is valid.")] = 30.0
           ) -> None:
     """Issue a bearer token that lets an outside client (an A2A or ACP client) act as the
-    enrolled AGENT at the hub's protocol edges; the gate applies AGENT's grants."""
+    enrolled AGENT at the hub's protocol edges; the gate applies AGENT's grants.
+
+    Example: TOKEN=$(interlink token ideator)"""
     from .identity import issue_token
     mesh = MeshHome(home)
     if not mesh.load_policy().enrolled(agent):
@@ -575,7 +605,9 @@ def mcp(agent: Annotated[str, typer.Option("--agent", help="The enrolled agent t
         port: Annotated[int, typer.Option(help="With --http: port to bind.")] = 7751) -> None:
     """Run an MCP server that acts as the enrolled AGENT: an MCP host (an IDE, a desktop
     assistant) joins the mesh as a scoped, audited agent — list agents, call skills, publish,
-    read and write memory, as far as AGENT's grants allow."""
+    read and write memory, as far as AGENT's grants allow.
+
+    Example: interlink mcp --agent assistant --home /abs/path/.interlink"""
     from .edges.mcp import serve_http, serve_stdio
     mesh = MeshHome(home)
     mesh.require()
@@ -589,7 +621,9 @@ def mcp(agent: Annotated[str, typer.Option("--agent", help="The enrolled agent t
 @app.command()
 @friendly
 def approvals(home: HomeOption = None) -> None:
-    """Calls held for approval (untrusted input to a `needs_approval` skill)."""
+    """Calls held for approval (untrusted input to a `needs_approval` skill).
+
+    Example: interlink approvals"""
     from .services.calls import CallRecord
     mesh = MeshHome(home)
 
@@ -625,7 +659,8 @@ def approvals(home: HomeOption = None) -> None:
 
 @app.command()
 @friendly
-def approve(call_id: Annotated[str, typer.Argument(metavar="CALL")],
+def approve(call_id: Annotated[str, typer.Argument(
+                metavar="CALL", help="The held call's id (`interlink approvals`).")],
             as_agent: Annotated[str, typer.Option(
                 "--as", help="The enrolled approver (granted `approve` for the target).")],
             home: HomeOption = None,
@@ -634,7 +669,10 @@ def approve(call_id: Annotated[str, typer.Argument(metavar="CALL")],
             reason: Annotated[str, typer.Option(help="Why, for the audit.")] = "",
             hub: Annotated[str | None, typer.Option(help="Hub URL (default from the "
                                                          "credential).")] = None) -> None:
-    """Approve (or refuse) a call held for approval; the decision is audited."""
+    """Approve (or refuse) a call held for approval; the decision is audited.
+
+    Example: interlink approve 3f2a… --as human --reason "invoice matches the order"
+    """
     from .sdk import connect
     mesh = MeshHome(home)
 
@@ -650,7 +688,8 @@ def approve(call_id: Annotated[str, typer.Argument(metavar="CALL")],
 
 @app.command()
 @friendly
-def publish(as_agent: Annotated[str, typer.Argument(metavar="AS_AGENT")], topic: str,
+def publish(as_agent: ActingAgent,
+            topic: Annotated[str, typer.Argument(help="Dotted topic, e.g. blog.drafts.created.")],
             data: Annotated[str, typer.Argument(metavar="JSON", help="The event, as JSON.")]
             = "{}",
             home: HomeOption = None,
@@ -659,7 +698,9 @@ def publish(as_agent: Annotated[str, typer.Argument(metavar="AS_AGENT")], topic:
             = None,
             hub: Annotated[str | None, typer.Option(help="Hub URL (default from the credential).")]
             = None) -> None:
-    """Publish an event on TOPIC as the enrolled agent AS_AGENT."""
+    """Publish an event on TOPIC as the enrolled agent AS_AGENT.
+
+    Example: interlink publish drafter blog.drafts.created '{"title": "x"}'"""
     from .sdk import connect
     payload = _json_argument(data)
     mesh = MeshHome(home)
@@ -687,7 +728,9 @@ def tail(pattern: Annotated[str, typer.Argument(help="Topic pattern: * one token
          count: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
          follow: Annotated[bool, typer.Option(help="Keep waiting for new events.")] = True
          ) -> None:
-    """Show events as they land: sequence, time, topic and its number, sender, data."""
+    """Show events as they land: sequence, time, topic and its number, sender, data.
+
+    Example: interlink tail 'blog.>' --from-seq 1 --no-follow"""
     from .names import matches, pattern_error
     if problem := pattern_error(pattern):
         raise fail(problem, "e.g. `interlink tail 'blog.>'`", code=2)
@@ -725,7 +768,9 @@ def tail(pattern: Annotated[str, typer.Argument(help="Topic pattern: * one token
 @friendly
 def topics(home: HomeOption = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """Topics with their event counts and schemas; durable consumers with their lag."""
+    """Topics with their event counts and schemas; durable consumers with their lag.
+
+    Example: interlink topics"""
     mesh = MeshHome(home)
     settings = mesh.load_policy().hub
 
@@ -863,12 +908,15 @@ def _show_entries(entries: list[dict[str, Any]], *, as_json: bool, title: str) -
 
 @memory_app.command("ls")
 @friendly
-def memory_ls(namespace: str, prefix: Annotated[str, typer.Argument()] = "",
+def memory_ls(namespace: Namespace, prefix: Annotated[str, typer.Argument(
+                  help="Only keys starting with this.")] = "",
               home: HomeOption = None, as_agent: AsAgent = None,
               hub: Annotated[str | None, typer.Option(help="Hub URL (with --as).")] = None,
               as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
               ) -> None:
-    """List the live keys of NAMESPACE starting with PREFIX."""
+    """List the live keys of NAMESPACE starting with PREFIX.
+
+    Example: interlink memory ls blog drafts/"""
     mesh = MeshHome(home)
     entries = (run(_memory_via_hub(mesh, as_agent, hub, namespace, "list",
                                    {"prefix": prefix}))["entries"]
@@ -878,10 +926,12 @@ def memory_ls(namespace: str, prefix: Annotated[str, typer.Argument()] = "",
 
 @memory_app.command("get")
 @friendly
-def memory_get(namespace: str, key: str, home: HomeOption = None, as_agent: AsAgent = None,
+def memory_get(namespace: Namespace, key: MemoryKey, home: HomeOption = None, as_agent: AsAgent = None,
                hub: Annotated[str | None, typer.Option(help="Hub URL (with --as).")] = None
                ) -> None:
-    """Print a key's value (JSON) and, on stderr, its revision and writer."""
+    """Print a key's value (JSON) and, on stderr, its revision and writer.
+
+    Example: interlink memory get blog style-guide --as editor"""
     mesh = MeshHome(home)
     if as_agent:
         entry = run(_memory_via_hub(mesh, as_agent, hub, namespace, "get",
@@ -900,17 +950,19 @@ def memory_get(namespace: str, key: str, home: HomeOption = None, as_agent: AsAg
 
 @memory_app.command("history")
 @friendly
-def memory_history(namespace: str, key: str, home: HomeOption = None,
+def memory_history(namespace: Namespace, key: MemoryKey, home: HomeOption = None,
                    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False
                    ) -> None:
-    """Every kept revision of a key, oldest first (deletes included)."""
+    """Every kept revision of a key, oldest first (deletes included).
+
+    Example: interlink memory history blog style-guide"""
     entries = run(_memory_entries(MeshHome(home), namespace, "history", key))
     _show_entries(entries, as_json=as_json, title=f"history of {namespace}/{key}")
 
 
 @memory_app.command("put")
 @friendly
-def memory_put(namespace: str, key: str,
+def memory_put(namespace: Namespace, key: MemoryKey,
                value: Annotated[str, typer.Argument(metavar="JSON", help="The value, as JSON.")],
                as_agent: Annotated[str, typer.Option(
                    "--as", help="Write as this enrolled agent (needs read-write).")],
@@ -920,7 +972,9 @@ def memory_put(namespace: str, key: str,
                ttl: Annotated[float | None, typer.Option(help="Expire after seconds.")] = None,
                hub: Annotated[str | None, typer.Option(help="Hub URL (default from the "
                                                             "credential).")] = None) -> None:
-    """Write a JSON value to NAMESPACE/KEY through the hub, as an enrolled agent."""
+    """Write a JSON value to NAMESPACE/KEY through the hub, as an enrolled agent.
+
+    Example: interlink memory put blog style-guide '{"tone": "warm"}' --as editor --expect 1"""
     from .sdk import StaleRevision
     payload = _json_argument(value)
     fields: dict[str, Any] = {"key": key, "value": payload}
@@ -943,7 +997,9 @@ def memory_put(namespace: str, key: str,
 @friendly
 def audit_verify(home: HomeOption = None) -> None:
     """Check the audit chain against its signed head: exits non-zero naming the first record
-    changed, removed or reordered, a missing or rewritten checkpoint, or a chain cut short."""
+    changed, removed or reordered, a missing or rewritten checkpoint, or a chain cut short.
+
+    Example: interlink audit verify"""
     from .services.audit import verify_chain
     mesh = MeshHome(home)
     key = mesh.hub_key()
@@ -971,7 +1027,9 @@ def audit_verify(home: HomeOption = None) -> None:
 @friendly
 def audit_head(home: HomeOption = None) -> None:
     """Print the latest signed audit checkpoint (keep a copy elsewhere: a chain rolled back
-    together with its head file is caught by comparing with it)."""
+    together with its head file is caught by comparing with it).
+
+    Example: interlink audit head > audit-head-$(date +%F).json"""
     from .services.audit import read_head
     head = read_head(MeshHome(home).audit_head_path)
     if head is None:
@@ -983,7 +1041,9 @@ def audit_head(home: HomeOption = None) -> None:
 @friendly
 def audit_show(home: HomeOption = None,
                last: Annotated[int, typer.Option(help="How many records.")] = 20) -> None:
-    """Print the latest audit records."""
+    """Print the latest audit records.
+
+    Example: interlink audit show --last 20"""
     from .services.audit import RECORD, describe_record
     mesh = MeshHome(home)
 
@@ -1005,7 +1065,9 @@ def audit_show(home: HomeOption = None,
 def demo(home: Annotated[Path, typer.Option(help="Where the demo's mesh home goes.")] =
          Path("interlink-demo")) -> None:
     """The whole story on the embedded store: five agents; calls, events, shared memory,
-    labels that follow the data, and refusals with their rules."""
+    labels that follow the data, and refusals with their rules.
+
+    Example: interlink demo --home ./interlink-demo"""
     from .demo import run_demo
     code = run(run_demo(home, out))
     raise typer.Exit(code)
@@ -1048,7 +1110,9 @@ def example(name: Annotated[str | None, typer.Argument(
 @app.command("config-reference")
 def config_reference() -> None:
     """Print the configuration reference: every mesh.yaml key, its default and what it does
-    (the same as docs/configuration.md, made from the code)."""
+    (the same as docs/configuration.md, made from the code).
+
+    Example: interlink config-reference > docs/configuration.md"""
     from .reference import configuration_reference
     print(configuration_reference())
 

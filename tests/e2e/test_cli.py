@@ -257,3 +257,24 @@ def test_suspend_and_restore_flip_the_policy(tmp_path: Path) -> None:
     assert back.exit_code == 0 and not MeshHome(home).load_policy().agents["rogue"].suspended
     missing = cli("agent", "suspend", "nobody", "--home", home)
     assert missing.exit_code == 2 and "not enrolled" in missing.output
+
+
+def test_every_command_has_an_example_and_every_argument_a_help_text() -> None:
+    import typer
+
+    def commands(group: Any, path: list[str]) -> Any:
+        for name, command in group.commands.items():
+            if hasattr(command, "commands"):  # a group of commands
+                yield from commands(command, [*path, name])
+            else:
+                yield " ".join([*path, name]), command
+
+    found = dict(commands(typer.main.get_command(app), []))
+    assert {"agent add", "memory put", "call", "example"} <= set(found)
+    for name, command in found.items():
+        assert "Example: interlink" in (command.help or "") or \
+            "Example: TOKEN=$(interlink" in (command.help or ""), name
+        for param in command.params:
+            assert getattr(param, "help", None), f"interlink {name}: {param.name} has no help"
+    usage = CliRunner().invoke(app, ["call", "--help"], env={"COLUMNS": "200"})
+    assert "The agent to call." in usage.output and "Example: interlink call" in usage.output
