@@ -79,8 +79,10 @@ class HubSettings(BaseModel):
     """Messages one conversation may carry (a runaway loop stops here)."""
     conversation_max_tokens: float = Field(default=1_000_000, gt=0)
     """Model tokens agents report in replies (`usage.tokens`), per conversation."""
-    rate_per_agent: float = Field(default=500.0, gt=0)
-    """Envelopes per second an agent may send (unless it has its own `rate`)."""
+    rate_per_agent: float | None = Field(default=None, gt=0)
+    """Envelopes per second an agent may send (unless it has its own `rate`). Unset (the
+    default): no per-agent cap beyond what the hub can carry — one agent may use the whole hub.
+    Set it, or an agent's own `rate`, to keep agents from crowding each other out."""
     rate_burst: int = Field(default=1000, ge=1)
     """How many envelopes above the rate an agent may send at once."""
     control_rate_per_agent: float = Field(default=5000.0, gt=0)
@@ -230,7 +232,8 @@ class AgentGrants(BaseModel):
     restores it."""
     rate: float | None = Field(default=None, gt=0)
     """Envelopes per second this agent may send (burst: one second's worth); unset, the hub's
-    `rate_per_agent`. A lower one keeps a noisy agent from crowding out the others."""
+    `rate_per_agent` (itself unset by default: no cap). A low one keeps a noisy agent from
+    crowding out the others."""
     taint_scope: Literal["agent", "conversation"] = "agent"
     """Whose context taint this agent's output carries. `agent` (the default, and the only safe
     choice for an agent that may remember): everything it was ever given, in any conversation,

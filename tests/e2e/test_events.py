@@ -389,3 +389,19 @@ async def test_acks_for_unknown_consumers_and_undelivered_events(bus_home: MeshH
             async with client(bus_home, bus, "herald") as herald:
                 await herald.connection.settle_event("reviewers", event.seq, "ack", 0.0)
         assert foreign.value.code == "not_subscribed"
+
+
+async def test_defaults_do_not_cap_one_agent_below_the_hub(bus_home: MeshHome,
+                                                           bus: RunningHub) -> None:
+    """The default policy sets no per-agent rate: one publisher with many events in flight is
+    limited by what the hub carries, never refused `rate_limited` (the benchmark used to die
+    here at 500 envelopes/s)."""
+    async with client(bus_home, bus, "drafter") as pub:
+        gate = asyncio.Semaphore(32)
+
+        async def one(i: int) -> dict[str, Any]:
+            async with gate:
+                return await pub.publish("blog.drafts.created", {"n": i})
+
+        answers = await asyncio.gather(*(one(i) for i in range(1500)))
+    assert sorted(a["topic_seq"] for a in answers) == list(range(1, 1501))

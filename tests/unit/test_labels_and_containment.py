@@ -89,6 +89,14 @@ def test_rate_limit_and_budget() -> None:
                           or guard.spend("c3") or "")
 
 
+def test_no_rate_is_set_by_default_and_an_agents_own_rate_still_applies() -> None:
+    clock = Clock()
+    guard = Containment(HubSettings(), clock=clock)
+    assert HubSettings().rate_per_agent is None
+    assert all(guard.take("busy") for _ in range(50_000))  # no cap unless the operator sets one
+    assert all(guard.take("slow", rate=3) for _ in range(3)) and not guard.take("slow", rate=3)
+
+
 def test_provenance_stays_bounded_and_keeps_outside_origins() -> None:
     """An agent that has talked to hundreds of agents: its label still parses, its outside
     origins are kept, and the agents beyond the bound fold into one marker."""

@@ -46,6 +46,8 @@ class Pace:
         settings = self.hub.settings
         grants = self.hub.policy.policy.agents.get(self.session.agent or "")
         rate = grants.rate if grants is not None and grants.rate else settings.rate_per_agent
+        if rate is None:
+            return  # no cap set for this agent: read it as fast as it sends
         burst = max(1.0, rate if grants is not None and grants.rate else settings.rate_burst)
         now = time.monotonic()
         self.tokens = min(burst, self.tokens + (now - self.last) * rate)

@@ -55,7 +55,7 @@ class Guard:
             grants = self.policy.current().agents.get(env.sender)
             own = grants.rate if grants is not None else None
             if not self.containment.take(env.sender, rate=own):
-                limit = own if own is not None else self.settings.rate_per_agent
+                limit = own if own is not None else self.settings.rate_per_agent or 0.0
                 return deny(self.name, "rate_limited",
                             f"{env.sender} sends faster than {limit:g} envelopes/s; slow down "
                             "and retry", f"agents.{env.sender}.rate" if own is not None

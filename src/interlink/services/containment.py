@@ -101,8 +101,10 @@ class Containment:
                                 self.settings.control_rate_burst)
         elif rate is not None:  # the agent's own limit from mesh.yaml
             key, burst = agent, max(1, int(rate))
-        else:
+        elif self.settings.rate_per_agent is not None:
             key, rate, burst = agent, self.settings.rate_per_agent, self.settings.rate_burst
+        else:
+            return True  # no cap set: the hub's capacity is the limit
         now = self.clock()
         tokens, last = self._buckets.get(key, (float(burst), now))
         tokens = min(float(burst), tokens + (now - last) * rate)
