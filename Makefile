@@ -20,11 +20,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 bench: setup
-	$(BIN)/python benchmarks/call_rtt.py
-	$(BIN)/python benchmarks/event_latency.py
-	$(BIN)/python benchmarks/memory_throughput.py
-	$(BIN)/python benchmarks/gate_cost.py
-	$(BIN)/python benchmarks/scale.py
+	$(BIN)/interlink bench --json bench.json --plot bench.png
 
 # The crash loop at full size (a real hub SIGKILLed at random moments under calls, events and
 # CAS from other processes; the seed is printed). `make test` runs a short one.

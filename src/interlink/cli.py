@@ -1107,6 +1107,57 @@ def example(name: Annotated[str | None, typer.Argument(
     runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
+SECTIONS = ("calls", "gate", "events", "memory", "scale")
+
+
+@app.command()
+@friendly
+def bench(sections: Annotated[str, typer.Option(
+              help="Comma-separated: calls, gate, events, memory, scale.")] = ",".join(SECTIONS),
+          quick: Annotated[bool, typer.Option(
+              help="Fewer calls and sizes (about a minute): a smoke run, not figures.")] = False,
+          json_file: Annotated[Path | None, typer.Option(
+              "--json", help="Also write every figure as JSON to this file.")] = None,
+          plot_file: Annotated[Path | None, typer.Option(
+              "--plot", help="Also draw the ratios to this PNG (needs matplotlib).")] = None,
+          ) -> None:
+    """Measure what the mesh costs, each figure beside its baseline in the same run: calls vs
+    a direct a2a-sdk call (every server in its own process), the gate's security stages,
+    events vs polling, memory vs the bare store, and 10/100/1,000 agents on one hub. Takes
+    a few minutes; run it on a quiet machine and compare ratios, not absolute figures.
+
+    Example: interlink bench --sections calls,gate --json bench.json --plot bench.png"""
+    import importlib
+    import tempfile
+
+    from .bench.report import plot, show, to_json
+    chosen = [s.strip() for s in sections.split(",") if s.strip()]
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown or not chosen:
+        raise typer.BadParameter(f"unknown section(s) {unknown}; use {', '.join(SECTIONS)}",
+                                 param_hint="--sections")
+
+    def progress(text: str) -> None:
+        err.print(f"[dim]… {rich_escape(text)}[/]", highlight=False)
+
+    async def measure(work: Path) -> list[Any]:
+        figures = []
+        for section in chosen:
+            module = importlib.import_module(f"interlink.bench.{section}")
+            figures += await module.run(work, quick=quick, progress=progress)
+        return figures
+
+    with tempfile.TemporaryDirectory(prefix="interlink-bench-") as work:
+        figures = run(measure(Path(work)))
+    show(figures, out)
+    if json_file:
+        to_json(figures, json_file, chosen, quick)
+        out.print(f"figures written to {json_file}")
+    if plot_file:
+        plot(figures, plot_file)
+        out.print(f"ratios drawn to {plot_file}")
+
+
 @app.command("config-reference")
 def config_reference() -> None:
     """Print the configuration reference: every mesh.yaml key, its default and what it does

@@ -213,7 +213,7 @@ class Hub:
 
     def stages(self, services: dict[str, Service], *, full: bool = True) -> list[Stage]:
         """The gate, in order. `full=False` leaves out label, validate and guard (only for
-        measuring what they cost: `benchmarks/gate_cost.py`)."""
+        measuring what they cost: `interlink bench --sections gate`)."""
         settings = self.settings
         checks: list[Stage] = [
             LabelStage(self.policy, self.taint, self.calls, self.registry),

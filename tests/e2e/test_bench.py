@@ -1,0 +1,41 @@
+"""`interlink bench` as a user runs it: the table, the JSON and the picture, each figure with a
+baseline measured in the same run (a quick run: this checks the tool, not the figures)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..helpers import env_python
+
+
+@pytest.mark.timeout(300)
+def test_bench_prints_figures_beside_baselines_and_writes_json_and_a_plot(
+        tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "interlink", "bench", "--quick", "--sections", "calls,memory",
+         "--json", str(tmp_path / "bench.json"), "--plot", str(tmp_path / "bench.png")],
+        capture_output=True, text=True, timeout=280, env={**env_python(), "COLUMNS": "200"},
+        cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "direct a2a-sdk call" in done.stdout and "ratio" in done.stdout
+    document = json.loads((tmp_path / "bench.json").read_text())
+    figures = document["figures"]
+    names = {f["name"] for f in figures}
+    assert {"round trip 100 B: mesh call (full gate)",
+            "round trip 64 KiB: A2A client via /a2a/{agent}",
+            "reads through the hub, x4"} <= names
+    for figure in figures:
+        assert figure["value"] > 0 and figure["base"] > 0, figure
+        assert figure["ratio"] == pytest.approx(figure["value"] / figure["base"])
+    assert (tmp_path / "bench.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_refuses_an_unknown_section() -> None:
+    done = subprocess.run([sys.executable, "-m", "interlink", "bench", "--sections", "nope"],
+                          capture_output=True, text=True, timeout=60, env=env_python())
+    assert done.returncode == 2 and "unknown section" in done.stderr
