@@ -29,7 +29,7 @@ from .home import MeshHome
 from .labels import Label
 from .policy import RELOAD_CHECK_SECONDS, Policy, PolicyFile, policy_changes
 from .services.audit import AuditLog
-from .services.containment import Containment
+from .gate.containment import Containment
 from .services.taint import Relabel, Taint
 from .services.calls import CallService
 from .services.events import EVENTS_LOG, SCHEMAS_BUCKET, EventBus

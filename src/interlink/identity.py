@@ -185,7 +185,7 @@ class Credential(BaseModel):
     def id(self) -> str:
         """`cred-` and the start of the SHA-256 of the public key: what `interlink revoke`
         names (a renewed credential has a new key, so a new id)."""
-        return "cred-" + hashlib.sha256(self.public_key.encode()).hexdigest()[:24]
+        return _credential_id(self.public_key)
     hub: str
     issued: float
     expires: float
@@ -200,6 +200,10 @@ class Credential(BaseModel):
             return f"the credential was issued by {self.hub}, not by this hub ({hub_id})"
         if not _hub_signed(hub_public, self):
             return "the credential's hub signature does not verify (forged or altered)"
+        return self.expiry_problem(now)
+
+    def expiry_problem(self, now: float) -> str | None:
+        """Why this credential is no longer valid at `now` (it expired), or None."""
         if now >= self.expires:
             return (f"the credential of {self.agent!r} expired at "
                     f"{time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(self.expires))}; "
@@ -208,6 +212,11 @@ class Credential(BaseModel):
 
     def key(self) -> Ed25519PublicKey:
         return load_public(self.public_key)
+
+
+@functools.lru_cache(maxsize=4096)
+def _credential_id(public_key: str) -> str:
+    return "cred-" + hashlib.sha256(public_key.encode()).hexdigest()[:24]
 
 
 _VERIFIED: dict[tuple[bytes, bytes, str], bool] = {}

@@ -6,7 +6,7 @@ import pytest
 
 from interlink.labels import BOTTOM, Label, LabelError
 from interlink.policy import HubSettings
-from interlink.services.containment import Containment
+from interlink.gate.containment import Containment
 
 
 def test_join_only_goes_up() -> None:

@@ -74,7 +74,10 @@ class Authenticate:
                         "this connection has not said hello: send a signed hello first")
         else:
             credential = session.credential
-        problem = credential.problem(self.hub.public, self.hub.id, now)
+        # The hello's credential was checked whole (issuer, signature) when the connection
+        # said hello; the same object is only re-checked for expiry on later envelopes.
+        problem = (credential.problem(self.hub.public, self.hub.id, now)
+                   if env.kind == "hello" else credential.expiry_problem(now))
         if problem:
             code = ("foreign_credential" if credential.hub != self.hub.id else
                     "expired_credential" if now >= credential.expires else "bad_credential")

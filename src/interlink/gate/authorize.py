@@ -6,34 +6,22 @@ an envelope's body (a claimed role, a "physician" in the text) is read here.
 
 from __future__ import annotations
 
-from typing import Protocol
-
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from ..delegation import DelegationError
 from ..delegation import check as check_delegation
 from ..errors import GateDenied
+from ..names import (
+    MEMORY_READS,
+    MEMORY_WRITES,
+    namespace_error,
+    pattern_error,
+    topic_error,
+)
 from ..policy import Policy, PolicyFile
-from ..names import (MEMORY_READS, MEMORY_WRITES, namespace_error, pattern_error,
-                     topic_error)
-from .context import GateContext, Session
+from .context import GateContext
+from .lookups import CallLookup, SubscriptionLookup
 from .stage import deny
-
-
-class CallLookup(Protocol):
-    async def answerer(self, call_id: str) -> str | None:
-        """The agent that may answer (reply to, report progress on) this call, if it exists."""
-
-    async def record(self, call_id: str) -> object | None:
-        """The call's record, if it exists."""
-
-
-class SubscriptionLookup(Protocol):
-    def holds(self, session: Session, consumer: str) -> bool:
-        """Whether this connection subscribes to the durable consumer `consumer`."""
-
-    def subscription(self, session: Session, sub_id: str) -> object | None:
-        """This connection's subscription `sub_id`, if it has one."""
 
 
 class Authorize:
@@ -92,10 +80,10 @@ class Authorize:
             ctx.rule = decision.rule
             return None
         if env.kind == "approve":
-            record = await self.calls.record(env.target)
+            record = await ctx.call(self.calls, env.target)
             if record is None:
                 return deny(self.name, "unknown_call", f"there is no call {env.target}")
-            target = getattr(record, "target", "")
+            target = record.target
             decision = policy.may_act_for(env.sender, "approve", target)
             if not decision.allowed:
                 return deny(self.name, "not_granted",
@@ -106,19 +94,18 @@ class Authorize:
             if env.parent is None:
                 return deny(self.name, "unknown_call",
                             f"a {env.kind} must name the call it answers in `parent`")
-            answerer = await self.calls.answerer(env.parent)
-            if answerer is None:
+            record = await ctx.call(self.calls, env.parent)
+            if record is None:
                 return deny(self.name, "unknown_call",
                             f"there is no call {env.parent} (never made, or long finished)")
-            if answerer != env.sender:
+            if record.target != env.sender:
                 return deny(self.name, "not_callee",
-                            f"call {env.parent} was made to {answerer}; only it may answer",
-                            "calls: only the callee answers a call")
-            record = await self.calls.record(env.parent)
-            if getattr(record, "conversation", env.conversation) != env.conversation:
+                            f"call {env.parent} was made to {record.target}; only it may "
+                            "answer", "calls: only the callee answers a call")
+            if record.conversation != env.conversation:
                 return deny(self.name, "wrong_conversation",
                             f"call {env.parent} belongs to conversation "
-                            f"{getattr(record, 'conversation', '?')}; its {env.kind} must too",
+                            f"{record.conversation}; its {env.kind} must too",
                             "calls: an answer stays in its call's conversation")
             ctx.rule = "calls: the callee answers its call"
             return None

@@ -6,12 +6,15 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..envelope import Envelope
 from ..errors import GateDenied
 from ..identity import Credential
 from ..labels import BOTTOM, Label
+
+if TYPE_CHECKING:
+    from .lookups import CallLookup, CallView
 
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Close = Callable[[int, str], Awaitable[None]]
@@ -54,5 +57,15 @@ class GateContext:
     """Extra fields for the sender's `accepted` answer (set by services)."""
     notes: dict[str, Any] = field(default_factory=dict)
     """What services learned while committing, for deliver and observe."""
+    calls: dict[str, CallView | None] = field(default_factory=dict)
+    """Call records read for this envelope, by id (see `call`): each read once."""
     denial: GateDenied | None = None
     failed_stage: str | None = None
+
+    async def call(self, lookup: CallLookup, call_id: str) -> CallView | None:
+        """The record of call `call_id` (a `lookups.CallView`, or None), read from `lookup`
+        the first time a stage asks and kept for the rest of this envelope's trip: a reply
+        used to read its call's record five times on its way through the gate."""
+        if call_id not in self.calls:
+            self.calls[call_id] = await lookup.record(call_id)
+        return self.calls[call_id]

@@ -10,23 +10,16 @@ limits and probe a half-open breaker.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
 
 from ..errors import GateDenied
 from ..policy import HubSettings, PolicyFile
-from ..services.containment import Containment
+from .containment import Containment
 from .context import GateContext
+from .lookups import CallLookup
 from .stage import deny
-
 
 CONTROL = ("ack", "reply", "progress", "unsubscribe")
 """Envelopes that settle work already admitted: rate-limited apart from data."""
-
-
-class CallLookup(Protocol):
-    async def record(self, call_id: str) -> Any: ...
-
-    def open_calls(self, caller: str) -> int: ...
 
 
 class Guard:
@@ -62,9 +55,9 @@ class Guard:
                             else "hub.rate_per_agent", detail={"retriable": True})
         if env.kind == "call":
             if env.parent:
-                served = await self.calls.record(env.parent)
-                if served is not None and getattr(served, "target", None) == env.sender:
-                    expected = getattr(served, "hops", 0) + 1
+                served = await ctx.call(self.calls, env.parent)
+                if served is not None and served.target == env.sender:
+                    expected = served.hops + 1
                     if env.hops != expected or env.conversation != served.conversation:
                         return deny(self.name, "broken_chain",
                                     f"a call made while serving call {env.parent} is hop "
@@ -100,8 +93,8 @@ class Guard:
                 tokens, bool) and math.isfinite(tokens) and tokens > 0 else 0.0
             conversation = env.conversation
             if env.kind == "reply" and env.parent:  # charged to the call's conversation
-                answered = await self.calls.record(env.parent)
-                conversation = getattr(answered, "conversation", conversation)
+                answered = await ctx.call(self.calls, env.parent)
+                conversation = answered.conversation if answered is not None else conversation
             over = self.containment.spend(conversation, tokens)
             if over and env.kind != "reply":  # a reply finishes work already paid for
                 return deny(self.name, "budget_exhausted", over,

@@ -17,28 +17,17 @@ delivery adds to the recipient's taint.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple
 
 from ..errors import GateDenied
 from ..labels import Label, LabelError
 from ..policy import Policy, PolicyFile
 from .context import GateContext
+from .lookups import CallLookup, CardLookup, TaintLookup
 from .stage import deny
 
 CONTROL = ("hello", "subscribe", "ack", "unsubscribe", "schema", "delegate", "endorse",
            "declassify", "approve")
-
-
-class TaintLookup(Protocol):
-    async def of(self, agent: str, conversation: str) -> Label: ...
-
-
-class CallerLookup(Protocol):
-    async def record(self, call_id: str) -> object | None: ...
-
-
-class CardLookup(Protocol):
-    async def card(self, agent: str) -> Any: ...
 
 
 class Refused(NamedTuple):
@@ -69,7 +58,7 @@ def may_receive(policy: Policy, agent: str, label: Label) -> Refused | None:
 class LabelStage:
     name = "label"
 
-    def __init__(self, policy: PolicyFile, taint: TaintLookup, calls: CallerLookup,
+    def __init__(self, policy: PolicyFile, taint: TaintLookup, calls: CallLookup,
                  cards: CardLookup) -> None:
         self.policy = policy
         self.taint = taint
@@ -102,9 +91,9 @@ class LabelStage:
             return self._to_agent(policy, target, label) or self._sensitive(
                 ctx, policy, target, skill, label)
         if env.kind in ("reply", "progress") and env.parent:
-            record = await self.calls.record(env.parent)
-            caller = getattr(record, "caller", None)
-            skill = getattr(record, "skill", None)
+            record = await ctx.call(self.calls, env.parent)
+            caller = record.caller if record is not None else None
+            skill = record.skill if record is not None else None
             if skill is not None:  # what the skill says its answers are, at least
                 label = label.join(await self._output_label(policy, env.sender, skill))
                 ctx.label = label

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Protocol
 
 from ..errors import GateDenied
 from .context import GateContext
+from .lookups import AuditSink
 
 log = logging.getLogger("interlink.gate")
-
-
-class AuditSink(Protocol):
-    async def record_gate(self, ctx: GateContext) -> None: ...
 
 
 class Observe:

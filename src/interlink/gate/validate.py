@@ -13,28 +13,16 @@ from __future__ import annotations
 
 import functools
 import json
-from typing import Any, Protocol
+from typing import Any
 
 import jsonschema
 
 from ..envelope import body_data
-from ..names import key_error, prefix_error
 from ..errors import GateDenied
+from ..names import key_error, prefix_error
 from .context import GateContext
+from .lookups import CallLookup, CardLookup, SchemaLookup
 from .stage import deny
-
-
-class CardLookup(Protocol):
-    async def card(self, agent: str) -> Any: ...
-
-
-class CallLookup(Protocol):
-    async def record(self, call_id: str) -> Any: ...
-
-
-class SchemaLookup(Protocol):
-    def schema(self, topic: str) -> Any:
-        """The topic's latest schema (with `version` and a jsonschema `validator`), or None."""
 
 
 class Validate:
@@ -145,7 +133,7 @@ class Validate:
         if side == "input":
             agent, skill = env.call_target()
         else:
-            record = await self.calls.record(env.parent or "")
+            record = await ctx.call(self.calls, env.parent or "")
             if record is None:
                 return None  # authorize already refused replies to unknown calls
             agent, skill = record.target, record.skill

@@ -1,4 +1,4 @@
-"""Services behind the gate: registry, calls, events, memory, taint, containment, audit.
+"""Services behind the gate: registry, calls, events, memory, taint, audit.
 They use only the store contract and never re-check what the gate decided."""
 
 from __future__ import annotations

@@ -157,10 +157,6 @@ class CallService:
 
     # -- the gate's questions ----------------------------------------------------------------
 
-    async def answerer(self, call_id: str) -> str | None:
-        rec = await self._get(call_id)
-        return rec.target if rec else None
-
     async def record(self, call_id: str) -> CallRecord | None:
         return await self._get(call_id)
 

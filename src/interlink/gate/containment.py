@@ -10,10 +10,10 @@ it lets one probe through (half-open): success closes it, failure opens it again
 from __future__ import annotations
 
 import time
-from fnmatch import fnmatchcase
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from fnmatch import fnmatchcase
 
 from ..policy import HubSettings
 
