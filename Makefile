@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: setup demo test bench reliability soak tck clean
+.PHONY: setup demo test lint bench reliability soak tck clean
 
 $(BIN)/interlink: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,14 @@ setup: $(BIN)/interlink
 demo: setup
 	$(BIN)/interlink demo
 
-test: setup
+test: setup lint
 	$(BIN)/python -m pytest -q
+
+# Static checks, run by `make test` (and so by CI): ruff's rules and mypy --strict, both
+# configured in pyproject.toml.
+lint: setup
+	$(BIN)/ruff check src tests reliability
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/interlink bench --json bench.json --plot bench.png

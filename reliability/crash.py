@@ -113,7 +113,7 @@ async def _patiently(what: Any, *, until: float) -> Any:
     while True:
         try:
             return await what()
-        except (ConnectionLost, CallTimeout, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ConnectionLost, CallTimeout, OSError) as exc:
             if time.monotonic() > until:
                 raise TimeoutError(f"gave up: {exc}") from exc
         except GateDenied as exc:
@@ -153,8 +153,8 @@ async def role_publisher(home: Path, hub: str, out: Path, n: int, deadline: floa
         for i in range(n):
             event_id = f"event-{i}"
             with contextlib.suppress(TimeoutError):
-                await _patiently(lambda: mesh.publish("jobs.run", {"i": i}, event_id=event_id),
-                                 until=until)
+                await _patiently(lambda i=i, event_id=event_id: mesh.publish(  # type: ignore[misc]
+                    "jobs.run", {"i": i}, event_id=event_id), until=until)
                 record(out, f"accepted {event_id}")
 
 
@@ -174,13 +174,13 @@ async def role_incrementer(home: Path, hub: str, out: Path, n: int, deadline: fl
                 done += 1
             except StaleRevision:
                 continue
-            except (ConnectionLost, OSError, asyncio.TimeoutError):
+            except (TimeoutError, ConnectionLost, OSError):
                 # the answer was lost: did the write take effect? read back, through the crash
                 while time.monotonic() < until:
                     try:
                         entry = await counters.get("n")
                         break
-                    except (ConnectionLost, OSError, asyncio.TimeoutError):
+                    except (TimeoutError, ConnectionLost, OSError):
                         await asyncio.sleep(0.2)
                 else:
                     break
@@ -219,16 +219,16 @@ def lines(path: Path) -> list[str]:
 def tally(work: Path, n_calls: int, n_events: int, n_increments: int,
           counter: int | None) -> dict[str, Any]:
     caller, ran = lines(work / "caller.log"), lines(work / "worker.log")
-    accepted_calls = {l.split()[1] for l in caller if l.startswith("accepted ")}
-    answered = {l.split()[1] for l in caller if l.startswith("answered ")}
+    accepted_calls = {line.split()[1] for line in caller if line.startswith("accepted ")}
+    answered = {line.split()[1] for line in caller if line.startswith("answered ")}
     runs: dict[str, int] = {}
     for call_id in ran:
         runs[call_id] = runs.get(call_id, 0) + 1
-    published = {l.split()[1] for l in lines(work / "publisher.log")}
+    published = {line.split()[1] for line in lines(work / "publisher.log")}
     handled: dict[str, int] = {}
     for event_id in lines(work / "consumer.log"):
         handled[event_id] = handled.get(event_id, 0) + 1
-    applied = [l for l in lines(work / "incrementer.log") if l.startswith("applied ")]
+    applied = [line for line in lines(work / "incrementer.log") if line.startswith("applied ")]
     return {
         "calls": {"asked": n_calls, "acknowledged": len(accepted_calls),
                   "lost": len(accepted_calls - answered) + len(answered - set(runs)),

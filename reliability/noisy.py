@@ -64,8 +64,7 @@ async def quiet_pair(home: Path, url: str, calls: int) -> list[float]:
 
 async def noise(home: Path, url: str, seconds: float, out: Path) -> None:
     """The flooder and the failing agent, until `seconds` pass."""
-    from interlink import (Agent, CallError, Event, EventContext, GateDenied, SkillContext,
-                           connect)
+    from interlink import Agent, CallError, Event, EventContext, GateDenied, SkillContext, connect
     noisy = Agent("noisy", credential=home / "agents" / "noisy.cred", hub=url)
     failing = Agent("failing", credential=home / "agents" / "failing.cred", hub=url)
     seen: set[int] = set()
@@ -124,7 +123,7 @@ def main() -> int:
     make_home(root, args.rate)
     hub = HubProcess(root, log=work / "hub.log")
     hub.start()
-    port, url = hub.port, hub.url
+    url = hub.url
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     try:
         quiet = asyncio.run(quiet_pair(root, url, args.calls))

@@ -7,8 +7,9 @@ reports the growth of each after warm-up and the latency slope (ms per minute).
     make soak                 # the same, with its defaults
 
 Traffic per agent, in a loop: a call to another agent, a publish to its own topic, which its
-durable handler consumes (acked), a memory write and read, and a memory watch kept open; every 10th round an
-agent drops its connection and comes back (the SDK reconnects and renews what it had).
+durable handler consumes (acked), a memory write and read, and a memory watch kept open; every
+10th round an agent drops its connection and comes back (the SDK reconnects and renews what it
+had).
 
 Exit status 0 when memory, descriptors and tasks stay bounded and latency does not grow
 (thresholds below), 1 otherwise.
@@ -115,7 +116,8 @@ async def traffic(home: Path, url: str, names: list[str], seconds: float,
 
 def sample(pid: int, port: int) -> dict[str, float]:
     status = Path(f"/proc/{pid}/status").read_text()
-    rss = next(int(l.split()[1]) for l in status.splitlines() if l.startswith("VmRSS:")) / 1024
+    rss = next(int(line.split()[1]) for line in status.splitlines()
+               if line.startswith("VmRSS:")) / 1024
     fds = len(os.listdir(f"/proc/{pid}/fd"))
     health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).json()
     return {"t": time.monotonic(), "rss_mb": rss, "fds": fds, "tasks": health["tasks"],

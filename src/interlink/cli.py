@@ -19,8 +19,8 @@ from rich.console import Console
 from rich.markup import escape as rich_escape
 from rich.table import Table
 
-from .errors import CallError, ConfigError, ConnectionLost, GateDenied, InterlinkError
 from .envelope import body_data
+from .errors import CallError, ConfigError, ConnectionLost, GateDenied, InterlinkError
 from .home import MeshHome
 from .labels import Label
 from .store import open_store
@@ -180,7 +180,8 @@ def serve(home: HomeOption = None,
 @friendly
 @policy_edit
 def agent_add(name: Annotated[str, typer.Argument(
-                  metavar="NAME", help="The new agent's name (letters, digits, - and _).")], home: HomeOption = None,
+                  metavar="NAME", help="The new agent's name (letters, digits, - and _).")],
+              home: HomeOption = None,
               description: Annotated[str, typer.Option(help="What the agent does.")] = "",
               call: Annotated[list[str] | None, typer.Option(
                   "--call", help="Grant a call pattern (agent.skill), repeatable.")] = None,
@@ -571,7 +572,8 @@ def call(as_agent: ActingAgent,
     started = time.perf_counter()
     result = run(go())
     out.print_json(json.dumps(result))
-    err.print(f"[dim]{target}.{skill} answered in {1000 * (time.perf_counter() - started):.1f} ms[/]")
+    took = 1000 * (time.perf_counter() - started)
+    err.print(f"[dim]{target}.{skill} answered in {took:.1f} ms[/]")
 
 
 @app.command()
@@ -926,7 +928,8 @@ def memory_ls(namespace: Namespace, prefix: Annotated[str, typer.Argument(
 
 @memory_app.command("get")
 @friendly
-def memory_get(namespace: Namespace, key: MemoryKey, home: HomeOption = None, as_agent: AsAgent = None,
+def memory_get(namespace: Namespace, key: MemoryKey, home: HomeOption = None,
+               as_agent: AsAgent = None,
                hub: Annotated[str | None, typer.Option(help="Hub URL (with --as).")] = None
                ) -> None:
     """Print a key's value (JSON) and, on stderr, its revision and writer.

@@ -246,7 +246,7 @@ async def run_demo(home: Path, out: Console) -> int:
                           f"{latest.revision} → {second})")
             try:
                 await asyncio.wait_for(changed.wait(), 5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 say("hub", "[red]the drafter's watch never saw the change![/]")
                 ok = False
             say("ideator", "calling [bold]drafter.draft[/] again, topic “shared memory”")
@@ -280,7 +280,7 @@ async def run_demo(home: Path, out: Console) -> int:
                                                         "publish": True})
                 say("hub", "[red]the post went out — a new conversation id shed the taint![/]")
                 ok = False
-            except CallError as exc:
+            except CallError:
                 say("hub", "[red]refused[/] again: taint follows the agent, not the "
                            "conversation id it picks (everyone who was given web-derived "
                            "data stays untrusted until an operator clears it)")

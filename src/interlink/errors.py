@@ -1,7 +1,7 @@
 """Every error Interlink raises, in one tree.
 
     InterlinkError                 anything Interlink raises on purpose
-    ├── ConfigError                a mesh home, policy file or credential file is missing or malformed
+    ├── ConfigError                a mesh home, policy or credential file is missing or malformed
     ├── GateDenied                 the hub's gate refused an envelope (stage, code, reason, rule)
     ├── StoreError                 the storage engine failed or refused
     │   ├── RevisionMismatch       compare-and-swap saw another revision (carries the current one)

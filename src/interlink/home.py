@@ -26,7 +26,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from .envelope import valid_agent_name
 from .errors import ConfigError
 from .identity import DEFAULT_CREDENTIAL_DAYS, CredentialFile, HubKey, new_agent_key
-from .policy import AgentGrants, Policy, RemoteA2A, dump_policy, parse_policy
+from .policy import Policy, RemoteA2A, dump_policy, parse_policy
 
 DEFAULT_HOME = ".interlink"
 RESERVED_NAMES = frozenset({"hub"})

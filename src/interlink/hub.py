@@ -18,23 +18,35 @@ from typing import Any
 
 from .delegation import mint
 from .envelope import BUS_KINDS
-from .identity import HubKey
 from .errors import ConfigError, GateDenied
-from .gate import (Authenticate, Authorize, Commit, Decode, Deliver, GateContext, Observe,
-                   Pipeline, Service, Session, Stage, Validate)
+from .gate import (
+    Authenticate,
+    Authorize,
+    Commit,
+    Decode,
+    Deliver,
+    GateContext,
+    Observe,
+    Pipeline,
+    Service,
+    Session,
+    Stage,
+    Validate,
+)
+from .gate.containment import Containment
 from .gate.guard import Guard
-from .gate.stage import deny
 from .gate.label import LabelStage
+from .gate.stage import deny
 from .home import MeshHome
+from .identity import HubKey
 from .labels import Label
 from .policy import RELOAD_CHECK_SECONDS, Policy, PolicyFile, policy_changes
 from .services.audit import AuditLog
-from .gate.containment import Containment
-from .services.taint import Relabel, Taint
 from .services.calls import CallService
 from .services.events import EVENTS_LOG, SCHEMAS_BUCKET, EventBus
 from .services.memory import MEMORY_BUCKET, SharedMemory
 from .services.registry import PRESENCE_REFRESH, Registry
+from .services.taint import Relabel, Taint
 from .store import Claim, Store, open_store
 
 log = logging.getLogger("interlink.hub")
@@ -297,11 +309,11 @@ class Hub:
         for name in sorted(set(old.agents) - set(new.agents)):
             await self._cut_off(name, "removed from mesh.yaml")
         revoked = set(new.revoked) - set(old.revoked)
-        for session in [s for s in self.registry.by_id.values()
-                        if s.credential is not None and s.credential.id in revoked]:
-            if session.close is not None:
+        for session in list(self.registry.by_id.values()):
+            credential = session.credential
+            if credential is not None and credential.id in revoked and session.close:
                 with contextlib.suppress(Exception):
-                    await session.close(4003, f"credential {session.credential.id} revoked")
+                    await session.close(4003, f"credential {credential.id} revoked")
         for name, grants in sorted(new.agents.items()):
             before = old.agents.get(name)
             if grants.suspended and before is not None and not before.suspended:

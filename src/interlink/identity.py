@@ -125,7 +125,7 @@ class HubKey:
             "issued": round(issued, 3),
             "expires": round(issued + days * 86400, 3),
         }
-        return Credential(**body, signature=self.sign(canonical(body)))
+        return Credential.model_validate({**body, "signature": self.sign(canonical(body))})
 
 
 TOKEN_AUDIENCE = "interlink-edge"

@@ -424,7 +424,7 @@ class Decision:
 
 def parse_policy(text: str, source: str = "mesh.yaml") -> Policy:
     try:
-        data = yaml.load(text, Loader=_LOADER) or {}  # noqa: S506 (a safe loader)
+        data = yaml.load(text, Loader=_LOADER) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source} is not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -440,7 +440,8 @@ def dump_policy(policy: Policy) -> str:
     data = policy.model_dump(mode="json", exclude_defaults=True)
     data["hub"] = {"host": policy.hub.host, "port": policy.hub.port, **data.get("hub", {})}
     data.setdefault("agents", {})
-    header = ("# Interlink mesh policy: default deny. Each agent may do only what is granted here.\n"
+    header = ("# Interlink mesh policy: default deny. "
+              "Each agent may do only what is granted here.\n"
               "# calls: agent.skill patterns (editor.review, editor.*, *.review).\n"
               "# publish / subscribe: topic patterns (blog.drafts.created, blog.*, blog.>).\n"
               "# memory: namespace pattern -> read | read-write.\n"

@@ -14,8 +14,10 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import uvicorn
+from starlette.applications import Starlette
 
 from .edges.http import create_app
 from .home import MeshHome
@@ -46,9 +48,11 @@ def _config(home: MeshHome, host: str | None, port: int | None, log_level: str,
         app, host=host, port=port,
         lifespan="on", log_level=log_level if log_level == "debug" else "warning",
         log_config=None, access_log=False,  # the hub logs its own lines (interlink.logs)
-        ws_max_size=4 * policy.hub.max_envelope_bytes,  # the gate refuses, with a reason, above the limit
+        # the gate refuses, with a reason, above the limit
+        ws_max_size=4 * policy.hub.max_envelope_bytes,
         ws_ping_interval=10.0, ws_ping_timeout=20.0,
-        ws_per_message_deflate=False)  # agents' frames are small; compression costs more than it saves
+        # agents' frames are small: compression costs more than it saves
+        ws_per_message_deflate=False)
 
 
 def serve(home: MeshHome, *, host: str | None = None, port: int | None = None,
@@ -77,7 +81,6 @@ async def background_hub(home: MeshHome, *, host: str = "127.0.0.1", port: int =
     `full_gate=False` leaves out the label, validate and guard stages (benchmarks only)."""
     config = _config(home, host, port, log_level, full_gate)
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.ensure_future(server.serve())
     while not server.started:
         if task.done():
@@ -86,12 +89,19 @@ async def background_hub(home: MeshHome, *, host: str = "127.0.0.1", port: int =
         await asyncio.sleep(0.01)
     bound = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield RunningHub(hub=config.app.state.hub, host=host, port=bound)
+        yield RunningHub(hub=hub_of(config), host=host, port=bound)
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
+
+
+def hub_of(config: uvicorn.Config) -> Hub:
+    """The hub inside the app a config runs (made by `create_app`)."""
+    app = cast(Starlette, config.app)
+    hub: Hub = app.state.hub
+    return hub
 
 
 def free_port() -> int:

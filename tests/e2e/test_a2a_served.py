@@ -13,9 +13,17 @@ import httpx
 import pytest
 from a2a.client import ClientConfig, create_client
 from a2a.client.card_resolver import A2ACardResolver
-from a2a.types import (CancelTaskRequest, GetTaskRequest, ListTasksRequest, Message, Part, Role,
-                       SendMessageRequest, SubscribeToTaskRequest,
-                       TaskState)
+from a2a.types import (
+    CancelTaskRequest,
+    GetTaskRequest,
+    ListTasksRequest,
+    Message,
+    Part,
+    Role,
+    SendMessageRequest,
+    SubscribeToTaskRequest,
+    TaskState,
+)
 from a2a.utils.signing import create_signature_verifier
 from google.protobuf.json_format import MessageToDict
 
@@ -104,7 +112,7 @@ async def collect(client: Any, request: SendMessageRequest) -> list[dict[str, An
 
 async def test_card_is_signed_by_the_hub_and_carries_schemas(
         mesh: tuple[MeshHome, RunningHub, Agent]) -> None:
-    home, running, _ = mesh
+    _, running, _ = mesh
     async with httpx.AsyncClient() as http:  # cards are public
         resolver = A2ACardResolver(http, f"{base(running)}/a2a/worker")
         verifier = create_signature_verifier(lambda kid, jku: running.hub.key.public,
@@ -209,13 +217,13 @@ async def test_tasks_belong_to_their_caller(mesh: tuple[MeshHome, RunningHub, Ag
                                                                   httpx_client=bob_http))
         stream = alice.send_message(message("x", "slow"))
         task_id = MessageToDict(await anext(stream))["task"]["id"]
-        with pytest.raises(Exception, match="(?i)not found"):
+        with pytest.raises(Exception, match=r"(?i)not found"):
             await bob.get_task(GetTaskRequest(id=task_id))
         assert task_id not in {t.id for t in (await bob.list_tasks(ListTasksRequest())).tasks}
-        with pytest.raises(Exception, match="(?i)not found"):
+        with pytest.raises(Exception, match=r"(?i)not found"):
             async for _ in bob.subscribe(SubscribeToTaskRequest(id=task_id)):
                 pass
-        with pytest.raises(Exception, match="(?i)not found"):
+        with pytest.raises(Exception, match=r"(?i)not found"):
             await bob.cancel_task(CancelTaskRequest(id=task_id))
         again = await alice.get_task(GetTaskRequest(id=task_id))
         assert again.status.state == TaskState.TASK_STATE_WORKING  # untouched by bob
@@ -356,14 +364,15 @@ async def test_tasks_outlive_a_hub_restart(tmp_path: Path) -> None:
             orphan = MessageToDict(await anext(stream))["task"]["id"]
             await stream.aclose()
     async with background_hub(home) as running:
-        async with http_for(home, running, "alice") as http, http_for(home, running, "bob") as other:
+        async with http_for(home, running, "alice") as http, \
+                http_for(home, running, "bob") as other:
             url = f"{base(running)}/a2a/worker"
             client = await create_client(url, client_config=ClientConfig(httpx_client=http))
             task = await client.get_task(GetTaskRequest(id=task_id))
             assert task.status.state == TaskState.TASK_STATE_COMPLETED
             assert task_id in {t.id for t in (await client.list_tasks(ListTasksRequest())).tasks}
             stranger = await create_client(url, client_config=ClientConfig(httpx_client=other))
-            with pytest.raises(Exception, match="(?i)not found"):
+            with pytest.raises(Exception, match=r"(?i)not found"):
                 await stranger.get_task(GetTaskRequest(id=task_id))
             left = await client.get_task(GetTaskRequest(id=orphan))  # its runner died with the hub
             assert left.status.state == TaskState.TASK_STATE_FAILED

@@ -76,7 +76,7 @@ async def run_client(python: Path, base: str, token: str, skill: str, data: Any
 
 async def test_an_a2a_03_client_resolves_the_card_and_calls_through_the_gate(
         python03: Path, mesh: tuple[MeshHome, RunningHub]) -> None:
-    home, running = mesh
+    _, running = mesh
     base = f"http://127.0.0.1:{running.port}/a2a/worker"
     result = await run_client(python03, base, issue_token(running.hub.key, "alice"),
                               "echo", {"topic": "agent meshes"})
@@ -93,7 +93,7 @@ async def test_an_a2a_03_client_resolves_the_card_and_calls_through_the_gate(
 async def test_an_a2a_03_client_is_refused_by_the_gate_like_any_other(
         python03: Path, mesh: tuple[MeshHome, RunningHub]) -> None:
     """The worker holds no grant to call itself: the 0.3 path is the same gate."""
-    home, running = mesh
+    _, running = mesh
     base = f"http://127.0.0.1:{running.port}/a2a/worker"
     process = await asyncio.create_subprocess_exec(
         str(python03), str(CLIENT), base, issue_token(running.hub.key, "worker"), "echo", "{}",

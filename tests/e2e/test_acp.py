@@ -126,7 +126,7 @@ async def test_run_sync_through_the_gate_is_audited(mesh: Mesh) -> None:
 async def test_run_names_an_agent_and_a_skill(mesh: Mesh) -> None:
     _, running, _ = mesh
     async with client_for(running, "alice") as client:
-        with pytest.raises(ACPError, match="worker.SKILL") as vague:
+        with pytest.raises(ACPError, match=r"worker\.SKILL") as vague:
             await client.run_sync("x", agent="worker")  # several skills: which one?
         assert vague.value.error.code == "invalid_input"
         with pytest.raises(ACPError) as ghost:

@@ -72,7 +72,7 @@ async def test_call_chain_passes_through_the_hub(home: MeshHome, hub: RunningHub
 
 async def test_ungranted_call_is_refused_with_the_rule(home: MeshHome, hub: RunningHub) -> None:
     """A call with no matching grant is refused at authorize, naming the rule, and audited."""
-    drafter, editor = team(home, hub)
+    _, editor = team(home, hub)
     async with editor, connect("ideator", credential=home.credential_path("ideator"),
                                hub=hub.url) as mesh:
         with pytest.raises(GateDenied) as info:

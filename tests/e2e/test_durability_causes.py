@@ -20,8 +20,7 @@ from typing import Any
 
 import pytest
 
-from interlink import (Agent, ConnectionLost, Event, EventContext, GateDenied, SkillContext,
-                       connect)
+from interlink import Agent, ConnectionLost, Event, EventContext, GateDenied, SkillContext, connect
 from interlink.envelope import new_id, new_traceparent, seal
 from interlink.identity import CredentialFile
 from interlink.server import background_hub

@@ -80,7 +80,7 @@ async def test_an_edge_request_refused_expired_credential_in_a_race_is_made_agai
                 run = await http.post(f"{base}/acp/runs", json={
                     "agent_name": "worker", "mode": "sync", "input": [
                         {"role": "user", "parts": [{"content_type": "application/json",
-                                                    "content": '{"acp": %d}' % attempt}]}]})
+                                                    "content": f'{{"acp": {attempt}}}'}]}]})
                 assert run.status_code == 200 and run.json()["status"] == "completed", run.text
                 await asyncio.sleep(1.5)  # past the edge credential's lifetime
         assert len(ran) == 4  # each request ran its skill exactly once

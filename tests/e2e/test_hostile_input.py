@@ -5,7 +5,6 @@ agent is served throughout."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path

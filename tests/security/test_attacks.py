@@ -15,8 +15,7 @@ from typing import Any
 
 import pytest
 
-from interlink import (Agent, CallError, Event, EventContext, GateDenied, Mesh, SkillContext,
-                       connect)
+from interlink import Agent, CallError, Event, EventContext, GateDenied, Mesh, SkillContext, connect
 from interlink.home import MeshHome
 from interlink.policy import Classification, Clearance
 from interlink.server import RunningHub, background_hub

@@ -24,8 +24,14 @@ from interlink.identity import canonical
 from interlink.server import background_hub
 from interlink.services.audit import record_hash
 
-from ..helpers import (HubProcess, audit_records, env_python, free_port, interlink_cli,
-                       make_home, wait_until)
+from ..helpers import (
+    HubProcess,
+    env_python,
+    free_port,
+    interlink_cli,
+    make_home,
+    wait_until,
+)
 
 
 def home_with_traffic_grants(root: Path) -> MeshHome:

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from interlink.envelope import (Envelope, body_data, call_body, check_signature, new_id,
-                                new_traceparent, seal)
+from interlink.envelope import (
+    Envelope,
+    body_data,
+    call_body,
+    check_signature,
+    new_id,
+    new_traceparent,
+    seal,
+)
 from interlink.identity import HubKey, new_agent_key
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from interlink.gate.containment import Containment
 from interlink.labels import BOTTOM, Label, LabelError
 from interlink.policy import HubSettings
-from interlink.gate.containment import Containment
 
 
 def test_join_only_goes_up() -> None:

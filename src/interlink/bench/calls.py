@@ -83,7 +83,7 @@ async def throughputs(paths: dict[str, Call], payload: dict[str, Any], calls: in
         for name, call in paths.items():
             gate = asyncio.Semaphore(in_flight)
 
-            async def one(call: Call = call) -> None:
+            async def one(call: Call = call, gate: asyncio.Semaphore = gate) -> None:
                 async with gate:
                     await call(payload)
 
@@ -118,11 +118,11 @@ async def run(work: Path, quick: bool = False, progress: Callable[[str], None] =
                 httpx.AsyncClient(timeout=60, limits=limits) as plain, \
                 httpx.AsyncClient(timeout=60, limits=limits,
                                   headers={"Authorization": f"Bearer {token}"}) as authed:
-            config = {"streaming": False}
-            direct = await create_client(f"http://127.0.0.1:{port}",
-                                         client_config=ClientConfig(httpx_client=plain, **config))
+            direct = await create_client(f"http://127.0.0.1:{port}", client_config=ClientConfig(
+                httpx_client=plain, streaming=False))
             edge = await create_client(f"http://127.0.0.1:{hub.port}/a2a/echo",
-                                       client_config=ClientConfig(httpx_client=authed, **config))
+                                       client_config=ClientConfig(httpx_client=authed,
+                                                                  streaming=False))
 
             async def mesh_call(data: dict[str, Any]) -> Any:
                 return await mesh.call("echo", "echo", data)

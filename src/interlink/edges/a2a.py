@@ -51,23 +51,26 @@ import contextlib
 import logging
 import re
 import time
-from email.utils import formatdate
+from collections.abc import MutableMapping
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import TYPE_CHECKING, Any
 
 from a2a.helpers import new_task_from_user_message
 from a2a.server.agent_execution import AgentExecutor, RequestContext
 from a2a.server.events import EventQueue
 from a2a.server.request_handlers import DefaultRequestHandler
-from a2a.server.request_handlers.response_helpers import build_error_response
-from a2a.server.request_handlers.response_helpers import agent_card_to_dict
-from a2a.server.routes import (create_agent_card_routes, create_jsonrpc_routes,
-                               create_rest_routes)
+from a2a.server.request_handlers.response_helpers import agent_card_to_dict, build_error_response
+from a2a.server.routes import create_agent_card_routes, create_jsonrpc_routes, create_rest_routes
 from a2a.server.tasks import TaskUpdater
 from a2a.types import AgentCard, Message, Part, Role, TaskState
 from a2a.utils.error_handlers import build_rest_error_payload
-from a2a.utils.errors import (ContentTypeNotSupportedError, InternalError, InvalidParamsError,
-                              InvalidRequestError)
+from a2a.utils.errors import (
+    ContentTypeNotSupportedError,
+    InternalError,
+    InvalidParamsError,
+    InvalidRequestError,
+)
 from a2a.utils.signing import create_agent_card_signer
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from starlette.applications import Starlette
@@ -77,8 +80,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .. import strictjson
 from ..envelope import TRACEPARENT, child_traceparent, new_id, new_traceparent
-from ..errors import (CallTimeout, ConfigError, GateDenied, InputRequired, InterlinkError,
-                      SkillFailed)
+from ..errors import (
+    CallTimeout,
+    ConfigError,
+    GateDenied,
+    InputRequired,
+    InterlinkError,
+    SkillFailed,
+)
 from ..identity import check_token
 from ..sdk import Connection
 from .a2a_tasks import TASKS_BUCKET, StoredTaskStore
@@ -116,7 +125,8 @@ class Edge:
         self._lock = asyncio.Lock()
         self._sign = create_agent_card_signer(
             signing_key=hub.key.private,  # type: ignore[arg-type]
-            protected_header={"alg": "EdDSA", "kid": hub.key.id, "typ": "JOSE"})
+            protected_header={"alg": "EdDSA", "kid": hub.key.id, "typ": "JOSE",
+                              "jku": None})
 
     async def aclose(self) -> None:
         for task in self._retiring:
@@ -158,9 +168,13 @@ class Edge:
         for attempt in range(2):
             connection = await self.connection(agent, fresh=attempt > 0)
             accepted: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+            def on_accepted(answer: Any, done: asyncio.Future[Any] = accepted) -> None:
+                if not done.done():
+                    done.set_result(answer)
+
             running = asyncio.ensure_future(connection.call(
-                target, skill, on_accepted=lambda answer, done=accepted: (
-                    done.done() or done.set_result(answer)), **call))
+                target, skill, on_accepted=on_accepted, **call))
             await asyncio.wait({running, accepted}, return_when=asyncio.FIRST_COMPLETED)
             if accepted.done() or not running.done():
                 return running
@@ -225,7 +239,8 @@ class Edge:
         rest = "/" + rest
         headers = dict(scope.get("headers") or [])
         incoming = headers.get(b"traceparent", b"").decode()
-        trace = child_traceparent(incoming) if TRACEPARENT.fullmatch(incoming) else new_traceparent()
+        trace = (child_traceparent(incoming) if TRACEPARENT.fullmatch(incoming)
+                 else new_traceparent())
         scope = dict(scope)
         scope["headers"] = [(k, v) for k, v in scope.get("headers") or []
                             if k != b"traceparent"] + [(b"traceparent", trace.encode())]
@@ -262,7 +277,7 @@ class Edge:
         plain = rest not in ("/", CARD_PATH) and _plain_json_client(headers)
         modified = await self._card_modified(agent) if rest == CARD_PATH else None
 
-        async def send_with_trace(message: dict[str, Any]) -> None:
+        async def send_with_trace(message: MutableMapping[str, Any]) -> None:
             if message["type"] == "http.response.start":
                 sent = message.get("headers", [])
                 if modified is not None:  # cards: when the agent last registered it
@@ -539,7 +554,7 @@ class _Answer:
 
     parts: list[Part]
     reply: str = "artifact"
-    state: TaskState.ValueType = TaskState.TASK_STATE_COMPLETED
+    state: int = TaskState.TASK_STATE_COMPLETED
 
 
 _REPLIES = ("artifact", "status", "message")

@@ -256,8 +256,10 @@ class AcpEdge:
         except Exception as exc:
             if isinstance(exc, GateDenied):
                 status = {"decode": 422, "validate": 422, "commit": 409}.get(exc.stage, 403)
-                raise Problem(status, exc.code, f"refused by the mesh gate: {exc}", exc.to_dict())
-            raise Problem(502, "server_error", f"the mesh call could not start: {exc}")
+                raise Problem(status, exc.code, f"refused by the mesh gate: {exc}",
+                              exc.to_dict()) from None
+            raise Problem(502, "server_error",
+                          f"the mesh call could not start: {exc}") from None
         run.state["await_request"] = None
         run.emit("run.in-progress", "in-progress")
         run.task = asyncio.ensure_future(self._follow(run, call))
@@ -274,7 +276,8 @@ class AcpEdge:
             run.emit("run.awaiting", "awaiting")
             return
         except (GateDenied, CallError) as exc:
-            error = {"code": exc.code, "message": str(exc), "data": exc.to_dict()}
+            error: dict[str, Any] = {"code": exc.code, "message": str(exc),
+                                     "data": exc.to_dict()}
         except InterlinkError as exc:
             error = {"code": "server_error", "message": f"the mesh call failed: {exc}",
                      "data": None}

@@ -32,7 +32,7 @@ from pydantic import BaseModel, Field
 
 from ..errors import CallError, GateDenied, InterlinkError
 from ..home import MeshHome
-from ..sdk import Mesh, MemoryEntry, connect
+from ..sdk import MemoryEntry, Mesh, connect
 from ..services.registry import AgentStatus, Registry, SkillCard
 from ..store import open_store
 

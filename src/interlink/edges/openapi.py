@@ -10,7 +10,7 @@ from typing import Any
 
 _AGENT = {"name": "agent", "in": "path", "required": True,
           "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_-]{0,62}$"}}
-_BEARER = [{"bearer": []}]
+_BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _ERROR = {"description": "refused, with the reason"}
 _JSON_OBJECT = {"type": "object"}
 

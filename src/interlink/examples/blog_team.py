@@ -29,7 +29,7 @@ class DraftRequest(BaseModel):
 class Draft(BaseModel):
     title: str
     text: str
-    review: dict
+    review: dict[str, str]
 
 
 class ReviewRequest(BaseModel):

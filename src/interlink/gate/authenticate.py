@@ -33,7 +33,7 @@ class NonceCache:
     def seen(self, nonce: str, now: float) -> bool:
         horizon = now - 2 * self.window
         while self._seen:
-            oldest, at = next(iter(self._seen.items()))
+            _, at = next(iter(self._seen.items()))
             if at >= horizon:
                 break
             self._seen.popitem(last=False)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
@@ -133,7 +133,7 @@ class Containment:
     # -- call graphs ---------------------------------------------------------------------------
 
     def workflow(self, conversation: str, entry_call: str | None,
-                 workflows: dict[str, object]) -> str | None:
+                 workflows: Mapping[str, object]) -> str | None:
         """The workflow a conversation follows: fixed by the call that started it."""
         known = self._workflows.get(conversation)
         if known is None and entry_call is not None:

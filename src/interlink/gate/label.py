@@ -93,9 +93,8 @@ class LabelStage:
         if env.kind in ("reply", "progress") and env.parent:
             record = await ctx.call(self.calls, env.parent)
             caller = record.caller if record is not None else None
-            skill = record.skill if record is not None else None
-            if skill is not None:  # what the skill says its answers are, at least
-                label = label.join(await self._output_label(policy, env.sender, skill))
+            if record is not None:  # what the skill says its answers are, at least
+                label = label.join(await self._output_label(policy, env.sender, record.skill))
                 ctx.label = label
             if env.kind == "reply":
                 ctx.notes["fail_call"] = env.parent  # if withheld, the caller hears why

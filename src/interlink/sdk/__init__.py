@@ -10,4 +10,5 @@ from ._events import Event, Subscription
 from ._memory import Memory, MemoryEntry, MemoryWatch, StaleRevision
 
 __all__ = ["Agent", "Connection", "Event", "EventContext", "Memory", "MemoryEntry",
-           "MemoryWatch", "Mesh", "Reply", "SkillContext", "StaleRevision", "Subscription", "connect"]
+           "MemoryWatch", "Mesh", "Reply", "SkillContext", "StaleRevision", "Subscription",
+           "connect"]

@@ -16,19 +16,35 @@ import logging
 import os
 import random
 import time
-from pathlib import Path
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
-from ..envelope import (HUB, body_data, call_body, check_signature, child_traceparent,
-                        event_body, new_id, new_traceparent, seal)
-from ..errors import (CallError, CallTimeout, ConnectionLost, GateDenied, InputRequired,
-                      InterlinkError, SkillFailed)
+from ..envelope import (
+    HUB,
+    body_data,
+    call_body,
+    check_signature,
+    child_traceparent,
+    event_body,
+    new_id,
+    new_traceparent,
+    seal,
+)
+from ..errors import (
+    CallError,
+    CallTimeout,
+    ConnectionLost,
+    GateDenied,
+    InputRequired,
+    InterlinkError,
+    SkillFailed,
+)
 from ..identity import Credential, CredentialFile
 from ._events import Event, Subscription
 from ._memory import MemoryEntry, MemoryWatch, StaleRevision
@@ -190,8 +206,9 @@ class Connection:
                 future.set_exception(lost)
         self._acks.clear()
         self._calls.clear()
-        for stream in [*(s.stream for s in self._subs.values()),
-                       *(w.stream for w in self._watches.values())]:
+        streams: list[Subscription | MemoryWatch] = [
+            *(s.stream for s in self._subs.values()), *(w.stream for w in self._watches.values())]
+        for stream in streams:
             stream.closed = True
             stream.queue.put_nowait(None)
         self._subs.clear()
@@ -226,8 +243,7 @@ class Connection:
                 self.url, max_size=None, compression=None, ping_interval=10.0,
                 ping_timeout=20.0)
             ws = await asyncio.wait_for(opening, self.connect_timeout)
-        except (OSError, asyncio.TimeoutError, websockets.InvalidURI,
-                websockets.InvalidHandshake) as exc:
+        except (TimeoutError, OSError, websockets.InvalidURI, websockets.InvalidHandshake) as exc:
             reason = _reason(exc)
             lost = ConnectionLost(f"cannot reach the hub at {self.url} ({reason}): is "
                                   "`interlink serve` running, and is the URL right?")
@@ -235,7 +251,7 @@ class Connection:
             raise lost from exc
         try:
             await self._greet(ws)
-        except (websockets.ConnectionClosed, asyncio.TimeoutError, ValueError, KeyError,
+        except (TimeoutError, websockets.ConnectionClosed, ValueError, KeyError,
                 AttributeError) as exc:  # the hub died mid-handshake, or garbled it
             with contextlib.suppress(Exception):
                 await ws.close()
@@ -283,7 +299,7 @@ class Connection:
                 log.exception("%s: reading from the hub failed", self.agent)
             self._ready.clear()
             self._fail_unsafe(ConnectionLost(
-                f"the connection to the hub dropped while this request was in flight; it "
+                "the connection to the hub dropped while this request was in flight; it "
                 "may or may not have been applied: read back, then retry"))
             if self._state != "open":
                 return
@@ -309,7 +325,7 @@ class Connection:
                     self._state = "closed"
                     self._closed.set()
                     return
-                except (ConnectionLost, OSError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, ConnectionLost, OSError) as exc:
                     backoff = min(backoff * 2, 2.0)
                     log.info("%s: hub unreachable, retrying in ~%.1fs (%s)", self.agent,
                              backoff, exc)
@@ -410,7 +426,7 @@ class Connection:
             # not re-sent after a reconnect, so it waits for the connection to be back first
             try:
                 await asyncio.wait_for(self._ready.wait(), timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 raise ConnectionLost(f"the hub was unreachable for {timeout:.0f}s") from None
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._acks[env_id] = future
@@ -419,7 +435,7 @@ class Connection:
         try:
             await self._send_fields(fields)
             answer = await asyncio.wait_for(future, timeout)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise ConnectionLost(f"the hub did not answer envelope {env_id} within "
                                  f"{timeout:.0f}s") from exc
         finally:
@@ -466,7 +482,7 @@ class Connection:
             value = await asyncio.shield(same.result)
             return Reply(value, same.labels, call_id)
         deadline = time.time() + timeout
-        fields = {
+        fields: dict[str, Any] = {
             "id": call_id, "kind": "call", "sender": self.agent, "target": f"{agent}.{skill}",
             "conversation": conversation or call_id, "parent": parent, "hops": hops,
             "traceparent": child_traceparent(traceparent) if traceparent else new_traceparent(),
@@ -487,7 +503,7 @@ class Connection:
                     value = await asyncio.wait_for(asyncio.shield(pending.result),
                                                    max(wait, 0.01))
                     return Reply(value, pending.labels, call_id)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if time.time() >= pending.deadline + RESULT_GRACE:
                         raise CallTimeout("timeout", f"no answer from the hub for {agent}.{skill} "
                                           f"within {timeout:.1f}s (+{RESULT_GRACE:.0f}s grace)",
@@ -630,7 +646,7 @@ class Connection:
         if it is refused, end the stream (its iterator stops) and say why."""
         try:
             frame = await asyncio.wait_for(answer, 30.0)
-        except (asyncio.TimeoutError, InterlinkError) as exc:
+        except (TimeoutError, InterlinkError) as exc:
             frame = {"op": "refused", "error": {"stage": "sdk", "code": "no_answer",
                                                 "reason": repr(exc)}}
         finally:

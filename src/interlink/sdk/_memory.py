@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import builtins
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -116,7 +117,7 @@ class Memory:
         answer = await self._ask("list", prefix=prefix)
         return [MemoryEntry.from_dict(e) for e in answer["entries"]]
 
-    async def history(self, key: str) -> list[MemoryEntry]:
+    async def history(self, key: str) -> builtins.list[MemoryEntry]:
         """The key's kept revisions, oldest first (deletes included)."""
         answer = await self._ask("history", key=key)
         return [MemoryEntry.from_dict(e) for e in answer["entries"]]

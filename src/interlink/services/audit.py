@@ -189,11 +189,13 @@ class AuditLog:
     async def _checkpoint(self) -> None:
         if self._n == self._sealed:
             return
-        body = {"k": self._k + 1, "upto": self._n, "head": self._head, "prev": self._cp_hash,
-                "ts": round(time.time(), 6), "hub": self.hub.id}
+        k = self._k + 1
+        body: dict[str, Any] = {"k": k, "upto": self._n, "head": self._head,
+                                "prev": self._cp_hash, "ts": round(time.time(), 6),
+                                "hub": self.hub.id}
         body["sig"] = self.hub.sign(canonical(body))
         await self.log.append(CHECKPOINT, canonical(body))
-        self._k, self._sealed, self._cp_hash = body["k"], self._n, checkpoint_hash(body)
+        self._k, self._sealed, self._cp_hash = k, self._n, checkpoint_hash(body)
         self._cp_hashes[self._k] = self._cp_hash
         if self.head_path is not None:
             write_head(self.head_path, body)
@@ -329,7 +331,7 @@ def _check_checkpoint(item: dict[str, Any], hashes: dict[int, str],
     if item.get("prev") != prev:
         return "it does not follow the checkpoint before it (its prev hash differs)"
     upto = item.get("upto")
-    if hashes.get(upto) != item.get("head"):
+    if not isinstance(upto, int) or hashes.get(upto) != item.get("head"):
         return f"it seals record {upto} with a hash that record {upto} does not have"
     return None
 
@@ -361,7 +363,8 @@ def _check_head(head: dict[str, Any] | None, hub_public: Ed25519PublicKey,
 
 def describe_record(rec: dict[str, Any]) -> str:
     """One line for people: when, what, who, and the verdict with its rule."""
-    when = time.strftime("%H:%M:%S", time.localtime(rec["ts"])) + f".{int(rec['ts'] % 1 * 1000):03d}"
+    when = (time.strftime("%H:%M:%S", time.localtime(rec["ts"]))
+            + f".{int(rec['ts'] % 1 * 1000):03d}")
     head = f"#{rec['n']:<5} {when}"
     event = rec["event"]
     if event == "delivered":

@@ -37,9 +37,9 @@ from ..envelope import ENVELOPE_ID
 from ..errors import GateDenied, KeyExists, RevisionMismatch
 from ..gate.context import GateContext, Session
 from ..gate.stage import deny
+from ..labels import Label
 from ..policy import HubSettings
 from ..store import KV, Consumer, Log, LogMessage
-from ..labels import Label
 from . import put_back, quietly
 from .audit import AuditLog
 from .taint import Taint

@@ -37,17 +37,16 @@ import jsonschema
 
 from ..errors import GateDenied, KeyExists, NotFound, RevisionMismatch
 from ..gate.context import GateContext, Session
-from ..gate.stage import deny
-from ..policy import HubSettings
-from ..store import KV, Consumer, ConsumerInfo, Log, LogMessage
-from ..names import consumer_error, dead_letter_topic, matches
 from ..gate.label import may_receive
+from ..gate.stage import deny
 from ..labels import Label
-from ..policy import PolicyFile
+from ..names import consumer_error, dead_letter_topic, matches
+from ..policy import HubSettings, PolicyFile
+from ..store import KV, Consumer, Log, LogMessage
 from . import put_back, quietly
 from .audit import AuditLog
-from .taint import Taint
 from .schema_compat import check_schema, compatibility_problems
+from .taint import Taint
 
 log = logging.getLogger("interlink.events")
 
@@ -357,7 +356,7 @@ class EventBus:
                     group.room.clear()
                     try:
                         await asyncio.wait_for(group.room.wait(), group.ack_wait)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         _expire_inflight(group)
                     continue
                 for message in await group.consumer.fetch(min(room, 64), timeout=5.0):

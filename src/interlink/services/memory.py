@@ -29,15 +29,16 @@ import json
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import GateDenied, KeyExists, RevisionMismatch
 from ..gate.context import GateContext, Session
-from ..gate.stage import deny
-from ..names import MEMORY_WRITES
 from ..gate.label import may_receive
+from ..gate.stage import deny
 from ..labels import Label
+from ..names import MEMORY_WRITES
 from ..policy import PolicyFile
 from ..store import KV, KVEntry
 from .taint import Taint
@@ -92,7 +93,8 @@ class SharedMemory:
         if op in MEMORY_WRITES:
             async with self._locks[env.target]:  # based_on checks and the write are one step
                 return await self._write(ctx, op)
-        return await getattr(self, f"_{op}")(ctx)
+        read: Callable[[GateContext], Awaitable[GateDenied | None]] = getattr(self, f"_{op}")
+        return await read(ctx)
 
     async def _get(self, ctx: GateContext) -> GateDenied | None:
         ns, body = _target(ctx)
@@ -192,6 +194,7 @@ class SharedMemory:
                 elif expect == 0:
                     revision = await self.kv.create(key, value, ttl=ttl)
                 else:
+                    assert isinstance(expect, int)  # validate refuses an update without one
                     revision = await self.kv.update(key, value, expect=expect, ttl=ttl)
         except (RevisionMismatch, KeyExists) as exc:
             current = exc.current

@@ -25,7 +25,7 @@ UNDERSTOOD = ANNOTATIONS | {"type", "properties", "required", "additionalPropert
                             "prefixItems", "enum", "const", "pattern", "format", *LOWER, *UPPER}
 
 
-def compatibility_problems(old: dict, new: dict) -> list[str]:
+def compatibility_problems(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """Why `new` may not replace `old` (empty list = compatible). Each problem is one
     human-readable sentence naming the JSON path it concerns, e.g.
     "/properties/title: type changed from string to integer (events already published
@@ -54,7 +54,7 @@ def compatibility_problems(old: dict, new: dict) -> list[str]:
             for i in range(max(len(o.get("prefixItems", [])), len(n.get("prefixItems", []))) + 1):
                 compare(*_item(o, i, optr), *_item(n, i, nptr))
 
-    def compare_objects(o: dict, n: dict, optr: str, nptr: str) -> None:
+    def compare_objects(o: dict[str, Any], n: dict[str, Any], optr: str, nptr: str) -> None:
         oprops, nprops = o.get("properties", {}), n.get("properties", {})
         oreq, nreq = set(o.get("required", [])), set(n.get("required", []))
         for name in sorted(nreq - oreq):
@@ -89,7 +89,7 @@ def compatibility_problems(old: dict, new: dict) -> list[str]:
     return problems
 
 
-def check_schema(schema: dict) -> None:
+def check_schema(schema: dict[str, Any]) -> None:
     """Raise ValueError unless `schema` is a valid draft 2020-12 JSON Schema for JSON objects."""
     if not isinstance(schema, dict):
         raise ValueError(f"an event schema must be a JSON object (a dict), not "
@@ -108,7 +108,8 @@ def check_schema(schema: dict) -> None:
                          'event fields under "properties"')
 
 
-def _keyword_problems(o: dict, n: dict, nptr: str, old: Any, new: Any) -> list[str]:
+def _keyword_problems(o: dict[str, Any], n: dict[str, Any], nptr: str, old: Any,
+                      new: Any) -> list[str]:
     """Problems with the keywords of one schema that do not descend into sub-schemas."""
     at, out = nptr or "/", []
     otypes, ntypes = _types(o), _types(n)
@@ -121,8 +122,8 @@ def _keyword_problems(o: dict, n: dict, nptr: str, old: Any, new: Any) -> list[s
                    f"(events already published {carry})")
     values = _values(o)
     for kw in ("enum", "const"):
-        allowed = {_key(v) for v in _values({kw: n[kw]})} if kw in n else None
-        gone = [_key(v) for v in values or [] if allowed is not None and _key(v) not in allowed]
+        allowed = {_key(v) for v in _values({kw: n[kw]}) or []} if kw in n else None
+        gone = [_key(v) for v in (values or []) if allowed is not None and _key(v) not in allowed]
         if allowed is not None and values is None:
             out.append(f"{at}: {kw} added; events already published may carry other values")
         elif gone:
@@ -189,7 +190,7 @@ def _inline(value: Any, root: Any, stack: tuple[str, ...] = ()) -> Any:
     return out
 
 
-def _types(schema: dict) -> frozenset[str]:
+def _types(schema: dict[str, Any]) -> frozenset[str]:
     """The JSON types a schema allows: `type` (a string or a list), else those of its `enum` or
     `const` values, else all."""
     values = _values(schema)
@@ -200,15 +201,16 @@ def _types(schema: dict) -> frozenset[str]:
 def _json_type(value: Any) -> str:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return "integer" if float(value).is_integer() else "number"
-    return {bool: "boolean", str: "string", list: "array", dict: "object"}.get(type(value), "null")
+    names: dict[type, str] = {bool: "boolean", str: "string", list: "array", dict: "object"}
+    return names.get(type(value), "null")
 
 
-def _values(schema: dict) -> list[Any] | None:
+def _values(schema: dict[str, Any]) -> list[Any] | None:
     """The only values a schema allows by `const` or `enum`, or None if it does not say."""
     return [schema["const"]] if "const" in schema else schema.get("enum")
 
 
-def _item(schema: dict, i: int, ptr: str) -> tuple[Any, str]:
+def _item(schema: dict[str, Any], i: int, ptr: str) -> tuple[Any, str]:
     """The sub-schema array position `i` must match, and the pointer it lives at."""
     prefix = schema.get("prefixItems", [])
     return (prefix[i], f"{ptr}/prefixItems/{i}") if i < len(prefix) else (

@@ -30,6 +30,7 @@ from interlink.store.sqlite import SqliteStore
 __all__ = [
     "KV",
     "AppendResult",
+    "Claim",
     "Consumer",
     "ConsumerInfo",
     "DeliverPolicy",
@@ -37,7 +38,6 @@ __all__ = [
     "Log",
     "LogMessage",
     "Store",
-    "Claim",
     "StoreEngine",
     "open_store",
 ]

@@ -38,8 +38,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import os
 import json
+import os
 import re
 import sqlite3
 import time
@@ -50,8 +50,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
-from interlink.errors import (KeyExists, NotFound, RevisionMismatch, StoreClaimed, StoreClosed,
-                              StoreError)
+from interlink.errors import (
+    KeyExists,
+    NotFound,
+    RevisionMismatch,
+    StoreClaimed,
+    StoreClosed,
+    StoreError,
+)
 from interlink.store.contract import (
     AppendResult,
     ConsumerInfo,
@@ -681,7 +687,8 @@ class SqliteConsumer:
         end = loop.time() + timeout
         while True:
             appends: tuple[tuple[str, ...], Callable[[str], bool] | None] = (
-                (("subject", self._log, self._filter), None) if _literal(self._filter)
+                (("subject", self._log, self._filter), None)
+                if self._filter is not None and _literal(self._filter)
                 else (("log", self._log), self._wants))
             ticket = self._store._ticket(appends, (("consumer", self._log, self.name), None))
             try:
