@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import random
 import statistics
@@ -124,14 +125,20 @@ def sample(pid: int, port: int) -> dict[str, float]:
             "connections": health["connections"]}
 
 
-def slope(points: list[tuple[float, float]]) -> float:
-    """Least-squares slope of (t seconds, y) in y per minute."""
-    if len(points) < 2:
-        return 0.0
+def slope(points: list[tuple[float, float]]) -> tuple[float, float]:
+    """Least-squares slope of (t seconds, y) in y per minute, and its standard error (a short
+    run's few noisy samples give a large one: the climb is judged against it)."""
+    if len(points) < 3:
+        return 0.0, float("inf")
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     den = sum((x - mx) ** 2 for x in xs)
-    return 60 * sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den if den else 0
+    if not den:
+        return 0.0, float("inf")
+    b = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / den
+    residual = sum((y - my - b * (x - mx)) ** 2 for x, y in zip(xs, ys, strict=True))
+    se = math.sqrt(residual / (len(points) - 2) / den)
+    return 60 * b, 60 * se
 
 
 def main() -> int:
@@ -181,9 +188,11 @@ def main() -> int:
                    "max": max(s["rss_mb"] for s in samples or [after])},
         "fds": {"warm": warm["fds"], "end": last["fds"], "idle_after": after["fds"]},
         "tasks": {"warm": warm["tasks"], "end": last["tasks"], "idle_after": after["tasks"]},
-        "latency_slope_ms_per_min": slope([(s["t"], s["p50_ms"]) for s in samples
-                                           if s is not None and s["p50_ms"]][len(samples) // 4:]),
     }
+    climb, climb_se = slope([(s["t"], s["p50_ms"]) for s in samples
+                             if s is not None and s["p50_ms"]][len(samples) // 4:])
+    report["latency_slope_ms_per_min"] = climb
+    report["latency_slope_se"] = climb_se
     problems = []
     if report["rss_mb"]["end"] > warm["rss_mb"] * (1 + RSS_GROWTH_LIMIT):
         problems.append(f"memory grew {warm['rss_mb']:.0f} → {last['rss_mb']:.0f} MB")
@@ -191,8 +200,8 @@ def main() -> int:
         problems.append(f"file descriptors grew {warm['fds']:.0f} → {after['fds']:.0f}")
     if after["tasks"] > warm["tasks"] + TASK_GROWTH_LIMIT:
         problems.append(f"asyncio tasks grew {warm['tasks']:.0f} → {after['tasks']:.0f}")
-    if report["latency_slope_ms_per_min"] > SLOPE_LIMIT_MS_PER_MIN:
-        problems.append(f"call latency climbs {report['latency_slope_ms_per_min']:.2f} ms/min")
+    if climb - 2 * climb_se > SLOPE_LIMIT_MS_PER_MIN:  # a climb beyond the noise, not in it
+        problems.append(f"call latency climbs {climb:.2f} ± {climb_se:.2f} ms/min")
     if counts["errors"]:
         problems.append(f"{counts['errors']} operations failed")
     print(json.dumps(report))
