@@ -82,15 +82,14 @@ from .. import strictjson
 from ..envelope import TRACEPARENT, child_traceparent, new_id, new_traceparent
 from ..errors import (
     CallTimeout,
-    ConfigError,
     GateDenied,
     InputRequired,
     InterlinkError,
     SkillFailed,
 )
-from ..identity import check_token
 from ..sdk import Connection
 from .a2a_tasks import TASKS_BUCKET, StoredTaskStore
+from .bearer import NotAuthenticated, acting_agent
 from .local import edge_credential, local_transport
 
 if TYPE_CHECKING:
@@ -307,17 +306,10 @@ class Edge:
             if not policy.enrolled(anonymous):
                 return f"!hub.a2a_anonymous_caller names {anonymous!r}, who is not enrolled"
             return anonymous
-        scheme, _, token = authorization.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            return "!this endpoint needs a bearer token"
         try:
-            agent = check_token(token.strip(), self.hub.key.public, self.hub.key.id,
-                                revoked=self.hub.policy.current())
-        except ConfigError as exc:
+            return acting_agent(self.hub, authorization)
+        except NotAuthenticated as exc:
             return f"!{exc}"
-        if not policy.enrolled(agent):
-            return f"!the token's agent {agent!r} is no longer enrolled on this mesh"
-        return agent
 
     async def _make_app(self, agent: str, base: str) -> ASGIApp:
         card = await (self.hub_card(base) if agent == "hub" else self.card(agent, base))

@@ -47,8 +47,8 @@ from starlette.types import Receive, Scope, Send
 
 from .. import strictjson
 from ..envelope import TRACEPARENT, new_id
-from ..errors import CallError, ConfigError, GateDenied, InputRequired, InterlinkError
-from ..identity import check_token
+from ..errors import CallError, GateDenied, InputRequired, InterlinkError
+from .bearer import NotAuthenticated, acting_agent
 
 if TYPE_CHECKING:
     from .a2a import Edge
@@ -293,21 +293,12 @@ class AcpEdge:
 
     def _caller(self, request: Request) -> str:
         """The agent the request's bearer token speaks for."""
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        why = "this endpoint needs a bearer token"
-        if scheme.lower() == "bearer" and token.strip():
-            try:
-                agent = check_token(token.strip(), self.hub.key.public, self.hub.key.id,
-                                    revoked=self.hub.policy.current())
-            except ConfigError as exc:
-                why = str(exc)
-            else:
-                if self.hub.policy.current().enrolled(agent):
-                    return agent
-                why = f"the token's agent {agent!r} is no longer enrolled on this mesh"
-        raise Problem(401, "unauthenticated", f"{why}: send `Authorization: Bearer <token>`; "
-                      "an operator issues one with `interlink token AGENT`",
-                      headers={"www-authenticate": "Bearer"})
+        try:
+            return acting_agent(self.hub, request.headers.get("authorization", ""))
+        except NotAuthenticated as why:
+            raise Problem(401, "unauthenticated", f"{why}: send `Authorization: Bearer "
+                          "<token>`; an operator issues one with `interlink token AGENT`",
+                          headers={"www-authenticate": "Bearer"}) from None
 
     def _owned(self, request: Request) -> Run:
         caller = self._caller(request)
