@@ -374,8 +374,9 @@ class MeshExecutor(AgentExecutor):
                     return
                 await event_queue.enqueue_event(task)
             updater = TaskUpdater(event_queue, task.id, task.context_id)
-            await updater.start_work(_agent_message(
-                updater, f"accepted by the mesh gate: {target}.{skill}"))
+            if not call.done() or not progress.empty():  # a skill that answered at once
+                await updater.start_work(_agent_message(  # goes straight to its outcome
+                    updater, f"accepted by the mesh gate: {target}.{skill}"))
             await self._follow(call, progress, updater)
         finally:
             self._running.pop(task.id, None)
