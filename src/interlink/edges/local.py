@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosedOK
 
+from .. import frames
 from ..envelope import new_id
 from ..gate import Session
 from ..identity import CredentialFile, new_agent_key
@@ -55,11 +56,10 @@ class LocalSocket:
         self.session = Session(id=new_id(), remote=remote, challenge=secrets.token_hex(16),
                                send=self._deliver, close=self._closed_by_hub)
         self._pump = asyncio.ensure_future(self._run())
-        self._inbox.put_nowait(json.dumps({
-            "op": "challenge", "challenge": self.session.challenge, "hub": hub.key.id,
-            "max_envelope_bytes": hub.settings.max_envelope_bytes}))
+        self._inbox.put_nowait(json.dumps(frames.challenge(
+            self.session.challenge, hub.key.id, hub.settings.max_envelope_bytes)))
 
-    async def _deliver(self, frame: dict[str, Any]) -> None:
+    async def _deliver(self, frame: frames.Frame) -> None:
         if self.close_code is None:
             self._inbox.put_nowait(json.dumps(frame, separators=(",", ":")))
 

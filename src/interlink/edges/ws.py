@@ -17,10 +17,10 @@ import json
 import logging
 import secrets
 import time
-from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .. import frames
 from ..envelope import new_id
 from ..gate import Session
 from ..hub import Hub
@@ -62,7 +62,7 @@ async def serve_connection(hub: Hub, websocket: WebSocket) -> None:
     await websocket.accept()
     lock = asyncio.Lock()
 
-    async def send(frame: dict[str, Any]) -> None:
+    async def send(frame: frames.Frame) -> None:
         text = json.dumps(frame, separators=(",", ":"))
         async with lock:
             await websocket.send_text(text)
@@ -74,8 +74,8 @@ async def serve_connection(hub: Hub, websocket: WebSocket) -> None:
     session = Session(id=new_id(), remote=f"{client.host}:{client.port}" if client else "?",
                       challenge=secrets.token_hex(16), send=send, close=close)
     try:
-        await send({"op": "challenge", "challenge": session.challenge, "hub": hub.key.id,
-                    "max_envelope_bytes": hub.settings.max_envelope_bytes})
+        await send(frames.challenge(session.challenge, hub.key.id,
+                                    hub.settings.max_envelope_bytes))
         pace = Pace(hub, session)
         while not session.closed:
             message = await websocket.receive()

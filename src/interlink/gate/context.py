@@ -14,9 +14,11 @@ from ..identity import Credential
 from ..labels import BOTTOM, Label
 
 if TYPE_CHECKING:
+    from ..frames import Frame
     from .lookups import CallLookup, CallView
 
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Send = Callable[["Frame"], Awaitable[None]]
+"""How a session is sent a frame (`frames.py`: the only shapes it takes)."""
 Close = Callable[[int, str], Awaitable[None]]
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
 
+from .. import frames
 from ..errors import GateDenied
+from ..frames import Frame
 from .context import GateContext, Session
 from .stage import Stage
 
@@ -64,15 +65,15 @@ class Pipeline:
 
     async def _answer(self, ctx: GateContext) -> None:
         env = ctx.env
-        frame: dict[str, Any]
+        frame: Frame
         if ctx.denial is not None:
             wire_id = (ctx.wire or {}).get("id")
-            frame = {"op": "refused", "id": env.id if env else (
-                         wire_id if isinstance(wire_id, str) else None),
-                     "kind": env.kind if env else None, "error": ctx.denial.to_dict()}
+            frame = frames.refused(env.id if env else (
+                wire_id if isinstance(wire_id, str) else None), env.kind if env else None,
+                ctx.denial.to_dict())
         else:
             assert env is not None
-            frame = {"op": "accepted", "id": env.id, "kind": env.kind, **ctx.answer}
+            frame = frames.accepted(env.id, env.kind, ctx.answer)
         try:
             await ctx.session.send(frame)
         except Exception as exc:  # the sender went away; what was committed stays committed

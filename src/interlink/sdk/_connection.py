@@ -25,6 +25,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 
+from .. import frames
 from ..envelope import (
     HUB,
     body_data,
@@ -262,8 +263,12 @@ class Connection:
 
     async def _greet(self, ws: Any) -> None:
         """Answer the hub's challenge with a signed hello and wait for its verdict."""
-        challenge = json.loads(await asyncio.wait_for(ws.recv(), self.connect_timeout))
-        if challenge.get("op") != "challenge":
+        try:
+            challenge = frames.read(json.loads(
+                await asyncio.wait_for(ws.recv(), self.connect_timeout)))
+        except ValueError:  # not JSON, or not a frame
+            challenge = None
+        if challenge is None or challenge["op"] != "challenge":
             await ws.close()
             raise ConnectionLost(f"{self.url} did not greet like an Interlink hub")
         limit = challenge.get("max_envelope_bytes")
@@ -647,8 +652,8 @@ class Connection:
         try:
             frame = await asyncio.wait_for(answer, 30.0)
         except (TimeoutError, InterlinkError) as exc:
-            frame = {"op": "refused", "error": {"stage": "sdk", "code": "no_answer",
-                                                "reason": repr(exc)}}
+            frame = dict(frames.refused(None, None, {"stage": "sdk", "code": "no_answer",
+                                                      "reason": repr(exc)}))
         finally:
             self._acks.pop(env_id, None)
         if frame.get("op") == "refused":
@@ -762,33 +767,29 @@ class Connection:
         """One frame from the hub. A frame this SDK cannot read (a broken or hostile hub) is
         logged and skipped; it never ends the connection or the agent."""
         try:
-            if not isinstance(frame, dict):
-                raise TypeError("a frame is a JSON object")
-            self._handle_frame(frame)
+            self._handle_frame(frames.read(frame))
         except Exception as exc:
             log.warning("%s: skipped a frame from the hub that cannot be read (%r): %.200r",
                         self.agent, exc, frame)
 
-    def _handle_frame(self, frame: dict[str, Any]) -> None:
-        op = frame.get("op")
-        if op in ("accepted", "refused"):
+    def _handle_frame(self, frame: frames.Frame) -> None:
+        if frame["op"] == "accepted" or frame["op"] == "refused":
             future = self._acks.get(frame.get("id") or "")
             if future is not None and not future.done():
-                future.set_result(frame)
-        elif op == "deliver":
-            self._on_deliver(frame)
-        elif op == "event":
-            self._on_event(frame)
-        elif op == "memory":
-            self._on_memory(frame)
-        elif op == "failed":
-            pending = self._calls.get(frame.get("id") or "")
-            error = frame.get("error") or {}
+                future.set_result(dict(frame))
+        elif frame["op"] == "deliver":
+            self._on_deliver(dict(frame))
+        elif frame["op"] == "event":
+            self._on_event(dict(frame))
+        elif frame["op"] == "memory":
+            self._on_memory(dict(frame))
+        elif frame["op"] == "failed":
+            pending = self._calls.get(frame["id"])
+            error = frame["error"] or {}
             if pending is not None and not pending.result.done():
                 cls = CallTimeout if error.get("code") == "timeout" else CallError
                 pending.result.set_exception(cls(error.get("code", "failed"),
-                                                 error.get("reason", ""),
-                                                 call_id=frame.get("id"),
+                                                 error.get("reason", ""), call_id=frame["id"],
                                                  stage=error.get("stage", "calls")))
 
     def _origin(self, frame: dict[str, Any]) -> Credential | None:

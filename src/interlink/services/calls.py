@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from .. import frames
 from ..envelope import ENVELOPE_ID
 from ..errors import GateDenied, KeyExists, RevisionMismatch
 from ..gate.context import GateContext, Session
@@ -354,8 +355,8 @@ class CallService:
             return  # the target's dispatcher wakes on the append
         caller = self._caller(ctx.notes.get("call"), env.target)
         if caller is not None:
-            frame = {"op": "deliver", "env": wire, "origin": ctx.credential.model_dump()
-                     if ctx.credential else None, "labels": ctx.label.to_dict()}
+            frame = frames.deliver(wire, ctx.credential.model_dump() if ctx.credential else None,
+                                   ctx.label.to_dict())
             rec_conv = getattr(ctx.notes.get("call"), "conversation", env.conversation)
             self._spawn(self.taint.add(caller.agent or env.target, rec_conv, ctx.label))
             self._spawn(_send(caller, frame))
@@ -369,13 +370,12 @@ class CallService:
     async def _send_outcome(self, rec: CallRecord, session: Session) -> None:
         """Tell a caller (again) how a finished call ended."""
         if rec.state == "timeout" or rec.reply is None:
-            await _send(session, {"op": "failed", "id": rec.id, "error": rec.error or {
-                "stage": "calls", "code": "timeout", "reason": "the call timed out"}})
+            await _send(session, frames.failed(rec.id, rec.error or {
+                "stage": "calls", "code": "timeout", "reason": "the call timed out"}))
         else:  # the stored answer is a delivery like the first: it taints the caller too
             await self.taint.add(session.agent or rec.caller, rec.conversation,
                                  Label.parse(rec.reply_label))
-            await _send(session, {"op": "deliver", "env": rec.reply, "origin": rec.reply_origin,
-                                  "labels": rec.reply_label})
+            await _send(session, frames.deliver(rec.reply, rec.reply_origin, rec.reply_label))
 
     # -- dispatch to connected targets -------------------------------------------------------
 
@@ -461,8 +461,7 @@ class CallService:
                                 session=session.id, attempt=message.deliveries)
         label = Label.parse(item.get("label"))
         await self.taint.add(session.agent or rec.target, rec.conversation, label)
-        await _send(session, {"op": "deliver", "env": wire, "origin": item["origin"],
-                              "labels": label.to_dict()})
+        await _send(session, frames.deliver(wire, item["origin"], label.to_dict()))
 
     async def fail(self, call_id: str, error: dict[str, Any], *,
                    target_failed: bool = True) -> bool:
@@ -481,7 +480,7 @@ class CallService:
             await quietly(consumer.ack(rec.seq))
         caller = self._caller(rec, rec.caller)
         if caller is not None:
-            await _send(caller, {"op": "failed", "id": call_id, "error": error})
+            await _send(caller, frames.failed(call_id, error))
         return True
 
     async def fail_all_to(self, agent: str, why: str = "suspended") -> int:
@@ -554,7 +553,7 @@ class CallService:
                                 skill=rec.skill, state_before=rec.state)
         caller = self._caller(rec, rec.caller)
         if caller is not None:
-            await _send(caller, {"op": "failed", "id": call_id, "error": error})
+            await _send(caller, frames.failed(call_id, error))
 
     # -- store helpers -----------------------------------------------------------------------
 
@@ -593,7 +592,7 @@ def suspended_error(agent: str, why: str = "suspended") -> dict[str, Any]:
                       f"{agent}`)", "rule": f"agents.{agent}.suspended: true"}
 
 
-async def _send(session: Session, frame: dict[str, Any]) -> None:
+async def _send(session: Session, frame: frames.Frame) -> None:
     if session.closed:
         return
     try:

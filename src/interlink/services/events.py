@@ -35,6 +35,7 @@ from typing import Any
 
 import jsonschema
 
+from .. import frames
 from ..errors import GateDenied, KeyExists, NotFound, RevisionMismatch
 from ..gate.context import GateContext, Session
 from ..gate.label import may_receive
@@ -401,15 +402,14 @@ class EventBus:
                                     reason=reason, rule=rule)
             return
         await self.taint.add(agent, item["wire"].get("conversation", ""), label)
-        frame: dict[str, Any] = {
-            "op": "event", "sub": sub.id, "seq": message.seq, "topic": message.subject,
-            "topic_seq": int(message.headers.get("topic_seq", "0")),
-            "deliveries": message.deliveries or 1, "durable": sub.durable, "ts": message.ts,
-            "env": item["wire"], "origin": item["origin"], "labels": label.to_dict()}
-        if "reason" in message.headers:  # a dead letter: say why it landed here
-            frame["dead"] = {k: message.headers[k] for k in
-                             ("reason", "deliveries", "original-seq", "original-subject")
-                             if k in message.headers}
+        dead: dict[str, Any] | None = {k: message.headers[k] for k in  # a dead letter: why
+                ("reason", "deliveries", "original-seq", "original-subject")
+                if k in message.headers} if "reason" in message.headers else None
+        frame = frames.event(
+            sub=sub.id, seq=message.seq, topic=message.subject,
+            topic_seq=int(message.headers.get("topic_seq", "0")),
+            deliveries=message.deliveries or 1, durable=sub.durable, ts=message.ts,
+            env=item["wire"], origin=item["origin"], labels=label.to_dict(), dead=dead)
         try:
             await sub.session.send(frame)
         except Exception as exc:

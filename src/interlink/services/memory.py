@@ -33,6 +33,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .. import frames
 from ..errors import GateDenied, KeyExists, RevisionMismatch
 from ..gate.context import GateContext, Session
 from ..gate.label import may_receive
@@ -227,7 +228,7 @@ class SharedMemory:
                 if may_receive(self.policy.current(), watch.session.agent or "", label):
                     continue  # not cleared for it: the watcher does not see this change
                 await self.taint.add(watch.session.agent or "", watch.conversation, label)
-                frame = {"op": "memory", "watch": watch.id, **item}
+                frame = frames.memory(watch.id, item)
                 try:
                     await watch.session.send(frame)
                 except Exception as exc:
