@@ -229,6 +229,6 @@ async def test_a_hub_dying_mid_handshake_does_not_end_reconnecting(tmp_path: Pat
             caller.connection.url = fake_url  # the next reconnect starts at the dying hub
             ws = caller.connection._ws
             assert ws is not None
-            await ws.close()
+            await ws.aclose()
             assert await asyncio.wait_for(caller.call("worker", "echo", 7, timeout=5), 10) == 7
             assert caller.connection.reconnects >= 1

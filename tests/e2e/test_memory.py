@@ -176,7 +176,7 @@ async def test_watch_resumes_after_reconnect_missing_nothing(mem_home: MeshHome,
         seen = [(await changes.get(5)).revision for _ in range(3)]
         ws = drafter.connection._ws
         assert ws is not None
-        await ws.close()  # drop the watcher's connection
+        await ws.aclose()  # drop the watcher's connection
         written += [await blog.put(f"k{i}", i) for i in range(3, 8)]
         for _ in range(5):
             seen.append((await changes.get(10)).revision)

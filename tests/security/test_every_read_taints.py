@@ -143,7 +143,7 @@ async def memory_watch_after_reconnect(w: World) -> None:
         changes = await mole.memory("ward").watch()
         ws = mole.connection._ws
         assert ws is not None
-        await ws.close()  # dropped; the SDK renews the watch after it reconnects
+        await ws.aclose()  # dropped; the SDK renews the watch after it reconnects
         await w.nurse_writes()
         assert (await asyncio.wait_for(changes.__anext__(), 10)).key == "42"
         assert mole.connection.reconnects >= 1

@@ -16,14 +16,14 @@ import contextlib
 import json
 import logging
 import secrets
-from typing import TYPE_CHECKING, Any
-
-from websockets.exceptions import ConnectionClosedOK
+from typing import TYPE_CHECKING
 
 from .. import frames
 from ..envelope import new_id
+from ..errors import ConnectionLost
 from ..gate import Session
 from ..identity import CredentialFile, new_agent_key
+from ..sdk._transport import Transport
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -44,8 +44,8 @@ def edge_credential(hub: Hub, agent: str) -> CredentialFile:
 
 
 class LocalSocket:
-    """The client's end of an in-process connection: the subset of a websockets client
-    connection that `Connection` uses (send, recv, iterate, close, close_code)."""
+    """The client's end of an in-process connection: a `Socket` (`sdk/_transport.py`) whose
+    frames go straight to the hub's gate, no network in between."""
 
     def __init__(self, hub: Hub, remote: str) -> None:
         self._hub = hub
@@ -88,15 +88,16 @@ class LocalSocket:
 
     # -- what Connection calls --------------------------------------------------------------
 
-    async def send(self, text: str | bytes) -> None:
+    async def send(self, text: str) -> None:
         if self.close_code is not None:
-            raise ConnectionClosedOK(None, None)
-        self._outbox.put_nowait(text if isinstance(text, str) else text.decode())
+            raise ConnectionLost(f"the in-process connection is closed ({self.close_reason})")
+        self._outbox.put_nowait(text)
 
     async def recv(self) -> str:
         text = await self._inbox.get()
         if text is None:
-            raise ConnectionClosedOK(None, None)
+            self._inbox.put_nowait(None)  # every later recv says so too
+            raise ConnectionLost(f"the in-process connection is closed ({self.close_reason})")
         return text
 
     def __aiter__(self) -> LocalSocket:
@@ -105,15 +106,16 @@ class LocalSocket:
     async def __anext__(self) -> str:
         text = await self._inbox.get()
         if text is None:
+            self._inbox.put_nowait(None)
             raise StopAsyncIteration
         return text
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         self._shut(1000, "closed by the edge")
         await asyncio.gather(self._pump, return_exceptions=True)
 
 
-def local_transport(hub: Hub, remote: str) -> Any:
+def local_transport(hub: Hub, remote: str) -> Transport:
     """A `Connection` transport that opens in-process sockets to `hub`."""
     async def open_socket() -> LocalSocket:
         return LocalSocket(hub, remote)

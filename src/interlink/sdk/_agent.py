@@ -33,9 +33,10 @@ from ..envelope import body_data, error_body, reply_body, valid_agent_name
 from ..errors import ConfigError, GateDenied, InputRequired, InterlinkError
 from ..home import resolve_home
 from ..identity import Credential, CredentialFile
-from ._connection import Connection, Reply, Transport
+from ._connection import Connection, Reply
 from ._events import Event, Subscription
 from ._memory import Memory
+from ._transport import Transport
 
 log = logging.getLogger("interlink.agent")
 

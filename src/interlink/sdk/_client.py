@@ -15,16 +15,19 @@ from ._agent import credential_path, home_of
 from ._connection import Connection, ProgressHandler, Reply
 from ._events import Subscription
 from ._memory import Memory
+from ._transport import Transport
 
 
 class Mesh:
     """An open client connection to the mesh, acting as one enrolled agent."""
 
     def __init__(self, name: str, *, credential: str | os.PathLike[str] | None = None,
-                 hub: str | list[str] | None = None) -> None:
+                 hub: str | list[str] | None = None, transport: Transport | None = None
+                 ) -> None:
         self.name = name
         self._path = credential_path(name, credential)
         self._hub = hub
+        self._transport = transport
         self._connection: Connection | None = None
 
     async def __aenter__(self) -> Mesh:
@@ -32,7 +35,8 @@ class Mesh:
         if credential.credential.agent != self.name:
             raise ConfigError(f"{self._path} is the credential of "
                               f"{credential.credential.agent!r}, not of {self.name!r}")
-        self._connection = Connection(credential, url=self._hub, home=home_of(self._path))
+        self._connection = Connection(credential, url=self._hub, home=home_of(self._path),
+                                      transport=self._transport)
         await self._connection.open()
         return self
 
@@ -123,6 +127,7 @@ class Mesh:
 
 
 def connect(name: str, *, credential: str | os.PathLike[str] | None = None,
-            hub: str | list[str] | None = None) -> Mesh:
-    """Open a client connection as the enrolled agent `name` (use with `async with`)."""
-    return Mesh(name, credential=credential, hub=hub)
+            hub: str | list[str] | None = None, transport: Transport | None = None) -> Mesh:
+    """Open a client connection as the enrolled agent `name` (use with `async with`);
+    `transport` replaces the WebSocket (e.g. an in-process socket to a hub in this process)."""
+    return Mesh(name, credential=credential, hub=hub, transport=transport)

@@ -21,10 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import websockets
-from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.client import connect as ws_connect
-
 from .. import frames
 from ..envelope import (
     HUB,
@@ -49,6 +45,8 @@ from ..errors import (
 from ..identity import Credential, CredentialFile
 from ._events import Event, Subscription
 from ._memory import MemoryEntry, MemoryWatch, StaleRevision
+from ._transport import Socket, Transport, WebSocket
+from ._transport import reason as _reason
 
 log = logging.getLogger("interlink.sdk")
 
@@ -59,10 +57,6 @@ RESULT_GRACE = 5.0
 """How long after the hub's deadline a caller waits for the hub's own verdict."""
 
 CallHandler = Callable[[dict[str, Any], Credential], Awaitable[None]]
-Transport = Callable[[], Awaitable[Any]]
-"""Opens the socket under a connection: by default a WebSocket to `url`; the hub's protocol
-edges pass an in-process one (`interlink.edges.local`), so the same client code and the same
-gate serve every way in."""
 ProgressHandler = Callable[[dict[str, Any]], Any]
 
 
@@ -138,7 +132,7 @@ class Connection:
         was suspended), if it did."""
         self._private = credential.private()
         self._hub_key = credential.hub_key()
-        self._ws: ClientConnection | None = None
+        self._ws: Socket | None = None
         self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._calls: dict[str, _PendingCall] = {}
         self._outbox: dict[str, dict[str, Any]] = {}  # envelopes to resend until answered
@@ -200,7 +194,7 @@ class Connection:
         await asyncio.gather(*self._handlers, return_exceptions=True)
         if self._ws is not None:
             with contextlib.suppress(Exception):
-                await self._ws.close()
+                await self._ws.aclose()
         lost = ConnectionLost("the connection was closed")
         for future in [*self._acks.values(), *(c.result for c in self._calls.values())]:
             if not future.done():
@@ -240,22 +234,21 @@ class Connection:
 
     async def _handshake_one(self) -> None:
         try:
-            opening = self.transport() if self.transport is not None else ws_connect(
-                self.url, max_size=None, compression=None, ping_interval=10.0,
-                ping_timeout=20.0)
+            opening = (self.transport() if self.transport is not None
+                       else WebSocket.open(self.url))
             ws = await asyncio.wait_for(opening, self.connect_timeout)
-        except (TimeoutError, OSError, websockets.InvalidURI, websockets.InvalidHandshake) as exc:
-            reason = _reason(exc)
+        except (TimeoutError, ConnectionLost) as exc:
+            reason = str(exc) if isinstance(exc, ConnectionLost) else _reason(exc)
             lost = ConnectionLost(f"cannot reach the hub at {self.url} ({reason}): is "
                                   "`interlink serve` running, and is the URL right?")
             lost.reason_short = reason
             raise lost from exc
         try:
             await self._greet(ws)
-        except (TimeoutError, websockets.ConnectionClosed, ValueError, KeyError,
+        except (TimeoutError, ConnectionLost, ValueError, KeyError,
                 AttributeError) as exc:  # the hub died mid-handshake, or garbled it
             with contextlib.suppress(Exception):
-                await ws.close()
+                await ws.aclose()
             lost = ConnectionLost(f"the hub at {self.url} did not finish the handshake "
                                   f"({_reason(exc)})")
             lost.reason_short = "handshake cut short"
@@ -269,7 +262,7 @@ class Connection:
         except ValueError:  # not JSON, or not a frame
             challenge = None
         if challenge is None or challenge["op"] != "challenge":
-            await ws.close()
+            await ws.aclose()
             raise ConnectionLost(f"{self.url} did not greet like an Interlink hub")
         limit = challenge.get("max_envelope_bytes")
         self.max_envelope_bytes = limit if isinstance(limit, int) and limit > 0 else None
@@ -285,7 +278,7 @@ class Connection:
             if answer.get("id") == hello["id"]:
                 break
         if answer.get("op") != "accepted":
-            await ws.close()
+            await ws.aclose()
             raise GateDenied.from_dict(answer.get("error") or {})
         self._ws = ws
         self._ready.set()
@@ -298,7 +291,7 @@ class Connection:
             try:
                 async for text in ws:
                     self._on_frame(json.loads(text))
-            except websockets.ConnectionClosed:
+            except ConnectionLost:
                 pass
             except Exception:
                 log.exception("%s: reading from the hub failed", self.agent)
@@ -410,10 +403,10 @@ class Connection:
                     f"{self.max_envelope_bytes}. Send large content by reference, or raise "
                     "hub.max_envelope_bytes", "hub.max_envelope_bytes"))
             return
-        with contextlib.suppress(websockets.ConnectionClosed):
+        with contextlib.suppress(ConnectionLost):
             await ws.send(text)
 
-    async def send_raw(self, text: str | bytes) -> None:
+    async def send_raw(self, text: str) -> None:
         """Send a frame as is (for tests of the hub's handling of bad input)."""
         assert self._ws is not None
         await self._ws.send(text)
@@ -874,17 +867,6 @@ class Connection:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._handlers.add(task)
         task.add_done_callback(self._handlers.discard)
-
-
-def _reason(exc: BaseException) -> str:
-    """A connection failure in words, not a Python repr."""
-    if isinstance(exc, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(exc, asyncio.TimeoutError):
-        return "no answer in time"
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror.lower()
-    return str(exc) or type(exc).__name__
 
 
 def hub_urls(url: str | list[str] | None, credential: CredentialFile,
