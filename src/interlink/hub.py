@@ -8,7 +8,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
@@ -40,6 +39,7 @@ from .gate.stage import deny
 from .home import MeshHome
 from .identity import HubKey
 from .labels import Label
+from .logs import logged
 from .policy import RELOAD_CHECK_SECONDS, Policy, PolicyFile, policy_changes
 from .services.audit import AuditLog
 from .services.calls import CallService
@@ -80,7 +80,7 @@ class HelloService:
         replaced: Session | None = ctx.notes.get("replaced")
         if replaced is not None and replaced.close is not None:
             replaced.closed = True
-            with contextlib.suppress(Exception):
+            with logged(log, f"closing {replaced.agent}'s replaced connection"):
                 await replaced.close(4000, "replaced by a newer connection of the same agent")
 
 
@@ -142,7 +142,7 @@ class Hub:
             await self._open_services()
         except BaseException:
             if self._store is not None:
-                with contextlib.suppress(Exception):
+                with logged(log, "closing the store after a failed start", logging.WARNING):
                     await self._store.aclose()
                 self._store = None
             self._claim.release()
@@ -287,7 +287,7 @@ class Hub:
         sessions = [s for s in self.registry.by_id.values() if s.agent == agent]
         for session in sessions:
             if session.close is not None:
-                with contextlib.suppress(Exception):
+                with logged(log, f"closing {agent}'s connection ({why})"):
                     await session.close(4003, f"{agent} is {why}")
         await self.audit.append("cut_off", agent=agent, why=why, calls_failed=failed,
                                 connections_closed=len(sessions))
@@ -312,7 +312,7 @@ class Hub:
         for session in list(self.registry.by_id.values()):
             credential = session.credential
             if credential is not None and credential.id in revoked and session.close:
-                with contextlib.suppress(Exception):
+                with logged(log, f"closing a connection of revoked {credential.id}"):
                     await session.close(4003, f"credential {credential.id} revoked")
         for name, grants in sorted(new.agents.items()):
             before = old.agents.get(name)

@@ -4,9 +4,11 @@ lines (`interlink serve --log-format json`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
+from collections.abc import Iterator
 from typing import Any
 
 FIELDS = ("agent", "session", "kind", "target", "stage", "code", "rule", "envelope")
@@ -48,3 +50,14 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     logging.getLogger("a2a").addFilter(ExpectedA2AErrors())
     for name in ("a2a.server.agent_execution.active_task", "a2a.server.request_handlers"):
         logging.getLogger(name).addFilter(ExpectedA2AErrors())
+
+
+@contextlib.contextmanager
+def logged(logger: logging.Logger, what: str, level: int = logging.DEBUG) -> Iterator[None]:
+    """Best-effort work (closing what may already be closed, parsing an optional extra): a
+    failure is logged saying what was being done, and not raised. Nothing is swallowed
+    silently."""
+    try:
+        yield
+    except Exception as exc:
+        logger.log(level, "%s failed: %r", what, exc)

@@ -47,7 +47,6 @@ or `application/json` to a client that speaks that (A2A 1.0.0, see `_plain_json_
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import time
@@ -87,6 +86,7 @@ from ..errors import (
     InterlinkError,
     SkillFailed,
 )
+from ..logs import logged
 from ..sdk import Connection
 from .a2a_tasks import TASKS_BUCKET, StoredTaskStore
 from .bearer import NotAuthenticated, acting_agent
@@ -133,7 +133,7 @@ class Edge:
         for connection in self._connections.values():
             await connection.aclose()
         for handler in self._handlers:
-            with contextlib.suppress(Exception):
+            with logged(log, "closing an A2A request handler"):
                 await handler.aclose()
 
     # -- identity ------------------------------------------------------------------------------

@@ -15,7 +15,6 @@ to it wait like calls to any offline agent (and time out the same way).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 from pathlib import Path
@@ -31,6 +30,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 
 from ..errors import InputRequired
 from ..identity import CredentialFile
+from ..logs import logged
 from ..policy import Policy, RemoteA2A
 from ..sdk import Agent, SkillContext
 from .a2a import SCHEMAS_EXTENSION
@@ -168,7 +168,7 @@ def _text(parts: list[dict[str, Any]]) -> str:
 def _schemas(card: AgentCard) -> dict[str, Any]:
     for extension in card.capabilities.extensions:
         if extension.uri == SCHEMAS_EXTENSION:
-            with contextlib.suppress(Exception):
+            with logged(log, f"reading {card.name}'s skill-schema extension", logging.WARNING):
                 return dict(MessageToDict(extension.params).get("skills") or {})
     return {}
 

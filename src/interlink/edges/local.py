@@ -12,7 +12,6 @@ signs every envelope with it, and the hub's gate treats it exactly like any othe
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import secrets
@@ -23,6 +22,7 @@ from ..envelope import new_id
 from ..errors import ConnectionLost
 from ..gate import Session
 from ..identity import CredentialFile, new_agent_key
+from ..logs import logged
 from ..sdk._transport import Transport
 
 if TYPE_CHECKING:
@@ -77,7 +77,7 @@ class LocalSocket:
         except asyncio.CancelledError:
             pass
         finally:
-            with contextlib.suppress(Exception):
+            with logged(log, f"ending in-process session {self.session.id}"):
                 await self._hub.disconnected(self.session)
 
     def _shut(self, code: int, reason: str) -> None:

@@ -43,6 +43,7 @@ from ..errors import (
     SkillFailed,
 )
 from ..identity import Credential, CredentialFile
+from ..logs import logged
 from ._events import Event, Subscription
 from ._memory import MemoryEntry, MemoryWatch, StaleRevision
 from ._transport import Socket, Transport, WebSocket
@@ -193,7 +194,7 @@ class Connection:
             task.cancel()
         await asyncio.gather(*self._handlers, return_exceptions=True)
         if self._ws is not None:
-            with contextlib.suppress(Exception):
+            with logged(log, f"{self.agent}: closing the socket"):
                 await self._ws.aclose()
         lost = ConnectionLost("the connection was closed")
         for future in [*self._acks.values(), *(c.result for c in self._calls.values())]:
@@ -247,7 +248,7 @@ class Connection:
             await self._greet(ws)
         except (TimeoutError, ConnectionLost, ValueError, KeyError,
                 AttributeError) as exc:  # the hub died mid-handshake, or garbled it
-            with contextlib.suppress(Exception):
+            with logged(log, f"{self.agent}: closing a half-open socket"):
                 await ws.aclose()
             lost = ConnectionLost(f"the hub at {self.url} did not finish the handshake "
                                   f"({_reason(exc)})")
