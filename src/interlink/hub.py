@@ -186,9 +186,6 @@ class Hub:
                              after=[self._after_gate])
         await self.calls.start()
         await self.events.start()
-        from .edges.a2a_remote import RemoteAgents  # edges build on the hub, not the reverse
-        self.remotes = RemoteAgents(self)
-        self.remotes.sync(self.policy.current())
         await self.audit.append("hub_started", hub=self.key.id, gate=list(self.gate.names))
         await self._policy_at_start()
         self.policy.listeners.append(self._policy_listener)
@@ -203,7 +200,6 @@ class Hub:
         await asyncio.gather(*self._background, return_exceptions=True)
         if self._tasks:  # policy changes and breaker records still being written
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.remotes.aclose()
         await self.calls.aclose()
         await self.events.aclose()
         await self.memory.aclose()
@@ -388,12 +384,11 @@ class Hub:
         await self.memory.disconnected(session)
 
     async def _housekeeping(self) -> None:
-        """Presence refresh and remote agents."""
+        """Presence refresh."""
         while True:
             await asyncio.sleep(PRESENCE_REFRESH)
             try:
                 await self.registry.refresh_presence()
-                self.remotes.sync(self.policy.current())
             except Exception:
                 log.exception("housekeeping failed; will retry")
 

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -533,3 +533,32 @@ def policy_changes(old: Policy, new: Policy) -> dict[str, Any]:
         if dump(before) != dump(after):
             changes[part] = {"from": dump(before), "to": dump(after)}
     return changes
+
+
+# -- receiving ----------------------------------------------------------------------------
+
+class Refused(NamedTuple):
+    """Why an agent may not be given something, and the rule that says so."""
+
+    code: str
+    reason: str
+    rule: str
+
+
+def may_receive(policy: Policy, agent: str, label: Label) -> Refused | None:
+    """Why `agent` may not be given data labelled `label` (not enrolled, suspended, or not
+    cleared), or None. Every delivery asks this: calls, replies, events, memory reads and
+    watch pushes."""
+    grants = policy.agents.get(agent)
+    if grants is None:
+        return Refused("not_enrolled", f"{agent} is not enrolled", f"agents.{agent}: absent")
+    if grants.suspended:
+        return Refused("suspended", f"{agent} is suspended: nothing is delivered to it until "
+                       f"`interlink agent restore {agent}`", f"agents.{agent}.suspended: true")
+    problem = label.covered_by(grants.clearance.level, grants.clearance.tags)
+    if problem:
+        return Refused("not_cleared", f"{agent} is not cleared for this data: {problem}",
+                       f"agents.{agent}.clearance: {grants.clearance.level}"
+                       + (f" +{'+'.join(grants.clearance.tags)}" if grants.clearance.tags
+                          else ""))
+    return None

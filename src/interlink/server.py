@@ -19,6 +19,7 @@ from typing import cast
 import uvicorn
 from starlette.applications import Starlette
 
+from .edges.a2a_remote import RemoteAgents
 from .edges.http import create_app
 from .home import MeshHome
 from .hub import Hub
@@ -30,6 +31,8 @@ class RunningHub:
     hub: Hub
     host: str
     port: int
+    remotes: RemoteAgents | None = None
+    """The remote A2A agents' proxies (started beside the hub, by the HTTP app)."""
 
     @property
     def url(self) -> str:
@@ -89,7 +92,8 @@ async def background_hub(home: MeshHome, *, host: str = "127.0.0.1", port: int =
         await asyncio.sleep(0.01)
     bound = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield RunningHub(hub=hub_of(config), host=host, port=bound)
+        yield RunningHub(hub=hub_of(config), host=host, port=bound,
+                         remotes=cast(Starlette, config.app).state.remotes)
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):

@@ -140,7 +140,7 @@ async def test_reply_carries_the_remote_origin(home: MeshHome) -> None:
                 assert await mesh.call("shouter", "shout", "x") == "X"
             labels = seen[-1]["labels"]
             assert labels["provenance"] == [f"a2a:{url}"] and labels["integrity"] == "untrusted"
-            assert "unsigned" in running.hub.remotes.status["shouter"]
+            assert "unsigned" in running.remotes.status["shouter"]
 
 
 async def test_badly_signed_card_is_refused(home: MeshHome) -> None:
@@ -148,7 +148,7 @@ async def test_badly_signed_card_is_refused(home: MeshHome) -> None:
     async with remote_agent(signer) as url:
         home.add_agent("shouter", a2a={"url": url, "card_key": pem(other)})
         async with background_hub(home) as running:
-            await wait_until(lambda: "shouter" in running.hub.remotes.status, timeout=10)
-            assert "unavailable" in running.hub.remotes.status["shouter"]
-            assert "signature" in running.hub.remotes.status["shouter"].lower()
+            await wait_until(lambda: "shouter" in running.remotes.status, timeout=10)
+            assert "unavailable" in running.remotes.status["shouter"]
+            assert "signature" in running.remotes.status["shouter"].lower()
             assert running.hub.registry.session("shouter") is None

@@ -16,8 +16,10 @@ from starlette.websockets import WebSocket
 
 from ..home import MeshHome
 from ..hub import Hub
+from ..policy import Policy
 from ..store import Claim
 from .a2a import A2ARouter, Edge, card_json
+from .a2a_remote import RemoteAgents
 from .acp import AcpEdge
 from .admin import admin_routes
 from .openapi import SPEC
@@ -35,9 +37,19 @@ def create_app(home: MeshHome, *, store_url: str | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with hub:
+            remotes = RemoteAgents(hub)  # the edges live here: the hub knows none of them
+            app.state.remotes = remotes
+
+            def follow(old: Policy, new: Policy) -> None:
+                remotes.sync(new)
+
+            remotes.sync(hub.policy.current())
+            hub.policy.listeners.append(follow)
             try:
                 yield
             finally:
+                hub.policy.listeners.remove(follow)
+                await remotes.aclose()
                 await acp.aclose()
                 await a2a.aclose()
 

@@ -11,48 +11,21 @@ Then the flow rules, each naming its rule when it refuses:
 * a skill marked sensitive refuses untrusted input, and one marked `needs_approval` holds it
   for an approver (an agent granted `approve`, or a person through the CLI);
 * a publish fits its topic's classification, a memory write its namespace's.
-Events and memory reads are checked per recipient when delivered (`may_receive`), and every
+Events and memory reads are checked per recipient when delivered (`policy.may_receive`), and every
 delivery adds to the recipient's taint.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from ..errors import GateDenied
 from ..labels import Label, LabelError
-from ..policy import Policy, PolicyFile
+from ..policy import Policy, PolicyFile, may_receive
 from .context import GateContext
 from .lookups import CallLookup, CardLookup, TaintLookup
 from .stage import deny
 
 CONTROL = ("hello", "subscribe", "ack", "unsubscribe", "schema", "delegate", "endorse",
            "declassify", "approve")
-
-
-class Refused(NamedTuple):
-    code: str
-    reason: str
-    rule: str
-
-
-def may_receive(policy: Policy, agent: str, label: Label) -> Refused | None:
-    """Why `agent` may not be given data labelled `label` (not enrolled, suspended, or not
-    cleared), or None. Every delivery asks this: calls, replies, events, memory reads and
-    watch pushes."""
-    grants = policy.agents.get(agent)
-    if grants is None:
-        return Refused("not_enrolled", f"{agent} is not enrolled", f"agents.{agent}: absent")
-    if grants.suspended:
-        return Refused("suspended", f"{agent} is suspended: nothing is delivered to it until "
-                       f"`interlink agent restore {agent}`", f"agents.{agent}.suspended: true")
-    problem = label.covered_by(grants.clearance.level, grants.clearance.tags)
-    if problem:
-        return Refused("not_cleared", f"{agent} is not cleared for this data: {problem}",
-                       f"agents.{agent}.clearance: {grants.clearance.level}"
-                       + (f" +{'+'.join(grants.clearance.tags)}" if grants.clearance.tags
-                          else ""))
-    return None
 
 
 class LabelStage:

@@ -38,11 +38,10 @@ import jsonschema
 from .. import frames
 from ..errors import GateDenied, KeyExists, NotFound, RevisionMismatch
 from ..gate.context import GateContext, Session
-from ..gate.label import may_receive
 from ..gate.stage import deny
 from ..labels import Label
 from ..names import consumer_error, dead_letter_topic, matches
-from ..policy import HubSettings, PolicyFile
+from ..policy import HubSettings, PolicyFile, may_receive
 from ..store import KV, Consumer, Log, LogMessage
 from . import put_back, quietly
 from .audit import AuditLog

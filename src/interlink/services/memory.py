@@ -36,11 +36,10 @@ from typing import Any
 from .. import frames
 from ..errors import GateDenied, KeyExists, RevisionMismatch
 from ..gate.context import GateContext, Session
-from ..gate.label import may_receive
 from ..gate.stage import deny
 from ..labels import Label
 from ..names import MEMORY_WRITES
-from ..policy import PolicyFile
+from ..policy import PolicyFile, may_receive
 from ..store import KV, KVEntry
 from .taint import Taint
 
