@@ -232,3 +232,52 @@ async def test_a_hub_dying_mid_handshake_does_not_end_reconnecting(tmp_path: Pat
             await ws.aclose()
             assert await asyncio.wait_for(caller.call("worker", "echo", 7, timeout=5), 10) == 7
             assert caller.connection.reconnects >= 1
+
+
+async def test_a_call_delivered_from_its_commit_step_survives_a_crash_before_any_claim(
+        tmp_path: Path) -> None:
+    """A call to a connected target goes out from the commit step; if the hub dies before the
+    target's dispatcher claimed its message, the store holds a record `delivered` to a dead
+    session and a message nobody claimed. The next hub starts (putting it back used to be
+    refused: "never delivered sequence …", and the hub did not start) and the call is
+    delivered again. The state is written as that crash leaves it."""
+    import json
+
+    from interlink.services.calls import CallRecord
+
+    from ..helpers import call_env
+    home = make_home(tmp_path / "home", {"alice": ["worker.*"], "worker": []})
+    alice = CredentialFile.load(home.credential_path("alice"))
+    wire = call_env(alice, "worker.echo", {"n": 1}, id="call-after-crash")
+    now = time.time()
+    home.db_path.parent.mkdir(parents=True, exist_ok=True)
+    async with open_store(f"sqlite:///{home.db_path}") as store:
+        log = await store.log("calls")
+        appended = await log.append("call.worker", json.dumps({
+            "wire": wire, "origin": alice.credential.model_dump(), "label": {}}).encode(),
+            msg_id=wire["id"])
+        kv = await store.kv("calls")
+        await kv.create(wire["id"], CallRecord(
+            id=wire["id"], caller="alice", target="worker", skill="echo",
+            conversation=wire["conversation"], state="delivered", created=now,
+            deadline=now + 60, timeout=60, seq=appended.seq, session="died-with-the-hub",
+            deliveries=1).dump())
+    ran: list[Any] = []
+    async with background_hub(home) as hub:  # starts: nothing to put back is not an error
+        worker = Agent("worker", credential=home.credential_path("worker"), hub=hub.url)
+
+        @worker.skill("echo")
+        async def echo(ctx: SkillContext, req: Any) -> Any:
+            ran.append(req)
+            return req
+
+        async with worker:
+            await wait_until(lambda: ran, timeout=10)
+            kv = await hub.hub.store.kv("calls")
+
+            async def done() -> bool:
+                entry = await kv.get(wire["id"])
+                return entry is not None and CallRecord.model_validate_json(
+                    entry.value or b"{}").state == "done"
+            await wait_until(done, timeout=10)
+    assert ran == [{"n": 1}]

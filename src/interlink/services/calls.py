@@ -129,7 +129,10 @@ class CallService:
                 consumer = await self._consumer(rec.target)
                 await self._cas(rec.id, lambda r: r.model_copy(update={
                     "state": "pending", "session": None}))
-                await consumer.nak(rec.seq)
+                # a call delivered from its commit step may never have been claimed by the
+                # dispatcher: its message is then still waiting to be offered, nothing to put
+                # back (a nak would be refused: never delivered)
+                await quietly(consumer.nak(rec.seq))
             self._arm(rec.id, rec.deadline)
 
     async def aclose(self) -> None:
@@ -222,8 +225,8 @@ class CallService:
         if hold:
             ctx.notes["audit"] = {"held": hold, "label": ctx.label.to_dict()}
         else:
-            await self._append(env.id, target, wire, ctx.credential.model_dump(),
-                               ctx.label.to_dict())
+            ctx.notes["call_seq"] = await self._append(
+                env.id, target, wire, ctx.credential.model_dump(), ctx.label.to_dict())
         self._arm(env.id, rec.deadline)
         ctx.answer.update(state=rec.state, deadline=rec.deadline)
         return None
@@ -269,10 +272,11 @@ class CallService:
                             for e in await self.kv.items("")) if r.state == "held"]
 
     async def _append(self, call_id: str, target: str, wire: dict[str, Any],
-                      origin: dict[str, Any], label: dict[str, Any]) -> None:
+                      origin: dict[str, Any], label: dict[str, Any]) -> int:
+        """Put the call on its target's log (what the target's dispatcher offers); its seq."""
         data = json.dumps({"wire": wire, "origin": origin, "label": label},
                           separators=(",", ":")).encode()
-        await self.log.append(f"call.{target}", data, msg_id=call_id)
+        return (await self.log.append(f"call.{target}", data, msg_id=call_id)).seq
 
     async def _commit_reply(self, ctx: GateContext) -> GateDenied | None:
         env, wire = ctx.env, ctx.wire
@@ -352,7 +356,9 @@ class CallService:
             retry: CallRecord | None = ctx.notes.get("retry")
             if retry is not None and retry.state in TERMINAL:
                 self._spawn(self._send_outcome(retry, ctx.session))
-            return  # the target's dispatcher wakes on the append
+            elif retry is None and "call_seq" in ctx.notes:
+                await self._deliver_now(ctx, ctx.notes["call_seq"])
+            return
         caller = self._caller(ctx.notes.get("call"), env.target)
         if caller is not None:
             frame = frames.deliver(wire, ctx.credential.model_dump() if ctx.credential else None,
@@ -360,6 +366,32 @@ class CallService:
             rec_conv = getattr(ctx.notes.get("call"), "conversation", env.conversation)
             self._spawn(self.taint.add(caller.agent or env.target, rec_conv, ctx.label))
             self._spawn(_send(caller, frame))
+
+    async def _deliver_now(self, ctx: GateContext, seq: int) -> None:
+        """A new call to a connected target goes out from the commit step itself, instead of
+        waiting for the target's dispatcher to wake, claim it and read it back. The dispatcher
+        stays the safety net: when it claims the message it finds the record delivered to this
+        session and only marks the message in progress; after a disconnect or a crash the call
+        is put back and offered again exactly as before. A target that is not connected,
+        suspended, or whose record moved on meanwhile is left to the dispatcher."""
+        env, wire = ctx.env, ctx.wire
+        assert env is not None and wire is not None and ctx.credential is not None
+        target, _ = env.call_target()
+        session = self.sessions(target)
+        if (session is None or session.closed or target not in self._dispatchers
+                or self.suspended(target)):
+            return
+        updated = await self._cas(env.id, lambda r: r.model_copy(update={
+            "state": "delivered", "session": session.id, "seq": seq, "deliveries": 1})
+            if r.state == "pending" else None)
+        if updated is None:
+            return
+        self._inflight.setdefault(session.id, {})[env.id] = seq
+        await self.audit.append("delivered", call=env.id, to=session.agent,
+                                session=session.id, attempt=1)
+        await self.taint.add(session.agent or target, updated.conversation, ctx.label)
+        await _send(session, frames.deliver(wire, ctx.credential.model_dump(),
+                                            ctx.label.to_dict()))
 
     def _caller(self, rec: CallRecord | None, agent: str) -> Session | None:
         """Where a call's outcome goes: the connection that made it, else the caller's serving
