@@ -480,8 +480,9 @@ class CallService:
             await quietly(consumer.ack(message.seq))
             return
         if rec.state == "delivered" and rec.session == session.id:
-            await consumer.in_progress(message.seq)
-            return
+            if message.deliveries > 1:  # still running after an ack-wait: keep it claimed
+                await consumer.in_progress(message.seq)
+            return  # the first claim of a call delivered from its commit step: nothing to do
         updated = await self._cas(call_id, lambda r: r.model_copy(update={
             "state": "delivered", "session": session.id, "seq": message.seq,
             "deliveries": message.deliveries}) if r.state not in TERMINAL else None)
