@@ -11,6 +11,7 @@ from .errors import (
                      InputRequired,
                      InterlinkError,
                      SkillFailed,
+                     UsageError,
 )
 from .sdk import (
                      Agent,
@@ -32,4 +33,4 @@ __version__ = "0.1.0"
 __all__ = ["Agent", "CallError", "CallTimeout", "ConfigError", "ConnectionLost", "Event",
            "EventContext", "GateDenied", "InputRequired", "InterlinkError", "Memory",
            "MemoryEntry", "MemoryWatch", "Mesh", "Reply", "SkillContext", "SkillFailed",
-           "StaleRevision", "Subscription", "__version__", "connect"]
+           "StaleRevision", "Subscription", "UsageError", "__version__", "connect"]

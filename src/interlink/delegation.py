@@ -29,12 +29,13 @@ import biscuit_auth as biscuit
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from .errors import InterlinkError
 from .identity import public_raw
 
 MAX_TTL = 7 * 86400.0
 
 
-class DelegationError(ValueError):
+class DelegationError(InterlinkError, ValueError):
     """A delegation token that does not allow what it is used for (the reason says why)."""
 
 

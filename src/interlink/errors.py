@@ -1,8 +1,13 @@
 """Every error Interlink raises, in one tree.
 
     InterlinkError                 anything Interlink raises on purpose
+    ├── UsageError                 the library used out of order (also a RuntimeError)
     ├── ConfigError                a mesh home, policy or credential file is missing or malformed
+    │   └── NotAuthenticated       (edges.bearer) no usable bearer token
+    ├── LabelError                 (labels) a label that does not parse (also a ValueError)
+    ├── DelegationError            (delegation) a token that does not verify or widens a right
     ├── GateDenied                 the hub's gate refused an envelope (stage, code, reason, rule)
+    │   └── StaleRevision          (sdk) a CAS or `based_on` write saw the data move
     ├── StoreError                 the storage engine failed or refused
     │   ├── RevisionMismatch       compare-and-swap saw another revision (carries the current one)
     │   ├── KeyExists              create() on a key that already holds a value
@@ -26,6 +31,11 @@ class InterlinkError(Exception):
     """Base of every error Interlink raises on purpose."""
 
     retriable: bool = False
+
+
+class UsageError(InterlinkError, RuntimeError):
+    """The library was used out of order (a call before `async with`, a skill declared after
+    the agent started): the message says what to do first."""
 
 
 class ConfigError(InterlinkError):

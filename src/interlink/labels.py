@@ -23,11 +23,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import InterlinkError
+
 LEVELS = ("public", "internal", "confidential", "restricted")
 INTEGRITY = ("trusted", "untrusted")
 
 
-class LabelError(ValueError):
+class LabelError(InterlinkError, ValueError):
     """A label that cannot be read."""
 
 

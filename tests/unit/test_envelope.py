@@ -76,3 +76,22 @@ def test_credential_checks() -> None:
     assert "expired" in (cred.problem(hub.public, hub.id, 1000.0 + 2 * 86400) or "")
     forged = cred.model_copy(update={"agent": "admin"})
     assert "does not verify" in (forged.problem(hub.public, hub.id, 1001.0) or "")
+
+
+def test_every_error_the_library_raises_on_purpose_is_an_interlink_error() -> None:
+    """One tree (errors.py): `except InterlinkError` catches what Interlink raises, and the
+    errors that were plain ValueErrors stay ValueErrors for code that caught them so."""
+    import interlink
+    from interlink.delegation import DelegationError
+    from interlink.edges.bearer import NotAuthenticated
+    from interlink.errors import InterlinkError
+    from interlink.labels import LabelError
+    from interlink.sdk import StaleRevision
+    for error in (DelegationError, LabelError, NotAuthenticated, StaleRevision,
+                  interlink.UsageError):
+        assert issubclass(error, InterlinkError), error
+    assert issubclass(LabelError, ValueError) and issubclass(DelegationError, ValueError)
+    assert issubclass(interlink.UsageError, RuntimeError)
+    import pytest
+    with pytest.raises(interlink.UsageError, match="async with"):
+        _ = interlink.connect("nobody", credential="/nonexistent").connection

@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..envelope import body_data, error_body, reply_body, valid_agent_name
-from ..errors import ConfigError, GateDenied, InputRequired, InterlinkError
+from ..errors import ConfigError, GateDenied, InputRequired, InterlinkError, UsageError
 from ..home import resolve_home
 from ..identity import Credential, CredentialFile
 from ._connection import Connection, Reply
@@ -241,7 +241,7 @@ class Agent:
         if skill_id in self.skills:
             raise ValueError(f"skill {skill_id!r} is declared twice on {self.name}")
         if self._connection is not None:
-            raise RuntimeError("declare skills before the agent starts")
+            raise UsageError("declare skills before the agent starts")
 
         def register(fn: SkillFn) -> SkillFn:
             self.skills[skill_id] = Skill(
@@ -261,7 +261,7 @@ class Agent:
         handler returns and redelivered (after `retry_delay`) when it raises; agents sharing a
         durable name share its events. Without it, a live subscription from now on."""
         if self._connection is not None:
-            raise RuntimeError("declare event handlers before the agent starts")
+            raise UsageError("declare event handlers before the agent starts")
 
         def register(fn: EventFn) -> EventFn:
             options = {k: v for k, v in {"durable": durable, "deliver": deliver,
@@ -335,7 +335,8 @@ class Agent:
     @property
     def connection(self) -> Connection:
         if self._connection is None:
-            raise RuntimeError(f"agent {self.name} is not started")
+            raise UsageError(f"agent {self.name} is not started: `async with agent:` or "
+                             "`agent.run()` first")
         return self._connection
 
     async def call(self, agent: str, skill: str, data: Any = None, *,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UsageError
 from ..identity import CredentialFile
 from ._agent import credential_path, home_of
 from ._connection import Connection, ProgressHandler, Reply
@@ -50,7 +50,7 @@ class Mesh:
     @property
     def connection(self) -> Connection:
         if self._connection is None:
-            raise RuntimeError("use `async with connect(...) as mesh:` first")
+            raise UsageError("use `async with connect(...) as mesh:` first")
         return self._connection
 
     async def call(self, agent: str, skill: str, data: Any = None, *, timeout: float = 30.0,

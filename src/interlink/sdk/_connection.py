@@ -41,6 +41,7 @@ from ..errors import (
     InputRequired,
     InterlinkError,
     SkillFailed,
+    UsageError,
 )
 from ..identity import Credential, CredentialFile
 from ..logs import logged
@@ -155,7 +156,7 @@ class Connection:
         (retrying with backoff, saying so); a refusal (a credential this hub did not issue, a
         suspended or removed agent) raises GateDenied at once either way."""
         if self._state != "new":
-            raise RuntimeError(f"this connection is {self._state}; make a new one")
+            raise UsageError(f"this connection is {self._state}; make a new one")
         self._state = "open"
         backoff = 0.2
         try:
