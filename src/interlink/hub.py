@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Awaitable
+from collections.abc import Coroutine
 from typing import Any
 
 from .delegation import mint
@@ -48,6 +48,7 @@ from .services.memory import MEMORY_BUCKET, SharedMemory
 from .services.registry import PRESENCE_REFRESH, Registry
 from .services.taint import Relabel, Taint
 from .store import Claim, Store, open_store
+from .tasks import Tasks
 
 log = logging.getLogger("interlink.hub")
 
@@ -130,7 +131,7 @@ class Hub:
         self._claim = claim
         self._store: Store | None = None
         self._background: list[asyncio.Task[None]] = []
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Tasks(log, "the hub")
 
     async def __aenter__(self) -> Hub:
         self.home.db_path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,8 +199,7 @@ class Hub:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        if self._tasks:  # policy changes and breaker records still being written
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.wait()  # policy changes and breaker records still being written
         await self.calls.aclose()
         await self.events.aclose()
         await self.memory.aclose()
@@ -348,15 +348,8 @@ class Hub:
                                 before=before.to_dict())
         return before
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
-
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("hub background work failed", exc_info=task.exception())
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._tasks.spawn(coro)
 
     def _breaker_changed(self, target: str, state: str) -> None:
         async def record() -> None:

@@ -88,6 +88,7 @@ from ..errors import (
 )
 from ..logs import logged
 from ..sdk import Connection
+from ..tasks import Tasks
 from .a2a_tasks import TASKS_BUCKET, StoredTaskStore
 from .bearer import NotAuthenticated, acting_agent
 from .local import edge_credential, local_transport
@@ -120,7 +121,8 @@ class Edge:
         self._apps: dict[str, ASGIApp] = {}
         self._handlers: list[DefaultRequestHandler] = []
         self._connections: dict[str, Connection] = {}
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._retiring = Tasks(log, "the A2A edge")
+        """Connections handing over to a fresh credential, closed once their calls end."""
         self._lock = asyncio.Lock()
         self._sign = create_agent_card_signer(
             signing_key=hub.key.private,  # type: ignore[arg-type]
@@ -128,8 +130,7 @@ class Edge:
                               "jku": None})
 
     async def aclose(self) -> None:
-        for task in self._retiring:
-            task.cancel()
+        await self._retiring.aclose()
         for connection in self._connections.values():
             await connection.aclose()
         for handler in self._handlers:
@@ -189,9 +190,7 @@ class Edge:
             while connection.pending_calls and time.monotonic() < deadline:
                 await asyncio.sleep(1.0)
             await connection.aclose()
-        task = asyncio.ensure_future(close_when_done())
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._retiring.spawn(close_when_done())
 
     # -- cards ---------------------------------------------------------------------------------
 

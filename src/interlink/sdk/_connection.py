@@ -16,7 +16,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from ..errors import (
 )
 from ..identity import Credential, CredentialFile
 from ..logs import logged
+from ..tasks import Tasks
 from ._events import Event, Subscription
 from ._memory import MemoryEntry, MemoryWatch, StaleRevision
 from ._transport import Socket, Transport, WebSocket
@@ -58,7 +59,7 @@ REPLACED = 4000
 RESULT_GRACE = 5.0
 """How long after the hub's deadline a caller waits for the hub's own verdict."""
 
-CallHandler = Callable[[dict[str, Any], Credential], Awaitable[None]]
+CallHandler = Callable[[dict[str, Any], Credential], Coroutine[Any, Any, None]]
 ProgressHandler = Callable[[dict[str, Any]], Any]
 
 
@@ -142,7 +143,8 @@ class Connection:
         self._ready = asyncio.Event()
         self._closed = asyncio.Event()
         self._state = "new"
-        self._handlers: set[asyncio.Task[Any]] = set()
+        self._handlers = Tasks(log, f"{self.agent}'s connection")
+        """Skills and deliveries being handled: ended when the connection closes."""
         self._subs: dict[str, _SubState] = {}
         self._sub_by_hub_id: dict[str, _SubState] = {}
         self._watches: dict[str, _WatchState] = {}
@@ -191,9 +193,7 @@ class Connection:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
-        for task in list(self._handlers):
-            task.cancel()
-        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._handlers.aclose()
         if self._ws is not None:
             with logged(log, f"{self.agent}: closing the socket"):
                 await self._ws.aclose()
@@ -865,10 +865,8 @@ class Connection:
         else:
             pending.result.set_result(value)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._handlers.add(task)
-        task.add_done_callback(self._handlers.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._handlers.spawn(coro)
 
 
 def hub_urls(url: str | list[str] | None, credential: CredentialFile,

@@ -28,7 +28,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -41,6 +41,7 @@ from ..gate.stage import deny
 from ..labels import Label
 from ..policy import HubSettings
 from ..store import KV, Consumer, Log, LogMessage
+from ..tasks import Tasks
 from . import put_back, quietly
 from .audit import AuditLog
 from .taint import Taint
@@ -105,7 +106,7 @@ class CallService:
         self._dispatchers: dict[str, asyncio.Task[None]] = {}
         self._inflight: dict[str, dict[str, int]] = {}  # session id -> call id -> log seq
         self._consumers: dict[str, Consumer] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._tasks = Tasks(log, "the call service")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -139,16 +140,15 @@ class CallService:
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        tasks = [*self._dispatchers.values(), *self._tasks]
-        for task in tasks:
+        dispatchers = list(self._dispatchers.values())
+        for task in dispatchers:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*dispatchers, return_exceptions=True)
         self._dispatchers.clear()
+        await self._tasks.aclose()
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._tasks.spawn(coro)
 
     async def _consumer(self, agent: str) -> Consumer:
         consumer = self._consumers.get(agent)
