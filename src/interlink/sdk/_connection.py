@@ -53,6 +53,13 @@ from ._transport import reason as _reason
 
 log = logging.getLogger("interlink.sdk")
 
+LIVE_BACKLOG = 10_000
+"""Events a live subscription holds for a reader that is slower than its publishers. Past it
+the SDK stops the hub's push, drops what is still in flight, and subscribes again from the
+first event it did not keep once the reader is down to half: memory stays bounded, and the
+reader still sees every event once, in order (read back from the hub's log). A durable
+subscription needs none of this: the hub sends it at most `event_max_inflight` unacked."""
+
 REPLACED = 4000
 """The close code the hub uses when a newer connection of the same agent takes over."""
 
@@ -96,6 +103,9 @@ class _SubState:
     next_seq: int | None = None
     """Live subscriptions: the log sequence to resume from."""
     hub_id: str | None = None
+    paused: bool = False
+    """A live subscription whose reader fell `LIVE_BACKLOG` events behind: the hub's push is
+    stopped until the reader has caught up, then it resumes from `next_seq` (from the log)."""
 
 
 @dataclass(eq=False)
@@ -143,6 +153,7 @@ class Connection:
         self._ready = asyncio.Event()
         self._closed = asyncio.Event()
         self._state = "new"
+        self.live_backlog = LIVE_BACKLOG
         self._handlers = Tasks(log, f"{self.agent}'s connection")
         """Skills and deliveries being handled: ended when the connection closes."""
         self._subs: dict[str, _SubState] = {}
@@ -610,7 +621,8 @@ class Connection:
             "durable": durable, "deliver": deliver, "from_seq": from_seq, "since": since,
             "ack_wait": ack_wait, "max_deliver": max_deliver}.items() if v is not None}
         key = new_id()
-        state = _SubState(Subscription(self, key, pattern, durable), pattern, options)
+        state = _SubState(Subscription(self, key, pattern, durable,
+                                       backlog=self.live_backlog), pattern, options)
         self._subs[key] = state
         try:
             await self._send_subscribe(state)
@@ -624,6 +636,7 @@ class Connection:
                 "conversation": new_id(), "traceparent": new_traceparent(), "body": body}
 
     def _subscribe_fields(self, state: _SubState) -> dict[str, Any]:
+        state.paused = False
         options = dict(state.options)
         if state.stream.durable is None and state.next_seq is not None:
             options.pop("since", None)
@@ -686,8 +699,36 @@ class Connection:
         if state.stream.durable is None and isinstance(seq, int):
             if state.next_seq is not None and seq < state.next_seq:
                 return  # seen before the reconnect
+            if state.paused:
+                return  # read again from the log when the subscription resumes
+            if state.stream.queue.qsize() >= self.live_backlog:
+                self._pause(state, seq)
+                return
             state.next_seq = seq + 1
         state.stream.queue.put_nowait(Event.from_frame(frame, self.settle_event))
+
+    def _pause(self, state: _SubState, seq: int) -> None:
+        """The reader is `live_backlog` events behind: stop the hub's push (this event and
+        what follows are read again from `seq` when the reader has caught up)."""
+        log.warning("%s: the reader of the live subscription to %s is %d events behind; "
+                    "the hub's push is paused and resumes from event %d once it catches up",
+                    self.agent, state.pattern, state.stream.queue.qsize(), seq)
+        state.paused = True
+        state.next_seq = seq
+        hub_id = state.hub_id
+        if hub_id is not None:
+            self._sub_by_hub_id.pop(hub_id, None)
+            if self.is_open:
+                self._spawn(self._quietly(self._control("unsubscribe", hub_id, {})))
+
+        def resume() -> None:
+            if state.paused and state.stream.key in self._subs and self.is_open:
+                self._spawn(self._send_subscribe(state))
+        state.stream.on_drained = resume
+
+    async def _quietly(self, fields: dict[str, Any]) -> None:
+        with logged(log, f"{self.agent}: {fields['kind']} {fields['target']}"):
+            await self.request(fields, durable=False)
 
     # -- shared memory -----------------------------------------------------------------------
 
@@ -722,7 +763,8 @@ class Connection:
                            after_revision: int | None, *,
                            conversation: str | None = None) -> MemoryWatch:
         key = new_id()
-        watch = _WatchState(MemoryWatch(self, key, namespace, prefix), after_revision,
+        watch = _WatchState(MemoryWatch(self, key, namespace, prefix,
+                                        backlog=self.live_backlog), after_revision,
                             conversation=conversation)
         self._watches[key] = watch
         try:
@@ -753,8 +795,30 @@ class Connection:
             return
         if watch.after_revision is not None and revision <= watch.after_revision:
             return  # delivered before a reconnect
+        if watch.stream.queue.qsize() >= self.live_backlog:
+            self._pause_watch(watch)  # this change is read again when the watch resumes
+            return
         watch.after_revision = revision
         watch.stream.queue.put_nowait(MemoryEntry.from_dict(frame))
+
+    def _pause_watch(self, watch: _WatchState) -> None:
+        """Like `_pause` for a memory watch: it resumes after the last revision it kept."""
+        log.warning("%s: the reader of the memory watch on %s/%s is %d changes behind; the "
+                    "hub's push is paused and resumes after revision %s once it catches up",
+                    self.agent, watch.stream.namespace, watch.stream.prefix,
+                    watch.stream.queue.qsize(), watch.after_revision)
+        hub_id = watch.hub_id
+        if hub_id is not None:
+            self._watch_by_hub_id.pop(hub_id, None)
+            watch.hub_id = None
+            if self.is_open:
+                self._spawn(self._quietly(self._control("memory", watch.stream.namespace, {
+                    "op": "unwatch", "watch": hub_id})))
+
+        def resume() -> None:
+            if watch.stream.key in self._watches and watch.hub_id is None and self.is_open:
+                self._spawn(self._quietly(self._watch_fields(watch)))
+        watch.stream.on_drained = resume
 
     # -- receiving ---------------------------------------------------------------------------
 

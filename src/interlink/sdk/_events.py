@@ -88,12 +88,17 @@ class Subscription:
     lost connection: the SDK subscribes again and resumes where it was."""
 
     def __init__(self, connection: Connection, key: str, pattern: str,
-                 durable: str | None) -> None:
+                 durable: str | None, *, backlog: int = 0) -> None:
         self._connection = connection
         self.key = key
         self.pattern = pattern
         self.durable = durable
         self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
+        """What arrived and the reader has not taken yet; a live subscription's is held to
+        `backlog` events (see `LIVE_BACKLOG`)."""
+        self.backlog = backlog
+        self.on_drained: Callable[[], None] | None = None
+        """Set while the hub's push is paused: called once the reader is down to half."""
         self.closed = False
 
     def __aiter__(self) -> Subscription:
@@ -105,6 +110,9 @@ class Subscription:
         event = await self.queue.get()
         if event is None:
             raise StopAsyncIteration
+        if self.on_drained is not None and self.queue.qsize() <= self.backlog // 2:
+            resume, self.on_drained = self.on_drained, None
+            resume()
         return event
 
     async def get(self, timeout: float | None = None) -> Event:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -133,12 +134,17 @@ class Memory:
 class MemoryWatch:
     """A stream of changes; iterate it, close it when done."""
 
-    def __init__(self, connection: Connection, key: str, namespace: str, prefix: str) -> None:
+    def __init__(self, connection: Connection, key: str, namespace: str, prefix: str, *,
+                 backlog: int = 0) -> None:
         self._connection = connection
         self.key = key
         self.namespace = namespace
         self.prefix = prefix
         self.queue: asyncio.Queue[MemoryEntry | None] = asyncio.Queue()
+        """Changes the reader has not taken yet, held to `backlog` (see `LIVE_BACKLOG`)."""
+        self.backlog = backlog
+        self.on_drained: Callable[[], None] | None = None
+        """Set while the hub's push is paused: called once the reader is down to half."""
         self.closed = False
 
     def __aiter__(self) -> MemoryWatch:
@@ -150,6 +156,9 @@ class MemoryWatch:
         change = await self.queue.get()
         if change is None:
             raise StopAsyncIteration
+        if self.on_drained is not None and self.queue.qsize() <= self.backlog // 2:
+            resume, self.on_drained = self.on_drained, None
+            resume()
         return change
 
     async def get(self, timeout: float | None = None) -> MemoryEntry:
