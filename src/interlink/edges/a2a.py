@@ -347,6 +347,8 @@ class MeshExecutor(AgentExecutor):
         target, skill = await self._target(context)
         headers = context.call_context.state.get("headers") or {}
         task = context.current_task or new_task_from_user_message(message)
+        # progress and artifact chunks of one call, relayed as they come: bounded upstream by
+        # the callee's control-rate budget at the gate (`hub.control_rate_per_agent`)
         progress: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         reported = asyncio.Event()  # the skill sent progress or an artifact
 

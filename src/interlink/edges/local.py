@@ -49,6 +49,10 @@ class LocalSocket:
 
     def __init__(self, hub: Hub, remote: str) -> None:
         self._hub = hub
+        # Not bounded, on purpose: the inbox is read by the SDK's reader loop, which never waits
+        # on anything but the next frame, and the outbox is written by an edge that makes one
+        # call per outside request, so both are bounded upstream (by the HTTP server's
+        # connections); a bound here would only add a way to deadlock the hub with itself.
         self._inbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self.close_code: int | None = None
