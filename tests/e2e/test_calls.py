@@ -12,7 +12,7 @@ from interlink import Agent, CallTimeout, GateDenied, SkillContext, SkillFailed,
 from interlink.home import MeshHome
 from interlink.server import RunningHub
 
-from ..helpers import audit_records, wait_until
+from ..helpers import applied, audit_records, wait_until
 
 
 def team(home: MeshHome, hub: RunningHub, log: list[str] | None = None) -> tuple[Agent, Agent]:
@@ -99,7 +99,7 @@ async def test_claimed_role_in_content_changes_nothing(home: MeshHome, hub: Runn
 async def test_skill_error_reaches_the_caller(home: MeshHome, hub: RunningHub) -> None:
     """A skill that raises answers the caller with SkillFailed carrying the reason."""
     home.grant_calls("ideator", ["editor.crash"])
-    await asyncio.sleep(0.3)  # the hub re-reads mesh.yaml within 0.25 s
+    await applied(hub)
     _, editor = team(home, hub)
     async with editor, connect("ideator", credential=home.credential_path("ideator"),
                                hub=hub.url) as mesh:
@@ -108,7 +108,7 @@ async def test_skill_error_reaches_the_caller(home: MeshHome, hub: RunningHub) -
         assert "pen broke" in info.value.reason
         # the hub and the editor keep serving
         home.grant_calls("ideator", ["editor.review"])
-        await asyncio.sleep(0.3)  # the policy file is re-read within 0.25 s
+        await applied(hub)
         assert (await mesh.call("editor", "review", {"text": "a"}))["ok"] is True
 
 
@@ -120,7 +120,7 @@ async def test_policy_edit_takes_effect_without_restart(home: MeshHome, hub: Run
         with pytest.raises(GateDenied):
             await mesh.call("editor", "review", {"text": "a"})
         home.grant_calls("outsider", ["editor.*"])
-        await asyncio.sleep(0.3)
+        await applied(hub)
         assert (await mesh.call("editor", "review", {"text": "a"}))["ok"] is True
 
 
@@ -202,7 +202,7 @@ async def test_call_id_reused_for_another_call_is_refused(home: MeshHome,
     """A call id already used for a different target is refused, not confused with a retry."""
     _, editor = team(home, hub)
     home.grant_calls("drafter", ["editor.crash"])
-    await asyncio.sleep(0.3)
+    await applied(hub)
     async with editor, connect("drafter", credential=home.credential_path("drafter"),
                                hub=hub.url) as mesh:
         await mesh.call("editor", "review", {"text": "x"}, call_id="same-id")
@@ -215,7 +215,7 @@ async def test_call_id_reused_for_another_call_is_refused(home: MeshHome,
 async def test_unknown_skill_and_unknown_agent(home: MeshHome, hub: RunningHub) -> None:
     """An unknown agent is refused by the gate; an unknown skill is answered by the agent."""
     home.grant_calls("ideator", ["*.*"])
-    await asyncio.sleep(0.3)
+    await applied(hub)
     _, editor = team(home, hub)
     async with editor, connect("ideator", credential=home.credential_path("ideator"),
                                hub=hub.url) as mesh:
@@ -261,7 +261,7 @@ async def test_client_connection_beside_the_serving_one(home: MeshHome, hub: Run
     drafter, editor = team(home, hub)
     async with drafter, editor, connect("drafter", credential=home.credential_path("drafter"),
                                         hub=hub.url) as side:
-        await asyncio.sleep(0.3)  # the grant above reaches the running hub
+        await applied(hub)  # the grant above reaches the running hub
         assert (await side.call("editor", "review", {"text": "x"}))["caller"] == "drafter"
         assert drafter.connection.is_open  # not replaced
         async with connect("ideator", credential=home.credential_path("ideator"),

@@ -14,7 +14,7 @@ from interlink import Agent, Event, EventContext, GateDenied, Mesh, connect
 from interlink.home import MeshHome
 from interlink.server import RunningHub, background_hub
 
-from ..helpers import audit_records, make_home, wait_until
+from ..helpers import applied, audit_records, make_home, wait_until
 
 GRANTS = {
     "drafter": {"publish": ["blog.>"], "subscribe": ["blog.>"]},
@@ -310,7 +310,7 @@ async def test_policy_edit_grants_publish_without_restart(bus_home: MeshHome,
         with pytest.raises(GateDenied):
             await out.publish("blog.drafts.created", {"x": 1})
         bus_home.grant("outsider", publish=["blog.drafts.*"])
-        await asyncio.sleep(0.3)
+        await applied(bus)
         answer = await out.publish("blog.drafts.created", {"x": 1})
         assert answer["topic_seq"] == 1
 

@@ -13,7 +13,7 @@ from interlink import Agent, GateDenied, Mesh, SkillContext, StaleRevision, conn
 from interlink.home import MeshHome
 from interlink.server import RunningHub, background_hub
 
-from ..helpers import audit_records, make_home
+from ..helpers import applied, audit_records, make_home
 
 MEMORY = {
     "editor": {"blog": "read-write", "team-*": "read-write"},
@@ -222,7 +222,7 @@ async def test_skill_context_memory(mem_home: MeshHome, hub: RunningHub) -> None
 
     async with drafter, client(mem_home, hub, "editor") as editor:
         await editor.memory("blog").put("style-guide", {"tone": "plain"})
-        await asyncio.sleep(0.3)  # the grant above is picked up by the running hub
+        await applied(hub)  # the grant above is picked up by the running hub
         assert await editor.call("drafter", "draft", {}) == {"tone": "plain"}
 
 

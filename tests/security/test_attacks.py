@@ -20,7 +20,7 @@ from interlink.home import MeshHome
 from interlink.policy import Classification, Clearance
 from interlink.server import RunningHub, background_hub
 
-from ..helpers import RawClient, audit_records, call_env, make_home, wait_until
+from ..helpers import RawClient, applied, audit_records, call_env, make_home, wait_until
 
 PHI = Clearance(level="confidential", tags=["phi"])
 
@@ -533,7 +533,7 @@ async def test_repeat_offender_is_quarantined_until_restored(
         assert "interlink agent restore noisy" in suspended.value.reason
         score("quarantine of a repeat offender", attack_stopped=True)
         home.set_suspended("noisy", False)
-        await asyncio.sleep(0.3)
+        await applied(hub)
         async with client(home, hub, "noisy"):
             score("quarantine of a repeat offender", benign_ok=True)
 

@@ -20,7 +20,7 @@ from interlink.identity import CredentialFile
 from interlink.policy import Clearance
 from interlink.server import RunningHub, background_hub
 
-from ..helpers import RawClient, call_env, make_home
+from ..helpers import RawClient, applied, call_env, make_home
 
 
 def cred(home: MeshHome, name: str) -> CredentialFile:
@@ -196,7 +196,7 @@ async def test_a_suspended_delegator_stops_its_delegates(tmp_path: Path) -> None
             token = await boss.delegate("helper", ["records.read"])
             assert await helper.call("records", "read", {}, delegation=token) == {"record": 42}
             home.set_suspended("boss", True)
-            await asyncio.sleep(0.3)
+            await applied(hub)
             with pytest.raises(GateDenied) as cut:
                 await helper.call("records", "read", {}, delegation=token)
             assert cut.value.code == "delegation_refused" and "boss" in cut.value.reason
