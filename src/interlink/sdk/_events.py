@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ..envelope import body_data
 
 if TYPE_CHECKING:
-    from ._connection import Connection
+    from ._streams import Streams
 
 Settle = Callable[[str, int, str, float], Awaitable[None]]
 
@@ -87,7 +87,7 @@ class Subscription:
     """A subscription's stream of events; iterate it, and close it when done. It survives a
     lost connection: the SDK subscribes again and resumes where it was."""
 
-    def __init__(self, connection: Connection, key: str, pattern: str,
+    def __init__(self, connection: Streams, key: str, pattern: str,
                  durable: str | None, *, backlog: int = 0) -> None:
         self._connection = connection
         self.key = key

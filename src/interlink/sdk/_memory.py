@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from ..errors import GateDenied
 
 if TYPE_CHECKING:
-    from ._connection import Connection
+    from ._streams import Streams
 
 
 class StaleRevision(GateDenied):
@@ -77,7 +77,7 @@ def _json(value: Any) -> Any:
 class Memory:
     """One shared-memory namespace, read and written through the hub's gate."""
 
-    def __init__(self, connection: Connection, namespace: str, *,
+    def __init__(self, connection: Streams, namespace: str, *,
                  conversation: str | None = None) -> None:
         self._connection = connection
         self.namespace = namespace
@@ -134,7 +134,7 @@ class Memory:
 class MemoryWatch:
     """A stream of changes; iterate it, close it when done."""
 
-    def __init__(self, connection: Connection, key: str, namespace: str, prefix: str, *,
+    def __init__(self, connection: Streams, key: str, namespace: str, prefix: str, *,
                  backlog: int = 0) -> None:
         self._connection = connection
         self.key = key
