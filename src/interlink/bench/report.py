@@ -27,7 +27,7 @@ def table(figures: list[Figure]) -> Table:
                             ("baseline's", "right"), ("ratio", "right"), ("target", "right")):
         grid.add_column(column, justify=justify)  # type: ignore[arg-type]
     for f in figures:
-        ratio = "" if f.ratio is None else f"{f.ratio:.2f}x"
+        ratio = "" if f.ratio is None else f"{f.ratio:.3g}x"
         if f.met is not None:
             ratio = f"[green]{ratio}[/]" if f.met else f"[red]{ratio}[/]"
         target = "" if f.target is None else ("≤ " if f.lower_is_better else "≥ ") + \
@@ -67,7 +67,7 @@ def plot(figures: list[Figure], path: Path) -> None:
     for i, f in enumerate(rows):
         if f.target is not None:
             ax.plot([f.target, f.target], [i - 0.4, i + 0.4], color="black", linewidth=2)
-        ax.text(f.ratio or 0, i, f" {f.ratio:.2f}x", va="center", fontsize=8)
+        ax.text(f.ratio or 0, i, f" {f.ratio:.3g}x", va="center", fontsize=8)
     ax.set_yticks(range(len(rows)), names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
