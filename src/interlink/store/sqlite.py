@@ -251,6 +251,33 @@ class StoreClaim:
             self._fd = None
 
 
+LOCK_TIMEOUT = 5.0
+"""How long a write waits for another process's write lock before it fails."""
+LOCK_STEP = 0.05
+"""The longest the event loop stalls at a time on a lock held by another process (SQLite's busy
+timeout per try): a write waits in steps with the loop running between them
+(`SqliteStore._write_lock`); a read or a commit, which WAL rarely makes wait, retries in
+place."""
+
+
+def _busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+def _patiently(db: sqlite3.Connection, statement: str) -> None:
+    """Run a statement that another process's lock may hold up (a read's BEGIN, a COMMIT
+    while a checkpoint runs): try again for up to `LOCK_TIMEOUT` (rare under WAL)."""
+    deadline = time.monotonic() + LOCK_TIMEOUT
+    while True:
+        try:
+            db.execute(statement)
+            return
+        except sqlite3.OperationalError as exc:
+            if not _busy(exc) or time.monotonic() >= deadline:
+                raise
+
+
 class SqliteStore:
     """The storage contract over one SQLite file (WAL mode).
 
@@ -336,7 +363,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store at {self.path}: {exc}") from exc
         try:
-            db.execute("PRAGMA busy_timeout = 5000")
+            db.execute(f"PRAGMA busy_timeout = {int(LOCK_TIMEOUT * 1000)}")  # opening: patient
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise StoreError(f"{self.path} cannot use WAL mode (got {mode!r}); "
@@ -345,6 +372,7 @@ class SqliteStore:
             db.create_function("subject_matches", 2, subject_matches, deterministic=True)
             self._migrate(db)
             self._data_version = db.execute("PRAGMA data_version").fetchone()[0]
+            db.execute(f"PRAGMA busy_timeout = {int(LOCK_STEP * 1000)}")  # then: short stalls
         except BaseException as exc:
             db.close()
             if isinstance(exc, sqlite3.Error):
@@ -375,14 +403,40 @@ class SqliteStore:
                              "use `async with` or `await store.open()`")
         return self._db
 
+    async def _write_lock(self) -> None:
+        """Begin a write transaction (the next `_transaction(write=True)` runs in it). When
+        another process holds the store's write lock, wait for it without freezing the event
+        loop: each try blocks at most `LOCK_STEP`, the loop runs between tries, and after
+        `LOCK_TIMEOUT` the write fails saying why. Nothing may await between this and the
+        `with self._transaction(write=True)` it prepares."""
+        db = self._connection()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOCK_TIMEOUT
+        pause = 0.002
+        while True:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not _busy(exc):
+                    raise StoreError(f"the SQLite store at {self.path} failed: {exc}") from exc
+                if loop.time() >= deadline:
+                    raise StoreError(
+                        f"the SQLite store at {self.path} stayed locked by another process for "
+                        f"{LOCK_TIMEOUT:g}s; is another program writing to it?") from exc
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
     @contextmanager
     def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
         """One transaction; sqlite3 errors become StoreError. What it marked as changed
-        (`_mark`) wakes the waiters interested in it once it commits."""
+        (`_mark`) wakes the waiters interested in it once it commits. A write runs in the
+        transaction `_write_lock` began (its callers await that first)."""
         db = self._connection()
         self._dirty.clear()
         try:
-            db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+            if not (write and db.in_transaction):
+                _patiently(db, "BEGIN IMMEDIATE" if write else "BEGIN")
             try:
                 yield db
             except BaseException:
@@ -390,7 +444,7 @@ class SqliteStore:
                     db.execute("ROLLBACK")
                 self._dirty.clear()
                 raise
-            db.execute("COMMIT")
+            _patiently(db, "COMMIT")
         except sqlite3.Error as exc:
             self._dirty.clear()
             raise StoreError(f"the SQLite store at {self.path} failed: {exc}") from exc
@@ -470,6 +524,7 @@ class SqliteStore:
         _check_name("log", name)
         if not dedup_window >= 0:
             raise StoreError(f"dedup_window must be >= 0 seconds, not {dedup_window!r}")
+        await self._write_lock()
         with self._transaction(write=True) as db:
             db.execute("INSERT INTO logs (name, dedup_window) VALUES (?, ?) ON CONFLICT (name) "
                        "DO UPDATE SET dedup_window = excluded.dedup_window "
@@ -481,6 +536,7 @@ class SqliteStore:
         _check_name("bucket", name)
         if not (isinstance(history, int) and history >= 1):
             raise StoreError(f"history must be a positive integer, not {history!r}")
+        await self._write_lock()
         with self._transaction(write=True) as db:
             db.execute("INSERT INTO buckets (name, history) VALUES (?, ?) ON CONFLICT (name) "
                        "DO UPDATE SET history = excluded.history "
@@ -531,6 +587,7 @@ class SqliteLog:
         if msg_id is not None and (not isinstance(msg_id, str) or not msg_id):
             raise StoreError(f"msg_id must be a non-empty string or None, not {msg_id!r}")
         fields = _check_headers(headers)
+        await self._store._write_lock()
         with self._store._transaction(write=True) as db:
             result = _append(db, self.name, subject, payload, msg_id, fields,
                              self._store.clock())
@@ -598,6 +655,7 @@ class SqliteLog:
                              f"not {max_deliver!r}")
         if deliver not in ("all", "new"):
             raise StoreError(f"deliver must be 'all' or 'new', not {deliver!r}")
+        await self._store._write_lock()
         with self._store._transaction(write=True) as db:
             start = _last_seq(db, self.name) if deliver == "new" else 0
             db.execute(
@@ -623,6 +681,7 @@ class SqliteLog:
 
     async def delete_consumer(self, name: str) -> None:
         """Forget the consumer `name` and its position; NotFound if there is none."""
+        await self._store._write_lock()
         with self._store._transaction(write=True) as db:
             gone = db.execute("DELETE FROM consumers WHERE log = ? AND name = ?",
                               (self.name, name)).rowcount
@@ -692,6 +751,7 @@ class SqliteConsumer:
                 else (("log", self._log), self._wants))
             ticket = self._store._ticket(appends, (("consumer", self._log, self.name), None))
             try:
+                await self._store._write_lock()
                 messages, next_deadline = self._claim(batch)
                 remaining = end - loop.time()
                 if messages or remaining <= 0:
@@ -709,20 +769,24 @@ class SqliteConsumer:
 
     async def ack(self, seq: int) -> None:
         """Done with `seq`; harmless if already settled; NotFound if never delivered."""
+        await self._store._write_lock()
         self._settle(seq)
 
     async def term(self, seq: int) -> None:
         """Never deliver `seq` again; harmless if already settled; NotFound if never delivered."""
+        await self._store._write_lock()
         self._settle(seq)
 
     async def nak(self, seq: int, *, delay: float = 0.0) -> None:
         """Make `seq` deliverable again after `delay` seconds (no-op if already settled)."""
         if not delay >= 0:
             raise StoreError(f"delay must be >= 0 seconds, not {delay!r}")
+        await self._store._write_lock()
         self._set_deadline(seq, lambda state, now: now + delay)
 
     async def in_progress(self, seq: int) -> None:
         """Restart the ack-wait clock of `seq` (no-op if already settled)."""
+        await self._store._write_lock()
         self._set_deadline(seq, lambda state, now: now + state.ack_wait)
 
     async def info(self) -> ConsumerInfo:
@@ -858,6 +922,7 @@ class SqliteKV:
         _check_key(key)
         data = _as_bytes("value", value)
         _check_ttl(ttl)
+        await self._store._write_lock()
         with self._store._transaction(write=True) as db:
             now = self._store.clock()
             self._purge_expired(db, now)
@@ -868,6 +933,7 @@ class SqliteKV:
         _check_key(key)
         data = _as_bytes("value", value)
         _check_ttl(ttl)
+        await self._store._write_lock()
         with self._store._transaction(write=True) as db:
             now = self._store.clock()
             self._purge_expired(db, now)
@@ -883,6 +949,7 @@ class SqliteKV:
         _check_key(key)
         data = _as_bytes("value", value)
         _check_ttl(ttl)
+        await self._store._write_lock()
         with self._store._transaction(write=True) as db:
             now = self._store.clock()
             self._purge_expired(db, now)
@@ -892,6 +959,7 @@ class SqliteKV:
     async def delete(self, key: str, *, expect: int | None = None) -> int:
         """Write a tombstone revision; with `expect`, only if the live revision is `expect`."""
         _check_key(key)
+        await self._store._write_lock()
         with self._store._transaction(write=True) as db:
             now = self._store.clock()
             self._purge_expired(db, now)
@@ -959,6 +1027,7 @@ class SqliteKV:
                 if next_expiry is None:
                     await self._store._wait(ticket, None)
                 elif next_expiry <= now:
+                    await self._store._write_lock()
                     with self._store._transaction(write=True) as db:
                         self._purge_expired(db, now)
                 else:
