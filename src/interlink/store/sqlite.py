@@ -6,8 +6,10 @@
 
 One connection per `SqliteStore`, used synchronously on the event loop thread: every operation
 is a short transaction that never spans an `await`, so two stores in one process (or one store
-in each of several processes) on the same file cannot deadlock. Writes use `BEGIN IMMEDIATE`
-and SQLite's busy timeout (5 s) serialises them across processes.
+in each of several processes) on the same file cannot deadlock. Writes use `BEGIN IMMEDIATE`;
+when another process holds the write lock, a write waits for it in `LOCK_STEP` steps with the
+event loop running between them (never frozen for longer than a step) and fails after
+`LOCK_TIMEOUT` saying why.
 
 Tables:
 
