@@ -78,7 +78,7 @@ class HelloService:
                  extra={"agent": agent, "session": ctx.session.id})
         if ctx.session.serves:
             self.calls.connected(ctx.session)
-        replaced: Session | None = ctx.notes.get("replaced")
+        replaced: Session | None = ctx.replaced
         if replaced is not None and replaced.close is not None:
             replaced.closed = True
             with logged(log, f"closing {replaced.agent}'s replaced connection"):
@@ -100,14 +100,14 @@ class Delegations:
             return deny("commit", "bad_request", f"a delegation's ttl is seconds, more than 0 "
                         f"and at most {MAX_TTL:g} (30 days), not {ttl!r}")
         ttl = float(ttl)
-        parent = ctx.notes.get("delegation_parent")
+        parent = ctx.delegation_parent
         if parent is None:
             ctx.answer["token"] = mint(self.key.private, env.sender, env.target, rights, ttl)
         else:  # passed on: the original delegator stays, the chain grows, expiry only shrinks
             ctx.answer["token"] = mint(self.key.private, parent.delegator, env.target, rights,
                                        ttl, via=(*parent.via, env.sender),
                                        not_after=parent.expires)
-            ctx.notes["audit"] = {"delegation": {"chain": [*parent.chain, env.target]}}
+            ctx.audit_detail = {"delegation": {"chain": [*parent.chain, env.target]}}
         return None
 
     async def deliver(self, ctx: GateContext) -> None:
@@ -248,7 +248,7 @@ class Hub:
         denial, env = ctx.denial, ctx.env
         if denial is None or env is None:
             return
-        call_id = ctx.notes.get("fail_call")
+        call_id = ctx.fail_call
         withheld = denial.stage == "label"  # the caller's clearance, not the callee's fault
         if call_id and denial.stage in ("label", "validate"):
             await self.calls.fail(call_id, {**denial.to_dict(), "reason": (

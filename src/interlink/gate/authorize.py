@@ -142,7 +142,7 @@ class Authorize:
                         f"{target}.{skill} itself (any more)", decision.rule)
         ctx.rule = (f"delegation {' → '.join(chain.chain)} "
                     f"(biscuit {chain.revocation_ids[0][:16]}…); {decision.rule}")
-        ctx.notes["audit"] = {"delegation": {"from": chain.delegator, "to": env.sender,
+        ctx.audit_detail = {"delegation": {"from": chain.delegator, "to": env.sender,
                                              "chain": chain.chain,
                                              "revocation_ids": chain.revocation_ids}}
         return None
@@ -181,7 +181,7 @@ class Authorize:
                 return deny(self.name, "delegation_refused",
                             f"{chain.delegator} may no longer call {right}, or an agent of "
                             "the chain is suspended")
-            ctx.notes["delegation_parent"] = chain
+            ctx.delegation_parent = chain
         ctx.rule = (f"agents.{env.sender}.calls: delegates only what it holds" if parent is None
                     else "delegation: passes on only what its token allows")
         return None

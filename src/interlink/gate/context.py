@@ -57,8 +57,32 @@ class GateContext:
     """The envelope's effective label (set by the label stage)."""
     answer: dict[str, Any] = field(default_factory=dict)
     """Extra fields for the sender's `accepted` answer (set by services)."""
-    notes: dict[str, Any] = field(default_factory=dict)
-    """What services learned while committing, for deliver and observe."""
+    # What stages and services learned on the way, for the stages after them (typed fields,
+    # not a bag of string keys: a misspelt one is a type error).
+    audit_detail: dict[str, Any] | None = None
+    """Extra facts for this envelope's audit record (a retry, a hold, a delegation, ...)."""
+    fail_call: str | None = None
+    """A reply or progress whose call fails if this envelope is withheld (label, validate)."""
+    hold: str | None = None
+    """Why a call waits for an approver (the rule), set by label."""
+    delegation_parent: Any = None
+    """The delegation a `delegate` envelope narrows (authorize → the hub's delegations)."""
+    call_record: Any = None
+    """The call record as commit left it (a reply's or progress's call), for deliver."""
+    retry: Any = None
+    """The call record a call with a known id retries (commit → deliver)."""
+    call_seq: int | None = None
+    """A new call's sequence on its target's log (commit → deliver from the commit step)."""
+    card: Any = None
+    """The card a hello registered."""
+    replaced: Session | None = None
+    """The connection a hello took over from."""
+    subscription: Any = None
+    """A subscription commit opened, for deliver to start."""
+    watch: Any = None
+    """A memory watch commit opened, for deliver to start ..."""
+    watch_after: int | None = None
+    """... after this revision."""
     calls: dict[str, CallView | None] = field(default_factory=dict)
     """Call records read for this envelope, by id (see `call`): each read once."""
     denial: GateDenied | None = None

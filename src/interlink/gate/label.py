@@ -70,7 +70,7 @@ class LabelStage:
                 label = label.join(await self._output_label(policy, env.sender, record.skill))
                 ctx.label = label
             if env.kind == "reply":
-                ctx.notes["fail_call"] = env.parent  # if withheld, the caller hears why
+                ctx.fail_call = env.parent  # if withheld, the caller hears why
             return self._to_agent(policy, caller, label) if caller else None
         if env.kind == "publish":
             klass, rule = policy.topic_class(env.target)
@@ -112,7 +112,7 @@ class LabelStage:
             return None
         held = policy.holds_for_approval(target, skill)
         if held:  # legitimate work on untrusted data: an approver decides
-            ctx.notes["hold"] = held
+            ctx.hold = held
             return None
         rule = policy.is_sensitive(target, skill)
         if rule:

@@ -137,7 +137,7 @@ class Validate:
             if record is None:
                 return None  # authorize already refused replies to unknown calls
             agent, skill = record.target, record.skill
-            ctx.notes["fail_call"] = env.parent
+            ctx.fail_call = env.parent
         try:
             data = body_data(env.body)
         except ValueError as exc:
@@ -158,7 +158,7 @@ class Validate:
                             f"the {side} of {agent}.{skill} does not match its declared "
                             f"{side} schema: at {where}: {errors[0].message}",
                             f"cards.{agent}.skills.{skill}.{side}_schema")
-        ctx.notes.pop("fail_call", None)
+        ctx.fail_call = None
         return None
 
 MEMORY_FIELDS: dict[str, set[str]] = {

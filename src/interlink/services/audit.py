@@ -220,8 +220,8 @@ class AuditLog:
             fields.update(ctx.denial.to_dict())
         else:
             fields["rule"] = ctx.rule
-        if ctx.notes.get("audit"):
-            fields["detail"] = ctx.notes["audit"]
+        if ctx.audit_detail:
+            fields["detail"] = ctx.audit_detail
         await self.append("gate", **fields)
 
 

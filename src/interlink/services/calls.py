@@ -201,8 +201,8 @@ class CallService:
             if (existing.caller, existing.target, existing.skill) != (env.sender, target, skill):
                 return deny("commit", "id_in_use",
                             f"call id {env.id} is already used by another call; use a new id")
-            ctx.notes["retry"] = existing
-            ctx.notes["audit"] = {"retry_of": existing.id, "state": existing.state}
+            ctx.retry = existing
+            ctx.audit_detail = {"retry_of": existing.id, "state": existing.state}
             ctx.answer.update(state=existing.state, deadline=existing.deadline, retry=True)
             if existing.state not in TERMINAL:
                 if existing.caller_session != ctx.session.id:  # the caller reconnected
@@ -212,7 +212,7 @@ class CallService:
                     await self._append(env.id, target, wire, ctx.credential.model_dump(),
                                        ctx.label.to_dict())
             return None
-        hold = ctx.notes.get("hold")
+        hold = ctx.hold
         if hold:
             rec = rec.model_copy(update={"state": "held", "held": {
                 "wire": wire, "origin": ctx.credential.model_dump(),
@@ -223,9 +223,9 @@ class CallService:
             return await self._commit_call(ctx)
         self._opened(env.id, env.sender)
         if hold:
-            ctx.notes["audit"] = {"held": hold, "label": ctx.label.to_dict()}
+            ctx.audit_detail = {"held": hold, "label": ctx.label.to_dict()}
         else:
-            ctx.notes["call_seq"] = await self._append(
+            ctx.call_seq = await self._append(
                 env.id, target, wire, ctx.credential.model_dump(), ctx.label.to_dict())
         self._arm(env.id, rec.deadline)
         ctx.answer.update(state=rec.state, deadline=rec.deadline)
@@ -252,7 +252,7 @@ class CallService:
             {"state": "failed", "held": None, "error": error})) if r.state == "held" else None)
         if done is None:
             return deny("commit", "not_held", f"call {env.target} was decided meanwhile")
-        ctx.notes["audit"] = {"call": env.target, "approved": approved, "reason": reason}
+        ctx.audit_detail = {"call": env.target, "approved": approved, "reason": reason}
         if approved:
             label = Label.parse(held["label"])
             label = Label(label.level, label.tags, "trusted",
@@ -288,7 +288,7 @@ class CallService:
                 return deny("commit", "unknown_call", f"call {env.parent} is no longer known")
             rec = CallRecord.model_validate_json(entry.value)
             if rec.state == "timeout":
-                ctx.notes["audit"] = {"fenced": True, "timed_out_at": rec.deadline}
+                ctx.audit_detail = {"fenced": True, "timed_out_at": rec.deadline}
                 return deny("commit", "late_reply",
                             f"call {rec.id} timed out at {rec.deadline:.3f}, before this reply "
                             f"came ({self.clock() - rec.deadline:.1f}s late); the caller was "
@@ -312,7 +312,7 @@ class CallService:
                 await quietly(consumer.ack(rec.seq))
             for calls in self._inflight.values():
                 calls.pop(rec.id, None)
-            ctx.notes["call"] = done
+            ctx.call_record = done
             return None
         return deny("commit", "contention", f"call {env.parent} is changing too fast; retry")
 
@@ -341,7 +341,7 @@ class CallService:
                 await quietly(consumer.in_progress(rec.seq))
             self._arm(rec.id, deadline)
             ctx.answer["deadline"] = deadline
-            ctx.notes["call"] = rec
+            ctx.call_record = rec
             return None
         return deny("commit", "contention", f"call {env.parent} is changing too fast; retry")
 
@@ -353,17 +353,17 @@ class CallService:
         if env.kind == "approve":
             return  # an approved call goes out through the target's dispatcher
         if env.kind == "call":
-            retry: CallRecord | None = ctx.notes.get("retry")
+            retry: CallRecord | None = ctx.retry
             if retry is not None and retry.state in TERMINAL:
                 self._spawn(self._send_outcome(retry, ctx.session))
-            elif retry is None and "call_seq" in ctx.notes:
-                await self._deliver_now(ctx, ctx.notes["call_seq"])
+            elif retry is None and ctx.call_seq is not None:
+                await self._deliver_now(ctx, ctx.call_seq)
             return
-        caller = self._caller(ctx.notes.get("call"), env.target)
+        caller = self._caller(ctx.call_record, env.target)
         if caller is not None:
             frame = frames.deliver(wire, ctx.credential.model_dump() if ctx.credential else None,
                                    ctx.label.to_dict())
-            rec_conv = getattr(ctx.notes.get("call"), "conversation", env.conversation)
+            rec_conv = getattr(ctx.call_record, "conversation", env.conversation)
             self._spawn(self.taint.add(caller.agent or env.target, rec_conv, ctx.label))
             self._spawn(_send(caller, frame))
 

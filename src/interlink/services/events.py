@@ -165,7 +165,7 @@ class EventBus:
         if result.duplicate:
             first = (await self.log.read(result.seq, limit=1))[0]
             n = int(first.headers.get("topic_seq", "0"))
-            ctx.notes["audit"] = {"duplicate_of": result.seq}
+            ctx.audit_detail = {"duplicate_of": result.seq}
             topic = first.subject
         ctx.answer.update(seq=result.seq, topic=topic, topic_seq=n,
                           duplicate=result.duplicate)
@@ -207,7 +207,7 @@ class EventBus:
             else:
                 sub.start = await self.log.last_seq() + 1
             ctx.answer.update(sub=sub.id, start=sub.start)
-        ctx.notes["subscription"] = sub
+        ctx.subscription = sub
         return None
 
     async def _ack(self, ctx: GateContext) -> GateDenied | None:
@@ -304,7 +304,7 @@ class EventBus:
     # -- deliver -----------------------------------------------------------------------------
 
     async def deliver(self, ctx: GateContext) -> None:
-        sub: Subscription | None = ctx.notes.get("subscription")
+        sub: Subscription | None = ctx.subscription
         if sub is None:
             return  # publishes wake the pumps through the store; acks need nothing more
         self._subs[sub.id] = sub

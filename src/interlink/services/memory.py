@@ -145,10 +145,10 @@ class SharedMemory:
         ns, body = _target(ctx)
         after = body.get("after_revision")
         current = await self.kv.revision()
-        ctx.notes["watch"] = Watch(ctx.env.id if ctx.env else "", ctx.session, ns,
+        ctx.watch = Watch(ctx.env.id if ctx.env else "", ctx.session, ns,
                                    body.get("prefix", ""),
                                    ctx.env.conversation if ctx.env else "")
-        ctx.notes["watch_after"] = current if after is None else after
+        ctx.watch_after = current if after is None else after
         ctx.answer.update(watch=ctx.env.id if ctx.env else None, revision=current)
         return None
 
@@ -209,11 +209,11 @@ class SharedMemory:
     # -- deliver -----------------------------------------------------------------------------
 
     async def deliver(self, ctx: GateContext) -> None:
-        watch: Watch | None = ctx.notes.get("watch")
-        if watch is None:
+        watch: Watch | None = ctx.watch
+        if watch is None or ctx.watch_after is None:
             return
         self._watches[watch.id] = watch
-        watch.task = asyncio.ensure_future(self._push(watch, ctx.notes["watch_after"]))
+        watch.task = asyncio.ensure_future(self._push(watch, ctx.watch_after))
 
     async def _push(self, watch: Watch, after: int) -> None:
         """Send every change under the watch's prefix after `after`, in revision order."""

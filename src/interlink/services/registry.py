@@ -126,7 +126,7 @@ class Registry:
         await self.kv.put(f"cards/{env.sender}", card.model_dump_json().encode())
         self._cards[env.sender] = card
         await self._touch(env.sender)
-        ctx.notes["card"] = card
+        ctx.card = card
         return None
 
     async def deliver(self, ctx: GateContext) -> None:
@@ -145,8 +145,8 @@ class Registry:
         previous = self.sessions.get(env.sender)
         self.sessions[env.sender] = session
         if previous is not None and previous is not session and not previous.closed:
-            ctx.notes["replaced"] = previous
-            ctx.notes["audit"] = {"replaced_session": previous.id}
+            ctx.replaced = previous
+            ctx.audit_detail = {"replaced_session": previous.id}
 
     # -- sessions ----------------------------------------------------------------------------
 

@@ -140,7 +140,7 @@ class Relabel:
                           before.tags - {str(t) for t in drop}, before.integrity,
                           before.provenance | {f"declassified:{env.sender}"})
         await self.taint.replace(env.target, env.conversation, after)
-        ctx.notes["audit"] = {"before": before.to_dict(), "after": after.to_dict(),
+        ctx.audit_detail = {"before": before.to_dict(), "after": after.to_dict(),
                               "reason": str(env.body.get("reason", ""))[:500]}
         ctx.answer["label"] = after.to_dict()
         return None
