@@ -70,3 +70,32 @@ async def test_a_lock_never_released_fails_the_write_saying_why(
             await kv.put("k", b"v")
         holder.join()
         assert await kv.put("k", b"v") >= 1  # and the store works once it is released
+
+
+async def test_the_wal_is_checkpointed_off_the_commit_path_and_stays_bounded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commits never copy the WAL back (SQLite's auto-checkpoint is off on the store's
+    connection); the store does it on a thread of its own while there are writes, so the
+    database file takes the data — and a writer that never lets the loop run still keeps the
+    WAL bounded."""
+    monkeypatch.setattr(engine, "CHECKPOINT_SECONDS", 0.05)
+    path = tmp_path / "store.db"
+    async with open_store(f"sqlite:///{path}") as store:
+        assert store._connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+        kv = await store.kv("b")
+        empty = path.stat().st_size
+        for i in range(300):
+            await kv.put(f"k{i}", b"x" * 500)
+            await asyncio.sleep(0)
+        for _ in range(100):  # until the checkpointer has run
+            await asyncio.sleep(0.02)
+            if path.stat().st_size > empty + 100_000:
+                break
+        assert path.stat().st_size > empty + 100_000  # the rows reached the database file
+        wal = Path(f"{path}-wal")
+        peak = 0
+        for i in range(6000):  # never yields: the fallback in the commit path copies back
+            await kv.put(f"k{i % 50}", b"y" * 200)
+            if i % 250 == 0:
+                peak = max(peak, wal.stat().st_size)
+        assert peak < 96 * 1024 * 1024
