@@ -9,7 +9,8 @@ is a short transaction that never spans an `await`, so two stores in one process
 in each of several processes) on the same file cannot deadlock. Writes use `BEGIN IMMEDIATE`;
 when another process holds the write lock, a write waits for it in `LOCK_STEP` steps with the
 event loop running between them (never frozen for longer than a step) and fails after
-`LOCK_TIMEOUT` saying why.
+`LOCK_TIMEOUT` saying why. The WAL is copied back into the database off the commit path
+(`SqliteStore._checkpoints`), never inside a commit.
 
 Tables:
 
