@@ -384,14 +384,19 @@ class CallService:
         updated = await self._cas(env.id, lambda r: r.model_copy(update={
             "state": "delivered", "session": session.id, "seq": seq, "deliveries": 1})
             if r.state == "pending" else None)
-        if updated is None:
-            return
-        self._inflight.setdefault(session.id, {})[env.id] = seq
-        await self.audit.append("delivered", call=env.id, to=session.agent,
-                                session=session.id, attempt=1)
-        await self.taint.add(session.agent or target, updated.conversation, ctx.label)
-        await _send(session, frames.deliver(wire, ctx.credential.model_dump(),
-                                            ctx.label.to_dict()))
+        if updated is not None:
+            await self._hand_over(session, updated, seq, 1, wire, ctx.credential.model_dump(),
+                                  ctx.label)
+
+    async def _hand_over(self, session: Session, rec: CallRecord, seq: int, attempt: int,
+                         wire: dict[str, Any], origin: dict[str, Any], label: Label) -> None:
+        """Send a call its record now says is delivered to `session`: remember it for a put-back
+        on disconnect, audit it, taint the target with it, and deliver it."""
+        self._inflight.setdefault(session.id, {})[rec.id] = seq
+        await self.audit.append("delivered", call=rec.id, to=session.agent,
+                                session=session.id, attempt=attempt)
+        await self.taint.add(session.agent or rec.target, rec.conversation, label)
+        await _send(session, frames.deliver(wire, origin, label.to_dict()))
 
     def _caller(self, rec: CallRecord | None, agent: str) -> Session | None:
         """Where a call's outcome goes: the connection that made it, else the caller's serving
@@ -489,12 +494,8 @@ class CallService:
         if updated is None:
             await consumer.ack(message.seq)
             return
-        self._inflight.setdefault(session.id, {})[call_id] = message.seq
-        await self.audit.append("delivered", call=call_id, to=session.agent,
-                                session=session.id, attempt=message.deliveries)
-        label = Label.parse(item.get("label"))
-        await self.taint.add(session.agent or rec.target, rec.conversation, label)
-        await _send(session, frames.deliver(wire, item["origin"], label.to_dict()))
+        await self._hand_over(session, updated, message.seq, message.deliveries, wire,
+                              item["origin"], Label.parse(item.get("label")))
 
     async def fail(self, call_id: str, error: dict[str, Any], *,
                    target_failed: bool = True) -> bool:
