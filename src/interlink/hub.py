@@ -135,7 +135,8 @@ class Hub:
 
     async def __aenter__(self) -> Hub:
         self.home.db_path.parent.mkdir(parents=True, exist_ok=True)
-        engine = open_store(self.store_url)
+        # writes share commits; what leaves the hub waits for them (`durable`)
+        engine = open_store(self.store_url, group_commit=True)
         if self._claim is None:  # before anything touches the store: one hub per store
             self._claim = engine.claim(self.owner())
         try:
@@ -159,7 +160,7 @@ class Hub:
     async def _open_services(self) -> None:
         assert self._store is not None
         self.audit = AuditLog(await self._store.log("audit"), self.key,
-                              head_path=self.home.audit_head_path)
+                              head_path=self.home.audit_head_path, flush=self._store.flush)
         await self.audit.open(accept_gap=self.accept_audit_gap)
         self.registry = Registry(await self._store.kv("registry"))
         self.taint = Taint(await self._store.kv("taint"), self.policy)
@@ -361,6 +362,14 @@ class Hub:
     def store(self) -> Store:
         assert self._store is not None, "the hub is not open"
         return self._store
+
+    async def durable(self) -> None:
+        """Return once everything the hub has written is durable. Every way out of the hub
+        awaits it before anything leaves: a connection's frames and HTTP responses (the app's
+        `Durable` middleware), an in-process edge's frames, the audit head file. That is
+        what lets writes share a commit without an answer ever running ahead of the store."""
+        if self._store is not None:
+            await self._store.flush()
 
     async def handle(self, raw: bytes, session: Session) -> GateContext:
         """One frame from an edge, through the gate."""

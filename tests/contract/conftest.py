@@ -17,8 +17,11 @@ import pytest
 
 from interlink.store import KVEntry, StoreEngine, open_store
 
-ENGINES = ["sqlite"]
-CLOCKED_ENGINES = {"sqlite"}
+ENGINES = ["sqlite", "sqlite-grouped"]
+CLOCKED_ENGINES = {"sqlite", "sqlite-grouped"}
+ENGINE_OPTIONS: dict[str, dict[str, Any]] = {"sqlite-grouped": {"group_commit": True}}
+"""Options an engine is opened with: `sqlite-grouped` is SQLite as the hub runs it, writes
+sharing commits (durable, and seen by other handles, at the next flush)."""
 
 
 class FakeClock:
@@ -53,7 +56,7 @@ def engine(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def store_url(engine: str, tmp_path: Path) -> str:
     """Where this test's store lives (a fresh one per test)."""
-    if engine == "sqlite":
+    if engine in ("sqlite", "sqlite-grouped"):
         return f"sqlite:///{tmp_path / 'store.db'}"
     raise AssertionError(f"no store location for engine {engine!r}")
 
@@ -69,7 +72,7 @@ async def make_store(engine: str, store_url: str) -> AsyncIterator[MakeStore]:
             if engine not in CLOCKED_ENGINES:
                 pytest.skip(f"the {engine} engine takes no injected clock")
             options["clock"] = clock
-        store = open_store(store_url, **options)
+        store = open_store(store_url, **{**ENGINE_OPTIONS.get(engine, {}), **options})
         opened.append(store)
         return await store.open()
 

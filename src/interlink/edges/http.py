@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
 from ..home import MeshHome
@@ -24,6 +25,27 @@ from .acp import AcpEdge
 from .admin import admin_routes
 from .openapi import SPEC
 from .ws import serve_connection
+
+
+class Durable:
+    """Nothing leaves through the HTTP server (a response, a WebSocket frame) before what the
+    hub wrote is durable: the store lets writes share a commit (`Hub.durable`), so every
+    message out waits for it first. Costs nothing when no write is waiting."""
+
+    def __init__(self, app: ASGIApp, hub: Hub) -> None:
+        self.app = app
+        self.hub = hub
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+
+        async def durable_send(message: Message) -> None:
+            await self.hub.durable()
+            await send(message)
+
+        await self.app(scope, receive, durable_send)
 
 
 def create_app(home: MeshHome, *, store_url: str | None = None,
@@ -81,7 +103,8 @@ def create_app(home: MeshHome, *, store_url: str | None = None,
         Route("/.well-known/interlink-hub.json", identity),
         Route("/.well-known/agent-card.json", hub_card),
         Mount("/acp", app=acp),
-    ], lifespan=lifespan, middleware=[Middleware(A2ARouter, edge=a2a)])
+    ], lifespan=lifespan, middleware=[Middleware(Durable, hub=hub),
+                                      Middleware(A2ARouter, edge=a2a)])
     app.state.hub = hub
     app.state.a2a = a2a
     return app

@@ -64,6 +64,7 @@ class LocalSocket:
             self.session.challenge, hub.key.id, hub.settings.max_envelope_bytes)))
 
     async def _deliver(self, frame: frames.Frame) -> None:
+        await self._hub.durable()  # the edge may act on it outside the hub at once
         if self.close_code is None:
             self._inbox.put_nowait(json.dumps(frame, separators=(",", ":")))
 

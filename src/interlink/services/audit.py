@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,8 +86,11 @@ class AuditLog:
     """Writes the chain. One writer per store (the hub)."""
 
     def __init__(self, log: Log, hub: HubKey, *, checkpoint_every: int = 256,
-                 head_path: Path | None = None) -> None:
+                 head_path: Path | None = None,
+                 flush: Callable[[], Awaitable[None]] | None = None) -> None:
         self.log = log
+        self._flush = flush
+        """The store's `flush`: the head file beside the store never runs ahead of it."""
         self.hub = hub
         self.checkpoint_every = checkpoint_every
         self.head_path = head_path
@@ -198,6 +202,8 @@ class AuditLog:
         self._k, self._sealed, self._cp_hash = k, self._n, checkpoint_hash(body)
         self._cp_hashes[self._k] = self._cp_hash
         if self.head_path is not None:
+            if self._flush is not None:
+                await self._flush()
             write_head(self.head_path, body)
 
     async def record_gate(self, ctx: GateContext) -> None:

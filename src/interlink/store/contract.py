@@ -129,7 +129,8 @@ class Log(Protocol):
 
     async def append(self, subject: str, data: bytes, *, msg_id: str | None = None,
                      headers: dict[str, str] | None = None) -> AppendResult:
-        """Store a message and return its sequence once it is durable.
+        """Store a message and return its sequence once it is durable (or, with an engine
+        that groups commits, once it will be at the next `Store.flush()`).
 
         With `msg_id`, a second append of the same id within the dedup window is not stored:
         the result names the original sequence and `duplicate=True`.
@@ -225,5 +226,13 @@ class Store(Protocol):
     async def kv(self, name: str, *, history: int = 64) -> KV:
         """Open (creating if needed) the KV bucket `name`, keeping `history` revisions a key."""
 
+    async def flush(self) -> None:
+        """Return once every write this store has reported done is durable. An engine may let
+        writes share one commit (SQLite's `group_commit`, JetStream's asynchronous publishes
+        awaited together): then a write is durable at the next `flush()`, and whoever hands
+        what it wrote or read to anyone outside the process flushes first. Without that
+        option, writes are durable when they return and `flush()` does nothing."""
+
     async def aclose(self) -> None:
-        """Release the engine; idempotent. Afterwards every operation raises StoreClosed."""
+        """Flush, then release the engine; idempotent. Afterwards every operation raises
+        StoreClosed."""

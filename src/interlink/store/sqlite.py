@@ -278,6 +278,10 @@ timeout per try): a write waits in steps with the loop running between them
 place."""
 
 
+class _Locked(Exception):
+    """Opening found the file locked by a writer; `open` tries again."""
+
+
 def _busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -296,6 +300,15 @@ def _patiently(db: sqlite3.Connection, statement: str) -> None:
                 raise
 
 
+def _begin_at_once(db: sqlite3.Connection) -> None:
+    """BEGIN IMMEDIATE without SQLite's blocking busy wait (busy: OperationalError at once)."""
+    db.execute("PRAGMA busy_timeout = 0")
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    finally:
+        db.execute(f"PRAGMA busy_timeout = {int(LOCK_STEP * 1000)}")
+
+
 class SqliteStore:
     """The storage contract over one SQLite file (WAL mode).
 
@@ -303,12 +316,24 @@ class SqliteStore:
     lose the last commits on power loss (never on a process crash). `clock` stamps messages
     and entries and drives ack-wait, dedup and time-to-live (inject one in tests).
     `poll_interval` bounds how late a waiter notices a write made by another process.
+
+    `group_commit=True` (the hub's setting) lets writes share a commit: a write runs inside
+    the write transaction already open (as a savepoint, so a write that fails undoes only
+    itself) and returns at once; the transaction commits when the event loop next gets
+    control, or earlier at `flush()`. A write is then durable at the next `flush()`, not when
+    it returns: whoever hands its result to anyone outside the process flushes first (the
+    hub does it in one place per exit: a connection's frames, an HTTP response). One
+    envelope's writes (call record, log append, audit records) thus cost one commit instead
+    of one each. A commit that fails stops the store for good (`StoreError` from every later
+    operation): writes that callers saw succeed were lost, and only a restart, which reads
+    what is really stored, brings the process back in line with the file.
     """
 
     engine: str = "sqlite"
 
     def __init__(self, path: str | Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
-                 clock: Callable[[], float] = time.time, poll_interval: float = 0.05) -> None:
+                 clock: Callable[[], float] = time.time, poll_interval: float = 0.05,
+                 group_commit: bool = False) -> None:
         if synchronous not in ("NORMAL", "FULL"):
             raise StoreError(f"synchronous must be 'NORMAL' or 'FULL', not {synchronous!r}")
         if not poll_interval > 0:
@@ -326,6 +351,11 @@ class SqliteStore:
         self._unchecked_writes = 0
         self._checkpoint_due = asyncio.Event()
         self._data_version = 0
+        self.group_commit = group_commit
+        self._batch_open = False
+        self._failed: StoreError | None = None
+        self.commits = 0
+        """Transactions committed (writes; a group commit counts once), for tests and the bench."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -352,15 +382,26 @@ class SqliteStore:
         """Open the file (creating it and its tables if needed); opening twice is harmless."""
         if self._closed:
             raise StoreClosed(f"the store at {self.path} was closed; open a new one")
-        if self._db is None:
-            self._db = self._connect()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LOCK_TIMEOUT
+        while self._db is None:
+            try:
+                self._db = self._connect()
+            except _Locked as exc:  # another writer (maybe in this loop): wait, don't block
+                if loop.time() >= deadline:
+                    raise StoreError(f"cannot open the SQLite store at {self.path}: it stayed "
+                                     f"locked by another writer for {LOCK_TIMEOUT:g}s") from exc
+                await asyncio.sleep(LOCK_STEP)
         return self
 
     async def aclose(self) -> None:
         """Close the file and release every waiter (they raise StoreClosed); idempotent."""
         if self._closed:
             return
-        self._closed = True
+        try:
+            self._commit_batch()
+        finally:
+            self._closed = True
         self._wake_all()
         if self._poller is not None:
             self._poller.cancel()
@@ -388,7 +429,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store at {self.path}: {exc}") from exc
         try:
-            db.execute(f"PRAGMA busy_timeout = {int(LOCK_TIMEOUT * 1000)}")  # opening: patient
+            db.execute(f"PRAGMA busy_timeout = {int(LOCK_STEP * 1000)}")  # `open` retries
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if mode != "wal":
                 raise StoreError(f"{self.path} cannot use WAL mode (got {mode!r}); "
@@ -401,9 +442,10 @@ class SqliteStore:
             db.create_function("subject_matches", 2, subject_matches, deterministic=True)
             self._migrate(db)
             self._data_version = db.execute("PRAGMA data_version").fetchone()[0]
-            db.execute(f"PRAGMA busy_timeout = {int(LOCK_STEP * 1000)}")  # then: short stalls
         except BaseException as exc:
             db.close()
+            if isinstance(exc, sqlite3.OperationalError) and _busy(exc):
+                raise _Locked(str(exc)) from exc
             if isinstance(exc, sqlite3.Error):
                 raise StoreError(f"cannot open the SQLite store at {self.path}: {exc}") from exc
             raise
@@ -414,6 +456,10 @@ class SqliteStore:
         if version > SCHEMA_VERSION:
             raise StoreError(f"{self.path} was written by a newer Interlink (schema {version}, "
                              f"this one knows {SCHEMA_VERSION}); upgrade Interlink")
+        newest_index = db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' "
+                                  "AND name = 'messages_by_subject_seq'").fetchone()
+        if version == SCHEMA_VERSION and newest_index is not None:
+            return  # current: opening takes no write lock
         try:
             db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} "
                              f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
@@ -425,6 +471,8 @@ class SqliteStore:
     # -- transactions and waiting -------------------------------------------------------------
 
     def _connection(self) -> sqlite3.Connection:
+        if self._failed is not None:
+            raise self._failed
         if self._closed:
             raise StoreClosed(f"the store at {self.path} is closed; open a new one")
         if self._db is None:
@@ -482,13 +530,22 @@ class SqliteStore:
         loop: each try blocks at most `LOCK_STEP`, the loop runs between tries, and after
         `LOCK_TIMEOUT` the write fails saying why. Nothing may await between this and the
         `with self._transaction(write=True)` it prepares."""
-        db = self._connection()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + LOCK_TIMEOUT
         pause = 0.002
         while True:
+            db = self._connection()
+            if self._batch_open:  # another write of this store opened the batch meanwhile
+                return
             try:
-                db.execute("BEGIN IMMEDIATE")
+                if self.group_commit:
+                    # The lock's holder may be another store in this thread, holding a batch
+                    # until the loop runs again: no blocking wait here, only the async one.
+                    _begin_at_once(db)
+                    self._batch_open = True
+                    loop.call_soon(self._commit_batch)
+                else:
+                    db.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
                 if not _busy(exc):
@@ -504,8 +561,13 @@ class SqliteStore:
     def _transaction(self, *, write: bool) -> Iterator[sqlite3.Connection]:
         """One transaction; sqlite3 errors become StoreError. What it marked as changed
         (`_mark`) wakes the waiters interested in it once it commits. A write runs in the
-        transaction `_write_lock` began (its callers await that first)."""
+        transaction `_write_lock` began (its callers await that first); with group commit,
+        everything runs inside the open batch, a write as a savepoint of its own."""
         db = self._connection()
+        if self._batch_open:
+            with self._in_batch(db, write=write):
+                yield db
+            return
         self._dirty.clear()
         try:
             if not (write and db.in_transaction):
@@ -519,6 +581,7 @@ class SqliteStore:
                 raise
             _patiently(db, "COMMIT")
             if write:
+                self.commits += 1
                 self._written()
         except sqlite3.Error as exc:
             self._dirty.clear()
@@ -526,6 +589,69 @@ class SqliteStore:
         if self._dirty:
             dirty, self._dirty = self._dirty, []
             self._wake(dirty)
+
+    @contextmanager
+    def _in_batch(self, db: sqlite3.Connection, *, write: bool) -> Iterator[None]:
+        """One operation inside the open group-commit transaction. Waiters wake as soon as the
+        operation is done: what they read shares the batch, and leaves the process only after
+        the batch commits (see `flush`)."""
+        self._dirty.clear()
+        try:
+            if write:
+                db.execute("SAVEPOINT op")
+            try:
+                yield
+            except BaseException:
+                if write:
+                    db.execute("ROLLBACK TO op")
+                    db.execute("RELEASE op")
+                self._dirty.clear()
+                raise
+            if write:
+                db.execute("RELEASE op")
+        except sqlite3.Error as exc:
+            self._dirty.clear()
+            raise StoreError(f"the SQLite store at {self.path} failed: {exc}") from exc
+        if self._dirty:
+            dirty, self._dirty = self._dirty, []
+            self._wake(dirty)
+
+    def _commit_batch(self) -> None:
+        """Commit the open group-commit transaction, if any. A failure here loses writes that
+        already returned, so the store stops: every later operation raises."""
+        if not self._batch_open:
+            return
+        self._batch_open = False
+        db = self._db
+        if db is None:
+            return
+        try:
+            _patiently(db, "COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            self._failed = StoreError(
+                f"the SQLite store at {self.path} failed to commit ({exc}); writes this process "
+                "reported done were lost, so it stops using the store: restart the hub")
+            log.error("%s", self._failed)
+            self._wake_all()
+            raise self._failed from exc
+        self.commits += 1
+        self._written()
+
+    async def flush(self) -> None:
+        """Return once every write this store has reported done is durable (with group
+        commit: commit the open batch now; otherwise there is nothing to do). Raises only if
+        the store has failed; after `aclose` (which committed) there is nothing to do."""
+        if self._failed is not None:
+            raise self._failed
+        self._commit_batch()
+
+    @property
+    def pending(self) -> bool:
+        """Whether writes are waiting for their group commit (nothing may leave the process
+        that read them until `flush`)."""
+        return self._batch_open
 
     # Waiting. A waiter takes a ticket naming what it waits for (channels such as
     # ("log", name) or ("consumer", log, name) or ("kv", bucket), each with a test of the
@@ -599,6 +725,10 @@ class SqliteStore:
         _check_name("log", name)
         if not dedup_window >= 0:
             raise StoreError(f"dedup_window must be >= 0 seconds, not {dedup_window!r}")
+        with self._transaction(write=False) as db:  # a reader opening it writes nothing
+            row = db.execute("SELECT dedup_window FROM logs WHERE name = ?", (name,)).fetchone()
+        if row is not None and row[0] == dedup_window:
+            return SqliteLog(self, name)
         await self._write_lock()
         with self._transaction(write=True) as db:
             db.execute("INSERT INTO logs (name, dedup_window) VALUES (?, ?) ON CONFLICT (name) "
@@ -611,6 +741,10 @@ class SqliteStore:
         _check_name("bucket", name)
         if not (isinstance(history, int) and history >= 1):
             raise StoreError(f"history must be a positive integer, not {history!r}")
+        with self._transaction(write=False) as db:  # a reader opening it writes nothing
+            row = db.execute("SELECT history FROM buckets WHERE name = ?", (name,)).fetchone()
+        if row is not None and row[0] == history:
+            return SqliteKV(self, name)
         await self._write_lock()
         with self._transaction(write=True) as db:
             db.execute("INSERT INTO buckets (name, history) VALUES (?, ?) ON CONFLICT (name) "
