@@ -66,7 +66,7 @@ async def test_a_lock_never_released_fails_the_write_saying_why(
         holder = threading.Thread(target=hold_write_lock, args=(path, 1.5, held))
         holder.start()
         await asyncio.to_thread(held.wait)
-        with pytest.raises(StoreError, match="stayed locked by another process"):
+        with pytest.raises(StoreError, match="stayed locked by another writer"):
             await kv.put("k", b"v")
         holder.join()
         assert await kv.put("k", b"v") >= 1  # and the store works once it is released

@@ -300,13 +300,8 @@ def _patiently(db: sqlite3.Connection, statement: str) -> None:
                 raise
 
 
-def _begin_at_once(db: sqlite3.Connection) -> None:
-    """BEGIN IMMEDIATE without SQLite's blocking busy wait (busy: OperationalError at once)."""
-    db.execute("PRAGMA busy_timeout = 0")
-    try:
-        db.execute("BEGIN IMMEDIATE")
-    finally:
-        db.execute(f"PRAGMA busy_timeout = {int(LOCK_STEP * 1000)}")
+_BATCHES: dict[Path, int] = {}
+"""Group-commit batches open in this process, by database file (at most one per store)."""
 
 
 class SqliteStore:
@@ -339,6 +334,7 @@ class SqliteStore:
         if not poll_interval > 0:
             raise StoreError(f"poll_interval must be positive, not {poll_interval!r}")
         self.path = Path(path)
+        self._file = self.path.resolve()
         self.clock = clock
         self._synchronous = synchronous
         self._poll_interval = poll_interval
@@ -538,21 +534,22 @@ class SqliteStore:
             if self._batch_open:  # another write of this store opened the batch meanwhile
                 return
             try:
+                if _BATCHES.get(self._file, 0):
+                    # another store in this process holds a batch, until the event loop runs
+                    # again: SQLite's blocking wait would only stop it from committing
+                    raise sqlite3.OperationalError("database is locked (by this process)")
+                db.execute("BEGIN IMMEDIATE")
                 if self.group_commit:
-                    # The lock's holder may be another store in this thread, holding a batch
-                    # until the loop runs again: no blocking wait here, only the async one.
-                    _begin_at_once(db)
                     self._batch_open = True
+                    _BATCHES[self._file] = _BATCHES.get(self._file, 0) + 1
                     loop.call_soon(self._commit_batch)
-                else:
-                    db.execute("BEGIN IMMEDIATE")
                 return
             except sqlite3.OperationalError as exc:
                 if not _busy(exc):
                     raise StoreError(f"the SQLite store at {self.path} failed: {exc}") from exc
                 if loop.time() >= deadline:
                     raise StoreError(
-                        f"the SQLite store at {self.path} stayed locked by another process for "
+                        f"the SQLite store at {self.path} stayed locked by another writer for "
                         f"{LOCK_TIMEOUT:g}s; is another program writing to it?") from exc
             await asyncio.sleep(pause)
             pause = min(pause * 2, 0.05)
@@ -622,6 +619,7 @@ class SqliteStore:
         if not self._batch_open:
             return
         self._batch_open = False
+        _BATCHES[self._file] -= 1
         db = self._db
         if db is None:
             return
