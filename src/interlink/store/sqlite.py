@@ -300,6 +300,14 @@ def _patiently(db: sqlite3.Connection, statement: str) -> None:
                 raise
 
 
+def _close_after(done: asyncio.Future[Any], connection: sqlite3.Connection) -> None:
+    """Close `connection` once the thread that used it is done (its error, if any, was only
+    a deferred checkpoint)."""
+    if not done.cancelled():
+        done.exception()
+    connection.close()
+
+
 _BATCHES: dict[Path, int] = {}
 """Group-commit batches open in this process, by database file (at most one per store)."""
 
@@ -501,6 +509,8 @@ class SqliteStore:
         the store's own connection finishes the job between two transactions (little is left
         to copy by then) and the next write starts the WAL from the beginning."""
         aside = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        loop = asyncio.get_running_loop()
+        running: asyncio.Future[Any] | None = None
         try:
             while not self._closed:
                 with contextlib.suppress(TimeoutError):
@@ -510,15 +520,23 @@ class SqliteStore:
                     continue
                 self._unchecked_writes = 0
                 try:
-                    _, pages, _ = await asyncio.to_thread(
-                        lambda: aside.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+                    running = loop.run_in_executor(
+                        None, lambda: aside.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+                    _, pages, _ = await asyncio.shield(running)
                     db = self._db
-                    if pages > WAL_RESTART_PAGES and db is not None and not db.in_transaction:
-                        db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    if pages > WAL_RESTART_PAGES and db is not None:
+                        self._commit_batch()  # an open group commit would keep it from ending
+                        if not db.in_transaction:
+                            db.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.Error as exc:  # busy or locked: the next round tries again
                     log.debug("checkpoint of %s deferred: %s", self.path, exc)
         finally:
-            aside.close()
+            if running is not None and not running.done():
+                # cancelled (the store is closing) while the thread still checkpoints: closing
+                # the connection under it could crash the process; close it when it is done
+                running.add_done_callback(lambda done: _close_after(done, aside))
+            else:
+                aside.close()
 
     async def _write_lock(self) -> None:
         """Begin a write transaction (the next `_transaction(write=True)` runs in it). When
