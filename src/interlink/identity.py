@@ -157,6 +157,18 @@ def check_token(token: str, hub_public: Ed25519PublicKey, hub_id: str, *,
                 audience: str = TOKEN_AUDIENCE, revoked: Any = None) -> str:
     """The agent a bearer token speaks for; ConfigError saying why when it does not verify or
     was revoked (`revoked`: a policy, asked `is_revoked(jti)`)."""
+    claims = token_claims(token, hub_public, hub_id, audience=audience)
+    if revoked is not None and claims.get("jti") and revoked.is_revoked(str(claims["jti"])):
+        raise ConfigError(f"the bearer token {claims['jti']} was revoked; ask for a new one "
+                          "(`interlink token AGENT`)")
+    return str(claims["sub"])
+
+
+def token_claims(token: str, hub_public: Ed25519PublicKey, hub_id: str, *,
+                 audience: str = TOKEN_AUDIENCE) -> dict[str, Any]:
+    """A bearer token's claims once its signature, issuer, audience and expiry check out
+    (revocation is the caller's: it changes while a token stays the same); ConfigError saying
+    why not."""
     try:
         claims = jwt.decode(token, hub_public, algorithms=["EdDSA"], audience=audience,
                             issuer=hub_id, options={"require": ["sub", "exp", "iss", "aud"]})
@@ -167,10 +179,7 @@ def check_token(token: str, hub_public: Ed25519PublicKey, hub_id: str, *,
         raise ConfigError("the bearer token was issued by another hub") from exc
     except jwt.PyJWTError as exc:
         raise ConfigError(f"the bearer token is not valid here ({exc})") from exc
-    if revoked is not None and claims.get("jti") and revoked.is_revoked(str(claims["jti"])):
-        raise ConfigError(f"the bearer token {claims['jti']} was revoked; ask for a new one "
-                          "(`interlink token AGENT`)")
-    return str(claims["sub"])
+    return dict(claims)
 
 
 class Credential(BaseModel):
