@@ -21,6 +21,7 @@ from interlink.envelope import HUB, call_body, new_id, new_traceparent, seal
 from interlink.home import MeshHome
 from interlink.identity import CredentialFile
 from interlink.server import free_port  # noqa: F401 (tests import it from here)
+from interlink.services.audit import read_head
 from interlink.store import open_store
 
 
@@ -90,6 +91,16 @@ def call_env(cred: CredentialFile, target: str, data: Any = None, **fields: Any
                  "target": target, "conversation": call_id, "traceparent": new_traceparent(),
                  "deadline": time.time() + 10, "body": call_body(data, call_id), **fields},
                 cred.private())
+
+
+async def sealed(home: MeshHome, timeout: float = 10.0) -> None:
+    """Until a running hub has sealed every audit record written so far: its signed head
+    (beside the store) covers the last record in the store."""
+    async def covered() -> bool:
+        head = read_head(home.audit_head_path)
+        records = await audit_records(home)
+        return bool(head and records and head.get("upto") == records[-1]["n"])
+    await wait_until(covered, timeout=timeout, interval=0.05)
 
 
 async def audit_records(home: MeshHome) -> list[dict[str, Any]]:

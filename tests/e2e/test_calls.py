@@ -124,6 +124,27 @@ async def test_policy_edit_takes_effect_without_restart(home: MeshHome, hub: Run
         assert (await mesh.call("editor", "review", {"text": "a"}))["ok"] is True
 
 
+async def test_a_caller_with_too_many_unfinished_calls_is_refused(home: MeshHome,
+                                                                   hub: RunningHub) -> None:
+    """`hub.max_open_calls` counts a caller's accepted, unfinished calls (it counted none: a
+    call's timer, started after it was counted, took it off the count)."""
+    hub.hub.settings.max_open_calls = 2
+    _, editor = team(home, hub)
+    async with connect("drafter", credential=home.credential_path("drafter"),
+                       hub=hub.url) as mesh:
+        waiting = [asyncio.ensure_future(mesh.call("editor", "review", {"text": str(i)},
+                                                   timeout=10)) for i in range(2)]
+        await wait_until(lambda: hub.hub.calls.open_calls("drafter") == 2)
+        with pytest.raises(GateDenied) as busy:
+            await mesh.call("editor", "review", {"text": "one too many"})
+        assert busy.value.code == "too_many_open_calls" and busy.value.rule == \
+            "hub.max_open_calls"
+        async with editor:
+            assert all(r["ok"] for r in await asyncio.wait_for(asyncio.gather(*waiting), 10))
+            assert hub.hub.calls.open_calls("drafter") == 0
+            assert (await mesh.call("editor", "review", {"text": "now"}))["ok"] is True
+
+
 async def test_call_to_offline_agent_is_held_until_it_connects(home: MeshHome,
                                                                hub: RunningHub) -> None:
     """A call to an enrolled, offline agent waits and completes once the agent connects."""
@@ -132,7 +153,7 @@ async def test_call_to_offline_agent_is_held_until_it_connects(home: MeshHome,
                        hub=hub.url) as mesh:
         pending = asyncio.ensure_future(mesh.call("editor", "review", {"text": "later"},
                                                   timeout=10))
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: hub.hub.calls.open_calls("drafter") == 1)  # accepted, waiting
         assert not pending.done()
         async with editor:
             result = await asyncio.wait_for(pending, 10)
@@ -161,7 +182,6 @@ async def test_late_reply_is_fenced_and_audited(home: MeshHome, hub: RunningHub)
         with pytest.raises(CallTimeout):
             await mesh.call("editor", "slow", {"seconds": 1.0}, timeout=0.4)
         await wait_until(lambda: "slow:end" in log, timeout=5)
-        await asyncio.sleep(0.2)
 
         async def fenced() -> bool:
             return any(r.get("code") == "late_reply" for r in await audit_records(home))
@@ -206,7 +226,6 @@ async def test_call_id_reused_for_another_call_is_refused(home: MeshHome,
     async with editor, connect("drafter", credential=home.credential_path("drafter"),
                                hub=hub.url) as mesh:
         await mesh.call("editor", "review", {"text": "x"}, call_id="same-id")
-        await asyncio.sleep(0.3)
         with pytest.raises(GateDenied) as info:
             await mesh.call("editor", "crash", {}, call_id="same-id")
     assert info.value.code == "id_in_use"

@@ -35,14 +35,16 @@ async def test_calls_claimed_by_a_dead_hub_are_offered_at_the_next_start(
     port = free_port()
     ran: list[int] = []
     first = background_hub(home, port=port)
-    await first.__aenter__()
+    first_hub = await first.__aenter__()
     async with connect("caller", credential=home.credential_path("caller"),
                        hub=f"ws://127.0.0.1:{port}/ws") as caller:
         try:
             calls = [asyncio.ensure_future(caller.call("worker", "echo", {"n": i}, timeout=20,
                                                        call_id=f"claimed-{i}"))
                      for i in range(5)]
-            await asyncio.sleep(0.5)  # accepted and waiting for the (offline) worker
+            hub = first_hub.hub
+            # accepted and waiting for the (offline) worker
+            await wait_until(lambda: hub.calls.open_calls("caller") == 5)
         finally:
             await first.__aexit__(None, None, None)
         # the hub is gone; what its dispatcher had claimed (fetched, not offered) when it died:

@@ -28,7 +28,7 @@ from interlink.home import MeshHome
 from interlink.identity import issue_token
 from interlink.server import RunningHub, background_hub
 
-from ..helpers import make_home
+from ..helpers import make_home, wait_until
 
 
 class Spy:
@@ -99,11 +99,7 @@ async def traffic(home: MeshHome, running: RunningHub) -> None:
                                 "parts": [{"data": {"x": 1}}]},
                     "metadata": {"skill": "echo"}}})
             assert reply.status_code == 200 and "result" in reply.json(), reply.text
-        for _ in range(200):
-            if len(got) == 5:
-                break
-            await asyncio.sleep(0.01)
-        assert len(got) == 5
+        await wait_until(lambda: len(got) == 5)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from interlink.home import MeshHome
 from interlink.identity import issue_token
 from interlink.server import background_hub
 
-from ..helpers import HubProcess, env_python, free_port, interlink_cli, make_home
+from ..helpers import HubProcess, env_python, free_port, interlink_cli, make_home, wait_until
 
 
 async def test_the_a2a_edge_renews_its_credential_before_it_expires(
@@ -136,7 +136,9 @@ async def test_an_agent_waits_for_its_hub_and_stops_when_refused(tmp_path: Path)
                              env=env_python())
     hub = HubProcess(home, port)
     try:
-        await asyncio.sleep(1.5)
+        assert agent.stderr is not None
+        said = await asyncio.wait_for(asyncio.to_thread(agent.stderr.readline), 30)
+        assert "waiting for the hub" in said and "connection refused" in said, said
         assert agent.poll() is None, agent.communicate()  # waiting, not crashed
         await hub.start()
         from interlink import connect
@@ -157,7 +159,6 @@ async def test_an_agent_waits_for_its_hub_and_stops_when_refused(tmp_path: Path)
             await asyncio.sleep(0.1)
         out, err = agent.communicate(timeout=5)
         assert agent.returncode == 1, (out, err)
-        assert "waiting for the hub" in err and "connection refused" in err
         last = err.strip().splitlines()[-1]
         assert last.startswith("worker: stopped:") and "suspended" in last, err
         assert "Traceback" not in err
@@ -276,7 +277,7 @@ async def test_the_hub_log_says_who_connected_and_what_was_refused(tmp_path: Pat
                                 "parts": [{"data": {}}]}}},
                 headers={"Authorization": f"Bearer {token}", "A2A-Version": "1.0"})
             assert "error" in answer.json()
-        await asyncio.sleep(0.5)
+        await wait_until(lambda: "disconnected alice" in log.read_text())  # logged, then stop
     finally:
         proc.terminate()
         proc.wait(15)

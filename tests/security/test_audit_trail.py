@@ -30,6 +30,7 @@ from ..helpers import (
     free_port,
     interlink_cli,
     make_home,
+    sealed,
     wait_until,
 )
 
@@ -154,7 +155,7 @@ async def test_tampering_is_found(tmp_path: Path, how: str) -> None:
     try:
         for _ in range(4):
             await traffic(home, hub.url, 3)
-            await asyncio.sleep(0.15)
+            await sealed(home)  # a checkpoint after each round: several to cut between
     finally:
         hub.stop()
     assert verify(home).returncode == 0
@@ -169,9 +170,9 @@ async def test_sigkill_then_cut_is_found_and_the_next_hub_refuses_to_seal_it(
     hub = HubProcess(home)
     await hub.start()
     await traffic(home, hub.url)
-    await asyncio.sleep(1.5)  # sealed within hub.audit_seal_seconds (1 s)
+    await sealed(home)  # within hub.audit_seal_seconds (1 s)
     await traffic(home, hub.url)
-    await asyncio.sleep(1.5)
+    await sealed(home)
     hub.kill()
     assert verify(home).returncode == 0
     cut_records_and_last_checkpoint(home)

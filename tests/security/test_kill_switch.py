@@ -105,7 +105,7 @@ async def test_offline_queued_call_fails_when_its_target_is_suspended(
     home, hub = mesh
     async with boss(home, hub) as b:
         queued = asyncio.ensure_future(b.call("worker", "work", "queued", timeout=30))
-        await asyncio.sleep(0.3)
+        await wait_until(lambda: hub.hub.calls.open_calls("boss") == 1)  # accepted, waiting
         assert not queued.done()
         started = time.monotonic()
         await suspend(home)
@@ -137,7 +137,7 @@ async def test_events_wait_for_a_restored_agent_and_watches_push_nothing(
                 assert worker.events == [{"n": 1}]
         restored = await asyncio.to_thread(interlink_cli(home), "agent", "restore", "worker")
         assert restored.returncode == 0
-        await asyncio.sleep(0.4)  # the hub re-reads mesh.yaml within a quarter second
+        # `agent restore` returns once the running hub applied it: nothing to wait for
         again = Worker(home, hub)
         async with again.agent:
             await wait_until(lambda: {"n": 2} in again.events, timeout=10)

@@ -547,7 +547,10 @@ class CallService:
             self._open.get(caller, set()).discard(call_id)
 
     def _arm(self, call_id: str, deadline: float) -> None:
-        self._disarm(call_id)
+        """(Re)start the timer of an open call (it stays open: that is `_disarm`)."""
+        handle = self._timers.pop(call_id, None)
+        if handle is not None:
+            handle.cancel()
         loop = asyncio.get_running_loop()
         delay = max(0.0, deadline - self.clock())
         self._timers[call_id] = loop.call_later(
