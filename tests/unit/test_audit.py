@@ -147,6 +147,33 @@ async def test_opening_a_store_behind_its_signed_head_refuses(tmp_path: Path) ->
     assert len(gaps) == 1 and "cut off" in gaps[0]["problem"]
 
 
+@pytest.mark.parametrize("checkpoints", [1, 2])
+async def test_a_hub_killed_before_its_first_head_was_written_starts_again(
+        tmp_path: Path, checkpoints: int) -> None:
+    """A checkpoint commits, then its head is written: a hub killed in between leaves the head
+    one behind — for the very first checkpoint, no head at all. That one step is a crash, not
+    tampering; a missing head behind two checkpoints is still refused."""
+    from interlink.services.audit import AuditCut
+    hub, head = HubKey.generate(), tmp_path / "audit.head"
+    async with open_store(f"sqlite:///{tmp_path / 'a.db'}") as store:
+        audit = AuditLog(await store.log("audit"), hub, checkpoint_every=100, head_path=head)
+        await audit.open()
+        for i in range(checkpoints):
+            await audit.append("test", i=i)
+            await audit.checkpoint()
+    head.unlink()  # the kill: the last checkpoint is in the store, its head never written
+    async with open_store(f"sqlite:///{tmp_path / 'a.db'}") as store:
+        report = await verify_chain(await store.log("audit"), hub.public, head_path=head)
+        reopened = AuditLog(await store.log("audit"), hub, checkpoint_every=100, head_path=head)
+        if checkpoints == 1:
+            assert report.ok, report.problems
+            await reopened.open()
+        else:
+            assert report.problems and "missing" in report.problems[0]
+            with pytest.raises(AuditCut, match="missing"):
+                await reopened.open()
+
+
 async def test_checkpoints_are_numbered_and_chained(tmp_path: Path) -> None:
     hub, head = HubKey.generate(), tmp_path / "audit.head"
     await write_headed(tmp_path / "a.db", head, hub, 12)

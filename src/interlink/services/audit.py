@@ -150,9 +150,9 @@ class AuditLog:
         if self.head_path is None:
             return None
         head = read_head(self.head_path)
-        if head is None:
+        if head is None:  # no head is "checkpoint 0": one behind the first is a crash window
             return (f"the store holds {self._k} signed audit checkpoints but the signed head "
-                    f"{self.head_path} is missing") if self._k else None
+                    f"{self.head_path} is missing") if self._k > 1 else None
         if head.get("unreadable"):
             return f"the signed audit head {self.head_path} is unreadable"
         body = {k: v for k, v in head.items() if k != "sig"}
@@ -345,8 +345,11 @@ def _check_checkpoint(item: dict[str, Any], hashes: dict[int, str],
 def _check_head(head: dict[str, Any] | None, hub_public: Ed25519PublicKey,
                 report: VerifyReport, checkpoints: dict[int, str]) -> str | None:
     if head is None:
+        # The head is written just after its checkpoint commits: a hub killed between the two
+        # leaves the head one checkpoint behind, and before the first seal, no head at all.
         return ("the store holds signed checkpoints but the signed head file is missing: it "
-                "was removed (the chain's end cannot be checked)") if checkpoints else None
+                "was removed (the chain's end cannot be checked)") if len(checkpoints) > 1 \
+            else None
     if head.get("unreadable"):
         return "the signed audit head file is unreadable"
     body = {k: v for k, v in head.items() if k != "sig"}
