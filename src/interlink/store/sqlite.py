@@ -44,7 +44,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import sqlite3
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
@@ -61,6 +60,14 @@ from interlink.errors import (
     StoreClaimed,
     StoreClosed,
     StoreError,
+)
+from interlink.store.checks import (
+    as_bytes,
+    check_headers,
+    check_key,
+    check_name,
+    check_prefix,
+    check_ttl,
 )
 from interlink.store.contract import (
     AppendResult,
@@ -141,9 +148,6 @@ CREATE TABLE IF NOT EXISTS kv_expiry (
 CREATE INDEX IF NOT EXISTS kv_expiry_by_time ON kv_expiry (bucket, expires);
 """
 
-_NAME = re.compile(r"[^\s.*>/\\\x00-\x1f\x7f]{1,255}")
-_KEY = re.compile(r"[A-Za-z0-9\-_.=/:@]{1,512}")
-_PREFIX = re.compile(r"[A-Za-z0-9\-_.=/:@]{0,512}")
 # Sorts after every character a key may hold, so [p, p + _KEY_END) is "starts with p".
 _KEY_END = "\x7f"
 _WATCH_BATCH = 256
@@ -155,48 +159,6 @@ _ENTRY_COLUMNS = "key, revision, op, value, ts, expires"
 
 
 # -- validation -----------------------------------------------------------------------------
-
-def _check_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
-        raise StoreError(
-            f"invalid {kind} name {name!r}: use 1-255 printable characters without whitespace, "
-            "'.', '*', '>' or slashes")
-    return name
-
-
-def _check_key(key: str) -> str:
-    if not isinstance(key, str) or _KEY.fullmatch(key) is None:
-        raise StoreError(
-            f"invalid key {key!r}: use 1-512 letters, digits or '-_.=/:@'")
-    return key
-
-
-def _check_prefix(prefix: str) -> str:
-    if not isinstance(prefix, str) or _PREFIX.fullmatch(prefix) is None:
-        raise StoreError(
-            f"invalid key prefix {prefix!r}: use up to 512 letters, digits or '-_.=/:@'")
-    return prefix
-
-
-def _as_bytes(what: str, value: object) -> bytes:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    raise StoreError(f"{what} must be bytes, not {type(value).__name__}")
-
-
-def _check_headers(headers: dict[str, str] | None) -> dict[str, str]:
-    headers = dict(headers or {})
-    for name, value in headers.items():
-        if not isinstance(name, str) or not name or not isinstance(value, str):
-            raise StoreError(f"invalid header {name!r}: {value!r}: names and values are strings")
-    return headers
-
-
-def _check_ttl(ttl: float | None) -> float | None:
-    if ttl is not None and not ttl > 0:
-        raise StoreError(f"ttl must be a positive number of seconds or None, not {ttl!r}")
-    return ttl
-
 
 def _literal(pattern: str | None) -> bool:
     """Whether a filter names exactly one subject (its waiters are indexed by it)."""
@@ -738,7 +700,7 @@ class SqliteStore:
 
     async def log(self, name: str, *, dedup_window: float = 120.0) -> SqliteLog:
         """Open (creating if needed) the log `name`; `dedup_window` is stored for all users."""
-        _check_name("log", name)
+        check_name("log", name)
         if not dedup_window >= 0:
             raise StoreError(f"dedup_window must be >= 0 seconds, not {dedup_window!r}")
         with self._transaction(write=False) as db:  # a reader opening it writes nothing
@@ -754,7 +716,7 @@ class SqliteStore:
 
     async def kv(self, name: str, *, history: int = 64) -> SqliteKV:
         """Open (creating if needed) the bucket `name`; `history` is stored for all users."""
-        _check_name("bucket", name)
+        check_name("bucket", name)
         if not (isinstance(history, int) and history >= 1):
             raise StoreError(f"history must be a positive integer, not {history!r}")
         with self._transaction(write=False) as db:  # a reader opening it writes nothing
@@ -808,10 +770,10 @@ class SqliteLog:
                      headers: dict[str, str] | None = None) -> AppendResult:
         """Store a message (or find its duplicate) and return its sequence once committed."""
         check_subject(subject)
-        payload = _as_bytes("data", data)
+        payload = as_bytes("data", data)
         if msg_id is not None and (not isinstance(msg_id, str) or not msg_id):
             raise StoreError(f"msg_id must be a non-empty string or None, not {msg_id!r}")
-        fields = _check_headers(headers)
+        fields = check_headers(headers)
         await self._store._write_lock()
         with self._store._transaction(write=True) as db:
             result = _append(db, self.name, subject, payload, msg_id, fields,
@@ -869,7 +831,7 @@ class SqliteLog:
                        max_deliver: int = -1, dead_letter: str | None = None,
                        deliver: DeliverPolicy = "all") -> SqliteConsumer:
         """Create the durable consumer `name`, or open it with these settings and its position."""
-        _check_name("consumer", name)
+        check_name("consumer", name)
         check_filter(filter)
         if dead_letter is not None:
             check_subject(dead_letter)
@@ -1138,15 +1100,15 @@ class SqliteKV:
 
     async def get(self, key: str) -> KVEntry | None:
         """The current entry, or None when absent, deleted or expired."""
-        _check_key(key)
+        check_key(key)
         with self._store._transaction(write=False) as db:
             return self._current(db, key, self._store.clock())
 
     async def put(self, key: str, value: bytes, *, ttl: float | None = None) -> int:
         """Write unconditionally; returns the new revision."""
-        _check_key(key)
-        data = _as_bytes("value", value)
-        _check_ttl(ttl)
+        check_key(key)
+        data = as_bytes("value", value)
+        check_ttl(ttl)
         await self._store._write_lock()
         with self._store._transaction(write=True) as db:
             now = self._store.clock()
@@ -1155,9 +1117,9 @@ class SqliteKV:
 
     async def create(self, key: str, value: bytes, *, ttl: float | None = None) -> int:
         """Write only if the key is absent, deleted or expired; else KeyExists."""
-        _check_key(key)
-        data = _as_bytes("value", value)
-        _check_ttl(ttl)
+        check_key(key)
+        data = as_bytes("value", value)
+        check_ttl(ttl)
         await self._store._write_lock()
         with self._store._transaction(write=True) as db:
             now = self._store.clock()
@@ -1171,9 +1133,9 @@ class SqliteKV:
                      ttl: float | None = None) -> int:
         """Write only if the key's live revision is `expect`; else RevisionMismatch
         (whose `current` is None when the key is absent, deleted or expired)."""
-        _check_key(key)
-        data = _as_bytes("value", value)
-        _check_ttl(ttl)
+        check_key(key)
+        data = as_bytes("value", value)
+        check_ttl(ttl)
         await self._store._write_lock()
         with self._store._transaction(write=True) as db:
             now = self._store.clock()
@@ -1183,7 +1145,7 @@ class SqliteKV:
 
     async def delete(self, key: str, *, expect: int | None = None) -> int:
         """Write a tombstone revision; with `expect`, only if the live revision is `expect`."""
-        _check_key(key)
+        check_key(key)
         await self._store._write_lock()
         with self._store._transaction(write=True) as db:
             now = self._store.clock()
@@ -1198,7 +1160,7 @@ class SqliteKV:
 
     async def items(self, prefix: str = "") -> list[KVEntry]:
         """Live entries whose key starts with `prefix`, sorted by key."""
-        _check_prefix(prefix)
+        check_prefix(prefix)
         with self._store._transaction(write=False) as db:
             rows = db.execute(
                 "SELECT key, MAX(revision), op, value, ts, expires FROM kv "
@@ -1209,7 +1171,7 @@ class SqliteKV:
 
     async def history(self, key: str) -> list[KVEntry]:
         """Retained revisions of `key` (deletes included), oldest first."""
-        _check_key(key)
+        check_key(key)
         with self._store._transaction(write=False) as db:
             rows = db.execute(f"SELECT {_ENTRY_COLUMNS} FROM kv WHERE bucket = ? AND key = ? "
                               "ORDER BY revision", (self.name, key)).fetchall()
@@ -1228,7 +1190,7 @@ class SqliteKV:
         time-to-live shows as a `del` entry (value None) when it is purged: at the latest
         when the expiry passes while someone watches the bucket.
         """
-        _check_prefix(prefix)
+        check_prefix(prefix)
         if after_revision is None:
             with self._store._transaction(write=False) as db:
                 after_revision = self._revision(db)

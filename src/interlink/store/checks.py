@@ -1,0 +1,55 @@
+"""What every engine checks the same way before touching its storage: names of logs, buckets
+and consumers, keys and key prefixes, values, headers and time-to-live. An engine may allow
+less (its own limits), never more, so a store's contents move between engines."""
+
+from __future__ import annotations
+
+import re
+
+from interlink.errors import StoreError
+
+_NAME = re.compile(r"[^\s.*>/\\\x00-\x1f\x7f]{1,255}")
+_KEY = re.compile(r"[A-Za-z0-9\-_.=/:@]{1,512}")
+_PREFIX = re.compile(r"[A-Za-z0-9\-_.=/:@]{0,512}")
+
+
+def check_name(kind: str, name: str) -> str:
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+        raise StoreError(
+            f"invalid {kind} name {name!r}: use 1-255 printable characters without whitespace, "
+            "'.', '*', '>' or slashes")
+    return name
+
+
+def check_key(key: str) -> str:
+    if not isinstance(key, str) or _KEY.fullmatch(key) is None:
+        raise StoreError(
+            f"invalid key {key!r}: use 1-512 letters, digits or '-_.=/:@'")
+    return key
+
+
+def check_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str) or _PREFIX.fullmatch(prefix) is None:
+        raise StoreError(
+            f"invalid key prefix {prefix!r}: use up to 512 letters, digits or '-_.=/:@'")
+    return prefix
+
+
+def as_bytes(what: str, value: object) -> bytes:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise StoreError(f"{what} must be bytes, not {type(value).__name__}")
+
+
+def check_headers(headers: dict[str, str] | None) -> dict[str, str]:
+    headers = dict(headers or {})
+    for name, value in headers.items():
+        if not isinstance(name, str) or not name or not isinstance(value, str):
+            raise StoreError(f"invalid header {name!r}: {value!r}: names and values are strings")
+    return headers
+
+
+def check_ttl(ttl: float | None) -> float | None:
+    if ttl is not None and not ttl > 0:
+        raise StoreError(f"ttl must be a positive number of seconds or None, not {ttl!r}")
+    return ttl
