@@ -80,10 +80,13 @@ async def test_sqlite_store_opens_from_a_plain_path(tmp_path: Path) -> None:
     assert (tmp_path / "plain.db").exists()
 
 
-@pytest.mark.parametrize("url", ["nats://localhost:4222", "redis://localhost/0",
-                                 "sqlite://host/path.db"])
+@pytest.mark.parametrize("url", ["redis://localhost/0", "sqlite://host/path.db",
+                                 "nats://", "nats://localhost:4222/streams",
+                                 "nats://localhost:4222?replica=3",
+                                 "nats://localhost:4222?replicas=three"])
 def test_unsupported_store_urls_raise_config_error(url: str) -> None:
-    """open_store refuses engines that do not exist (yet) and malformed SQLite URLs."""
+    """open_store refuses engines that do not exist, malformed SQLite URLs, and NATS URLs
+    with a path or an unknown or ill-typed option."""
     with pytest.raises(ConfigError):
         open_store(url)
 
