@@ -831,6 +831,10 @@ class JetStreamKV:
         last = await self._last(key)
         if last is not None and self._live(last):
             raise KeyExists(key, last.revision)
+        if last is not None and last.op == "put":  # expired: its end goes in the history first
+            with contextlib.suppress(RevisionMismatch):
+                await self._cas(key, None, None, last.revision, last.revision)
+            last = await self._last(key)
         return await self._cas(key, data, ttl, last.revision if last else 0, None)
 
     async def update(self, key: str, value: bytes, *, expect: int,
