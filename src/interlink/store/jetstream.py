@@ -354,7 +354,8 @@ class JetStreamStore:
             try:
                 await js.consumer_info(stream, consumer)
             except JsNotFound:
-                raise NotFound(f"the consumer {consumer!r} does not exist (was it deleted?)")
+                raise NotFound(f"the consumer {consumer!r} does not exist (was it "
+                               "deleted?)") from None
             except (APIError, NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
                 raise self._failed("fetch", exc) from exc
         return got
@@ -421,7 +422,8 @@ class JetStreamStore:
             raise StoreError(f"history must be an integer from 1 to 64 (JetStream's limit), "
                              f"not {history!r}")
         stream = await self._stream(f"{self.prefix}_KV_{_enc(name)}",
-                                    f"{self.prefix}.kv.{_enc(name)}.>", dedup=0.0, per_subject=history)
+                                    f"{self.prefix}.kv.{_enc(name)}.>", dedup=0.0,
+                                    per_subject=history)
         return JetStreamKV(self, name, stream)
 
 
