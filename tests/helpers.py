@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -20,9 +22,51 @@ from interlink import server
 from interlink.envelope import HUB, call_body, new_id, new_traceparent, seal
 from interlink.home import MeshHome
 from interlink.identity import CredentialFile
-from interlink.server import free_port  # noqa: F401 (tests import it from here)
+from interlink.server import free_port
 from interlink.services.audit import read_head
 from interlink.store import open_store
+
+
+class NatsServer:
+    """A JetStream server of the tests' own: Debian's `nats-server` on a free port with its own
+    storage directory (`.ci/run` installs the package). `stop()` kills it (SIGKILL with
+    `kill=True`); `start()` brings it back on the same port and storage."""
+
+    def __init__(self, storage: Path) -> None:
+        binary = shutil.which("nats-server") or next(
+            (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server")
+             if Path(p).exists()), None)
+        if binary is None:
+            raise RuntimeError("nats-server is not installed: `apt-get install nats-server` "
+                               "(the JetStream engine's tests start their own)")
+        self.binary = binary
+        self.storage = storage
+        self.port = free_port()
+        self.url = f"nats://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> NatsServer:
+        self.proc = subprocess.Popen([self.binary, "-js", "-sd", str(self.storage), "-a",
+                                      "127.0.0.1", "-p", str(self.port)],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop(kill=True)
+                    raise RuntimeError(f"nats-server did not start on port {self.port}") from None
+                time.sleep(0.05)
+
+    def stop(self, *, kill: bool = False) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
+            self.proc.wait(10)
 
 
 def make_home(root: Path, agents: dict[str, list[str]], port: int | None = None) -> MeshHome:

@@ -304,7 +304,7 @@ async def run_demo(home: Path, out: Console) -> int:
 
     out.print()
     out.rule("what crossed the hub (from the audit chain)")
-    async with open_store(f"sqlite:///{mesh.db_path}") as store:
+    async with open_store(mesh.store_url()) as store:
         audit = await store.log("audit")
         records = [json.loads(m.data) for m in await audit.read(1, subject=RECORD, limit=10_000)]
         report = await verify_chain(audit, mesh.hub_key().public,

@@ -59,6 +59,20 @@ class MeshHome:
     def db_path(self) -> Path:
         return self.root / "data" / "interlink.db"
 
+    def store_url(self, override: str | None = None) -> str:
+        """Where this mesh's store is: `override`, else `hub.store` in mesh.yaml, else the
+        embedded SQLite file."""
+        if override:
+            return override
+        configured = self.load_policy().hub.store
+        return configured or f"sqlite:///{self.db_path}"
+
+    def store_exists(self, url: str | None = None) -> bool:
+        """Whether there is a store to read yet (an embedded file is made by the first hub;
+        a server-side store is always asked)."""
+        url = url or self.store_url()
+        return not url.startswith("sqlite:///") or Path(url[len("sqlite://"):]).exists()
+
     @property
     def audit_head_path(self) -> Path:
         """The latest signed audit checkpoint, kept outside the store."""

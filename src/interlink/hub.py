@@ -123,7 +123,7 @@ class Hub:
         self.key = home.hub_key()
         self.policy = PolicyFile(home.policy_path)
         self.settings = self.policy.policy.hub
-        self.store_url = store_url or f"sqlite:///{home.db_path}"
+        self.store_url = home.store_url(store_url)
         self.started = time.time()
         self.full_gate = full_gate
         self.accept_audit_gap = accept_audit_gap

@@ -55,6 +55,10 @@ class HubSettings(BaseModel):
 
     host: str = "127.0.0.1"
     """Address the hub binds (loopback by default)."""
+    store: str | None = None
+    """Where the hub keeps everything: `nats://HOST:PORT[,HOST:PORT…]` (JetStream; `tls://…`
+    for TLS; options such as `?replicas=3&prefix=IL`) or `sqlite:///PATH`. Unset: the embedded
+    SQLite file in the home's data/ folder. `interlink serve --store URL` overrides it."""
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     """Port of the WebSocket and HTTP edges."""
     max_envelope_bytes: int = Field(default=1024 * 1024, ge=1024)

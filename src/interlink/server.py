@@ -41,12 +41,12 @@ class RunningHub:
 
 def _config(home: MeshHome, host: str | None, port: int | None, log_level: str,
             full_gate: bool = True, claim: Claim | None = None,
-            accept_audit_gap: bool = False) -> uvicorn.Config:
+            accept_audit_gap: bool = False, store_url: str | None = None) -> uvicorn.Config:
     policy = home.load_policy()
     host = host or policy.hub.host
     port = policy.hub.port if port is None else port
     app = create_app(home, full_gate=full_gate, claim=claim, accept_audit_gap=accept_audit_gap,
-                     where=f"ws://{host}:{port}/ws")
+                     where=f"ws://{host}:{port}/ws", store_url=store_url)
     return uvicorn.Config(
         app, host=host, port=port,
         lifespan="on", log_level=log_level if log_level == "debug" else "warning",
@@ -59,16 +59,18 @@ def _config(home: MeshHome, host: str | None, port: int | None, log_level: str,
 
 
 def serve(home: MeshHome, *, host: str | None = None, port: int | None = None,
-          log_level: str = "info", accept_audit_gap: bool = False) -> None:
+          log_level: str = "info", accept_audit_gap: bool = False,
+          store_url: str | None = None) -> None:
     """Run the hub in the foreground. The store is claimed first, so a second hub on the same
     home stops here (StoreClaimed, naming the running one) before it touches anything."""
     policy = home.load_policy()
     where = f"ws://{host or policy.hub.host}:{policy.hub.port if port is None else port}/ws"
-    claim = open_store(f"sqlite:///{home.db_path}").claim(
+    claim = open_store(home.store_url(store_url)).claim(
         f"hub pid {os.getpid()} serving {where}, started {time.strftime('%Y-%m-%d %H:%M:%S')}")
     try:
         server = uvicorn.Server(_config(home, host, port, log_level, claim=claim,
-                                        accept_audit_gap=accept_audit_gap))
+                                        accept_audit_gap=accept_audit_gap,
+                                        store_url=store_url))
         server.run()
         if not server.started:
             raise SystemExit(1)  # uvicorn said why (the port is taken, the audit chain is cut)
@@ -78,11 +80,11 @@ def serve(home: MeshHome, *, host: str | None = None, port: int | None = None,
 
 @contextlib.asynccontextmanager
 async def background_hub(home: MeshHome, *, host: str = "127.0.0.1", port: int = 0,
-                         log_level: str = "warning", full_gate: bool = True
-                         ) -> AsyncIterator[RunningHub]:
+                         log_level: str = "warning", full_gate: bool = True,
+                         store_url: str | None = None) -> AsyncIterator[RunningHub]:
     """Run a hub inside this event loop until the block ends; port 0 picks a free port.
     `full_gate=False` leaves out the label, validate and guard stages (benchmarks only)."""
-    config = _config(home, host, port, log_level, full_gate)
+    config = _config(home, host, port, log_level, full_gate, store_url=store_url)
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())
     while not server.started:

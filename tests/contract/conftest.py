@@ -7,13 +7,8 @@ it in CLOCKED_ENGINES if it accepts an injected `clock` (tests that need one ski
 from __future__ import annotations
 
 import itertools
-import shutil
-import socket
-import subprocess
-import tempfile
-import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from pathlib import Path
 from typing import Any
@@ -56,40 +51,6 @@ def closing_watch(watch: AsyncIterator[KVEntry]) -> aclosing[AsyncGenerator[KVEn
 def engine(request: pytest.FixtureRequest) -> str:
     """The engine under test."""
     return str(request.param)
-
-
-@pytest.fixture(scope="session")
-def nats_server() -> Iterator[str]:
-    """A JetStream server of the suite's own, on a free port with its own storage directory
-    (Debian's `nats-server`; `.ci/run` installs it)."""
-    binary = shutil.which("nats-server") or next(
-        (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server") if Path(p).exists()), None)
-    if binary is None:
-        pytest.fail("nats-server is not installed: `apt-get install nats-server` (the store "
-                    "contract runs against JetStream too)")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    storage = tempfile.mkdtemp(prefix="interlink-nats-")
-    server = subprocess.Popen([binary, "-js", "-sd", storage, "-a", "127.0.0.1", "-p",
-                               str(port)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            if server.poll() is not None or time.monotonic() > deadline:
-                server.kill()
-                pytest.fail(f"nats-server did not start on port {port}")
-            time.sleep(0.05)
-    try:
-        yield f"nats://127.0.0.1:{port}"
-    finally:
-        server.terminate()
-        server.wait(10)
-        shutil.rmtree(storage, ignore_errors=True)
 
 
 @pytest.fixture

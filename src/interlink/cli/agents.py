@@ -354,11 +354,11 @@ def agents(home: HomeOption = None,
     policy = mesh.load_policy()
 
     async def read() -> list[Any]:
-        if not mesh.db_path.exists():  # the hub never ran: enrolled, never connected
+        if not mesh.store_exists():  # the hub never ran: enrolled, never connected
             return [AgentStatus(name=name, description=grants.description, connected=False,
                                 card=None, last_seen=None, suspended=grants.suspended)
                     for name, grants in sorted(policy.agents.items())]
-        async with open_store(f"sqlite:///{mesh.db_path}") as store:
+        async with open_store(mesh.store_url()) as store:
             statuses = await Registry(await store.kv("registry")).statuses(policy)
             kv = await store.kv("taint")
             for status in statuses:

@@ -134,7 +134,8 @@ def interruptible() -> Iterator[None]:
 
 def home_store(mesh: MeshHome) -> Any:
     """The home's store, opened for an operator's read (the hub up or down)."""
-    if not mesh.db_path.exists():
+    url = mesh.store_url()
+    if not mesh.store_exists(url):
         raise fail(f"no store at {mesh.db_path}: the hub has not run yet",
                    "start it with `interlink serve`")
-    return open_store(f"sqlite:///{mesh.db_path}")
+    return open_store(url)

@@ -9,7 +9,9 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape as rich_escape
 
+from ..errors import ConfigError
 from ..home import MeshHome
+from ..store import open_store
 from .base import (
     HomeOption,
     app,
@@ -54,10 +56,15 @@ def serve(home: HomeOption = None,
                    "warning or error.")] = "info",
           log_format: Annotated[str, typer.Option(
               help="text, or json (one object per line, for log shippers).")] = "text",
+          store: Annotated[str | None, typer.Option(
+              help="The store: nats://HOST:PORT[,HOST:PORT] (NATS JetStream, shared by "
+                   "several hubs) or sqlite:///PATH; default hub.store in mesh.yaml, else the "
+                   "embedded SQLite file in the home's data/ folder.")] = None,
           ) -> None:
-    """Run the hub (WebSocket at /ws; embedded SQLite store in the home's data/ folder).
+    """Run the hub (WebSocket at /ws; by default the embedded SQLite store in the home's data/
+    folder).
 
-    Example: interlink serve --port 7750 --log-format json"""
+    Example: interlink serve --port 7750 --store nats://127.0.0.1:4222"""
     from ..logs import configure
     from ..server import serve as serve_hub
     if log_level.lower() not in ("debug", "info", "warning", "error"):
@@ -68,11 +75,16 @@ def serve(home: HomeOption = None,
     mesh.require()
     policy = mesh.load_policy()
     configure(log_level, log_format)
+    url = mesh.store_url(store)
+    try:
+        open_store(url)  # a malformed URL is refused here, in words
+    except ConfigError as exc:
+        raise fail(str(exc), code=2) from None
     out.print(f"hub for [bold]{mesh.root}[/] on "
               f"ws://{host or policy.hub.host}:{port or policy.hub.port}/ws "
-              f"(store {mesh.db_path}); Ctrl-C stops it")
+              f"(store {url.split('?')[0]}); Ctrl-C stops it", highlight=False)
     serve_hub(mesh, host=host, port=port, accept_audit_gap=accept_audit_gap,
-              log_level=log_level.lower())
+              log_level=log_level.lower(), store_url=store)
 
 
 

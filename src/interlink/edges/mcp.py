@@ -153,9 +153,9 @@ class MeshBridge(MCPServer[None]):
             raise ToolError(_explain(exc)) from exc
 
     async def _statuses(self) -> list[AgentStatus]:
-        if not self.home.db_path.exists():
+        if not self.home.store_exists():
             raise ResourceError(f"no store at {self.home.db_path}: the hub has not run here")
-        async with open_store(f"sqlite:///{self.home.db_path}") as store:
+        async with open_store(self.home.store_url()) as store:
             return await Registry(await store.kv("registry")).statuses(self.home.load_policy())
 
     # -- tools -------------------------------------------------------------------------------

@@ -91,6 +91,9 @@ HEADERS = "Il-Headers"
 OP = "Il-Op"
 TTL = "Il-Ttl"
 _WRONG_LAST = 10071
+MAX_HISTORY = 64
+"""The most revisions a JetStream stream keeps per subject (a bucket asking for more keeps
+this many)."""
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 API_TIMEOUT = 5.0
 """Seconds to wait for the server's answer to one request before saying it is unreachable."""
@@ -418,9 +421,12 @@ class JetStreamStore:
 
     async def kv(self, name: str, *, history: int = 64) -> JetStreamKV:
         check_name("bucket", name)
-        if not (isinstance(history, int) and 1 <= history <= 64):
-            raise StoreError(f"history must be an integer from 1 to 64 (JetStream's limit), "
-                             f"not {history!r}")
+        if not (isinstance(history, int) and history >= 1):
+            raise StoreError(f"history must be a positive integer, not {history!r}")
+        if history > MAX_HISTORY:
+            log.info("bucket %s keeps %d revisions a key, JetStream's most (asked for %d)",
+                     name, MAX_HISTORY, history)
+            history = MAX_HISTORY
         stream = await self._stream(f"{self.prefix}_KV_{_enc(name)}",
                                     f"{self.prefix}.kv.{_enc(name)}.>", dedup=0.0,
                                     per_subject=history)
