@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape as rich_escape
 
-from ..errors import ConfigError
+from ..errors import ConfigError, StoreError
 from ..home import MeshHome
 from ..store import open_store
 from .base import (
@@ -77,9 +77,17 @@ def serve(home: HomeOption = None,
     configure(log_level, log_format)
     url = mesh.store_url(store)
     try:
-        open_store(url)  # a malformed URL is refused here, in words
+        engine = open_store(url)  # a malformed URL is refused here, in words
     except ConfigError as exc:
         raise fail(str(exc), code=2) from None
+    if engine.engine != "sqlite":  # a server: is it there? (the file is made on demand)
+        async def reach() -> None:
+            async with engine:
+                pass
+        try:
+            run(reach())
+        except StoreError as exc:
+            raise fail(str(exc), "start the server, or fix hub.store / --store") from None
     out.print(f"hub for [bold]{mesh.root}[/] on "
               f"ws://{host or policy.hub.host}:{port or policy.hub.port}/ws "
               f"(store {url.split('?')[0]}); Ctrl-C stops it", highlight=False)

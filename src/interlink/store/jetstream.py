@@ -48,6 +48,7 @@ import time
 from collections.abc import AsyncGenerator, Sequence
 from types import TracebackType
 from typing import Any, Literal, Self
+from urllib.parse import urlsplit
 
 import nats
 from nats.aio.client import Client as NatsClient
@@ -99,6 +100,8 @@ API_TIMEOUT = 5.0
 """Seconds to wait for the server's answer to one request before saying it is unreachable."""
 _MARGIN = 2.0
 """How long past a pull request's own expiry its answer may take to arrive."""
+CONNECT_TRIES = 4
+"""Tries to reach a server when opening (0.5, 1, 2 s apart) before saying it is unreachable."""
 _NO_WAIT_MARGIN = 0.5
 """How long an answer to a pull of what is there now may take (after that, the consumer is
 checked: only a missing one stays silent)."""
@@ -192,6 +195,7 @@ class JetStreamStore:
             if cert:
                 context.load_cert_chain(cert, key)
             options["tls"] = context
+        await self._reachable()
         try:
             self._nc = await nats.connect(
                 servers=self.servers, name="interlink", connect_timeout=self._connect_timeout,
@@ -211,6 +215,33 @@ class JetStreamStore:
             self._nc = None
             raise
         return self
+
+    async def _reachable(self) -> None:
+        """Wait, with backoff and a log line per try, until one server accepts a connection;
+        StoreError after `CONNECT_TRIES` (nats-py itself would retry a dead URL for ever)."""
+        pause = 0.5
+        for attempt in range(1, CONNECT_TRIES + 1):
+            problems = []
+            for url in self.servers:
+                parts = urlsplit(url)
+                try:
+                    _, writer = await asyncio.wait_for(asyncio.open_connection(
+                        parts.hostname or "127.0.0.1", parts.port or 4222),
+                        self._connect_timeout)
+                    writer.close()
+                    return
+                except (OSError, TimeoutError) as exc:
+                    why = (exc.strerror or str(exc)).lower() if isinstance(exc, OSError) \
+                        else "no answer in time"
+                    problems.append(f"{parts.netloc}: {why}")
+            if attempt == CONNECT_TRIES:
+                raise StoreError(f"cannot reach NATS ({'; '.join(problems)}) after "
+                                 f"{CONNECT_TRIES} tries: is nats-server running with "
+                                 "JetStream (`nats-server -js`) at that address?")
+            log.warning("NATS not reachable (%s); trying again in %.1fs",
+                        "; ".join(problems), pause)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 4.0)
 
     async def _on_error(self, exc: Exception) -> None:
         log.warning("NATS: %s", exc)

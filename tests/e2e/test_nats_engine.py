@@ -1,0 +1,134 @@
+"""A hub on NATS JetStream (`hub.store: nats://…`): the same mesh as on the embedded store —
+calls, durable events, memory compare-and-swap, the CLI's reads, a hub killed and started again
+— on a nats-server the tests start, plus the errors a wrong or missing server gives."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from interlink import Agent, CallError, SkillContext, connect
+from interlink.home import MeshHome
+from interlink.server import background_hub
+from interlink.store import open_store
+
+from ..helpers import HubProcess, env_python, free_port, interlink_cli, make_home, wait_until
+
+
+def nats_home(root: Path, server: str) -> MeshHome:
+    home = make_home(root, {"alice": ["worker.*"], "worker": []})
+    home.grant("alice", publish=["news.*"], memory={"notes": "read-write"})
+    home.grant("worker", subscribe=["news.*"])
+    policy = home.load_policy()
+    policy.hub.store = f"{server}?prefix=E{uuid.uuid4().hex[:10]}"  # streams of its own
+    home.save_policy(policy)
+    return home
+
+
+def worker_agent(home: MeshHome, url: str, got: list[Any]) -> Agent:
+    worker = Agent("worker", credential=home.credential_path("worker"), hub=url)
+
+    @worker.skill("echo")
+    async def echo(ctx: SkillContext, req: Any) -> Any:
+        return req
+
+    @worker.on_event("news.*", durable="news")
+    async def news(ctx: Any, event: Any) -> None:
+        got.append(event.data)
+
+    return worker
+
+
+async def test_a_hub_on_jetstream_serves_calls_events_and_memory(tmp_path: Path,
+                                                                 nats_server: str) -> None:
+    home = nats_home(tmp_path / "home", nats_server)
+    got: list[Any] = []
+    async with background_hub(home) as running:
+        assert running.hub.store_url.startswith("nats://")
+        worker = worker_agent(home, running.url, got)
+        async with worker, connect("alice", credential=home.credential_path("alice"),
+                                   hub=running.url) as alice:
+            assert [await alice.call("worker", "echo", i) for i in range(5)] == list(range(5))
+            assert sorted(await asyncio.gather(*(alice.call("worker", "echo", i)
+                                                 for i in range(20)))) == list(range(20))
+            for i in range(10):
+                await alice.publish("news.today", {"n": i})
+            notes = alice.memory("notes")
+            rev = await notes.put("plan", {"v": 1})
+            await notes.update("plan", {"v": 2}, expect=rev)
+            with pytest.raises(Exception, match="revision"):
+                await notes.update("plan", {"v": 3}, expect=rev)  # stale: refused
+            entry = await notes.get("plan")
+            assert entry is not None and entry.value == {"v": 2}
+            await wait_until(lambda: len(got) == 10)
+            assert [e["n"] for e in got] == list(range(10))  # in order, each once
+
+
+async def test_the_cli_reads_a_jetstream_store_and_a_killed_hub_loses_nothing(
+        tmp_path: Path, nats_server: str) -> None:
+    """`interlink agents`, `audit verify` and `topics` read the store named in mesh.yaml; a
+    call accepted while its target is offline survives the hub's SIGKILL."""
+    home = nats_home(tmp_path / "home", nats_server)
+    hub = HubProcess(home)
+    await hub.start()
+    cli = interlink_cli(home)
+    try:
+        async with connect("alice", credential=home.credential_path("alice"),
+                           hub=hub.url) as alice:
+            pending = asyncio.ensure_future(alice.call("worker", "echo", "kept", timeout=60))
+            await alice.publish("news.today", {"n": 1})
+
+            async def accepted() -> bool:  # committed: in the store's call log
+                async with open_store(home.store_url()) as store:
+                    return await (await store.log("calls")).last_seq() >= 1
+            await wait_until(accepted, timeout=20, interval=0.1)
+            hub.kill()
+            await hub.start()
+            got: list[Any] = []
+            async with worker_agent(home, hub.url, got):
+                assert await asyncio.wait_for(pending, 30) == "kept"
+                await wait_until(lambda: got == [{"n": 1}], timeout=20)
+                agents = await asyncio.to_thread(cli, "agents", "--json")
+                assert agents.returncode == 0, agents.stderr
+                assert '"worker"' in agents.stdout and "true" in agents.stdout.lower()
+        topics = await asyncio.to_thread(cli, "topics", "--json")
+        assert topics.returncode == 0 and "news.today" in topics.stdout, topics.stderr
+    finally:
+        hub.stop()
+    verified = await asyncio.to_thread(cli, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "unclean" in verified.stdout  # the kill is on record
+
+
+@pytest.mark.parametrize("url, says", [
+    ("nats://127.0.0.1:{closed}", "cannot reach NATS"),
+    ("nats://127.0.0.1:4222/streams", "bad NATS store URL"),
+    ("nats://127.0.0.1:4222?replica=3", "unknown option"),
+])
+def test_a_bad_or_unreachable_nats_server_is_refused_in_words(tmp_path: Path, url: str,
+                                                               says: str) -> None:
+    home = make_home(tmp_path / "home", {"alice": []})
+    done = subprocess.run(
+        [sys.executable, "-m", "interlink", "serve", "--home", str(home.root), "--port",
+         str(free_port()), "--store", url.format(closed=free_port())],
+        capture_output=True, text=True, timeout=60, env=env_python())
+    assert done.returncode != 0
+    text = done.stdout + done.stderr
+    assert says in text, text
+    assert "Traceback" not in text, text
+
+
+async def test_a_call_to_an_agent_on_jetstream_fails_cleanly_when_refused(
+        tmp_path: Path, nats_server: str) -> None:
+    home = nats_home(tmp_path / "home", nats_server)
+    async with background_hub(home) as running, \
+            connect("alice", credential=home.credential_path("alice"),
+                    hub=running.url) as alice:
+        with pytest.raises(CallError):
+            await alice.call("worker", "echo", 1, timeout=0.5)  # offline: times out
