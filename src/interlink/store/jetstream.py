@@ -43,6 +43,7 @@ import contextlib
 import datetime
 import json
 import logging
+import os
 import re
 import time
 from collections.abc import AsyncGenerator, Sequence
@@ -231,8 +232,8 @@ class JetStreamStore:
                     writer.close()
                     return
                 except (OSError, TimeoutError) as exc:
-                    why = (exc.strerror or str(exc)).lower() if isinstance(exc, OSError) \
-                        else "no answer in time"
+                    why = "no answer in time" if isinstance(exc, TimeoutError) else (
+                        os.strerror(exc.errno) if exc.errno else str(exc)).lower()
                     problems.append(f"{parts.netloc}: {why}")
             if attempt == CONNECT_TRIES:
                 raise StoreError(f"cannot reach NATS ({'; '.join(problems)}) after "
