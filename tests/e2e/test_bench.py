@@ -39,3 +39,19 @@ def test_bench_refuses_an_unknown_section() -> None:
     done = subprocess.run([sys.executable, "-m", "interlink", "bench", "--sections", "nope"],
                           capture_output=True, text=True, timeout=60, env=env_python())
     assert done.returncode == 2 and "unknown section" in done.stderr
+
+
+@pytest.mark.timeout(300)
+def test_the_engine_section_measures_a_hub_on_nats_beside_raw_jetstream(
+        tmp_path: Path, nats_server: str) -> None:
+    """`interlink bench --store nats://…` runs the engine section alone: a hub on JetStream
+    beside raw nats-py publishes on the same server and beside the embedded store."""
+    out = tmp_path / "engine.json"
+    done = subprocess.run([sys.executable, "-m", "interlink", "bench", "--store", nats_server,
+                           "--quick", "--json", str(out)], capture_output=True, text=True,
+                          timeout=280, env=env_python())
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    figures = json.loads(out.read_text())["figures"]
+    assert {f["section"] for f in figures} == {"engine"}
+    raw = [f for f in figures if "raw nats-py" in (f["baseline"] or "")]
+    assert len(raw) == 1 and raw[0]["value"] > 0 and raw[0]["base"] > 0

@@ -149,14 +149,19 @@ SECTIONS = ("calls", "gate", "events", "memory", "scale")
 
 @app.command(rich_help_panel=PANEL)
 @friendly
-def bench(sections: Annotated[str, typer.Option(
-              help="Comma-separated: calls, gate, events, memory, scale.")] = ",".join(SECTIONS),
+def bench(sections: Annotated[str | None, typer.Option(
+              help="Comma-separated: calls, gate, events, memory, scale (all by default); "
+                   "engine (with --store).")] = None,
           quick: Annotated[bool, typer.Option(
               help="Fewer calls and sizes (about a minute): a smoke run, not figures.")] = False,
           json_file: Annotated[Path | None, typer.Option(
               "--json", help="Also write every figure as JSON to this file.")] = None,
           plot_file: Annotated[Path | None, typer.Option(
               "--plot", help="Also draw the ratios to this PNG (needs matplotlib).")] = None,
+          store: Annotated[str | None, typer.Option(
+              help="Measure a hub on this store engine (e.g. nats://127.0.0.1:4222) beside "
+                   "the engine's own client and the embedded store: the engine section, run "
+                   "alone unless --sections names others.")] = None,
           ) -> None:
     """Measure what the mesh costs, each figure beside its baseline in the same run: calls vs
     a direct a2a-sdk call (every server in its own process), the gate's security stages,
@@ -168,11 +173,24 @@ def bench(sections: Annotated[str, typer.Option(
     import tempfile
 
     from ..bench.report import plot, show, to_json
+    if sections is None:
+        sections = "engine" if store else ",".join(SECTIONS)
     chosen = [s.strip() for s in sections.split(",") if s.strip()]
-    unknown = [s for s in chosen if s not in SECTIONS]
+    if store and "engine" not in chosen:
+        chosen.append("engine")
+    unknown = [s for s in chosen if s not in (*SECTIONS, "engine")]
     if unknown or not chosen:
-        raise typer.BadParameter(f"unknown section(s) {unknown}; use {', '.join(SECTIONS)}",
+        raise typer.BadParameter(f"unknown section(s) {unknown}; use "
+                                 f"{', '.join(SECTIONS)} (and engine, with --store)",
                                  param_hint="--sections")
+    if "engine" in chosen and not store:
+        raise typer.BadParameter("the engine section measures the store given with --store",
+                                 param_hint="--store")
+    if store:
+        try:
+            open_store(store)
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--store") from None
 
     def progress(text: str) -> None:
         err.print(f"[dim]… {rich_escape(text)}[/]", highlight=False)
@@ -181,7 +199,8 @@ def bench(sections: Annotated[str, typer.Option(
         figures = []
         for section in chosen:
             module = importlib.import_module(f"interlink.bench.{section}")
-            figures += await module.run(work, quick=quick, progress=progress)
+            extra = {"store_url": store} if section == "engine" else {}
+            figures += await module.run(work, quick=quick, progress=progress, **extra)
         return figures
 
     with tempfile.TemporaryDirectory(prefix="interlink-bench-") as work:
