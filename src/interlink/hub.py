@@ -44,6 +44,7 @@ from .policy import RELOAD_CHECK_SECONDS, Policy, PolicyFile, policy_changes
 from .services.audit import AuditLog
 from .services.calls import CallService
 from .services.events import EVENTS_LOG, SCHEMAS_BUCKET, EventBus
+from .services.lease import StoreLease
 from .services.memory import MEMORY_BUCKET, SharedMemory
 from .services.registry import PRESENCE_REFRESH, Registry
 from .services.taint import Relabel, Taint
@@ -130,6 +131,7 @@ class Hub:
         self.where = where
         self._claim = claim
         self._store: Store | None = None
+        self._lease: StoreLease | None = None
         self._background: list[asyncio.Task[None]] = []
         self._tasks = Tasks(log, "the hub")
 
@@ -141,8 +143,15 @@ class Hub:
             self._claim = engine.claim(self.owner())
         try:
             self._store = await engine.__aenter__()
+            if engine.shared:  # others can reach it: one hub at a time, by lease
+                self._lease = StoreLease(await self._store.kv("hub"), self.owner())
+                await self._lease.take()
             await self._open_services()
         except BaseException:
+            if self._lease is not None:
+                with logged(log, "releasing the store lease after a failed start"):
+                    await self._lease.release()
+                self._lease = None
             if self._store is not None:
                 with logged(log, "closing the store after a failed start", logging.WARNING):
                     await self._store.aclose()
@@ -211,6 +220,10 @@ class Hub:
             except Exception:
                 log.exception("the audit chain could not be sealed at stop; the next hub "
                               "start records an unclean stop")
+            if self._lease is not None:
+                with logged(log, "releasing the store lease"):
+                    await self._lease.release()
+                self._lease = None
             await self._store.aclose()
             self._store = None
         if self._claim is not None:
@@ -386,11 +399,18 @@ class Hub:
         await self.memory.disconnected(session)
 
     async def _housekeeping(self) -> None:
-        """Presence refresh."""
+        """Presence refresh, and the store lease renewed (a third of its life apart)."""
+        every = PRESENCE_REFRESH if self._lease is None else min(PRESENCE_REFRESH,
+                                                                 self._lease.seconds / 3)
+        last_presence = time.monotonic()
         while True:
-            await asyncio.sleep(PRESENCE_REFRESH)
+            await asyncio.sleep(every)
             try:
-                await self.registry.refresh_presence()
+                if self._lease is not None:
+                    await self._lease.renew()
+                if time.monotonic() - last_presence >= PRESENCE_REFRESH - 0.01:
+                    last_presence = time.monotonic()
+                    await self.registry.refresh_presence()
             except Exception:
                 log.exception("housekeeping failed; will retry")
 

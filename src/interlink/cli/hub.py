@@ -80,14 +80,19 @@ def serve(home: HomeOption = None,
         engine = open_store(url)  # a malformed URL is refused here, in words
     except ConfigError as exc:
         raise fail(str(exc), code=2) from None
-    if engine.engine != "sqlite":  # a server: is it there? (the file is made on demand)
-        async def reach() -> None:
+    if engine.shared:  # a server: is it there, and free? (the file is made on demand)
+        from ..services.lease import StoreLease
+
+        async def reach() -> str | None:
             async with engine:
-                pass
+                return await StoreLease(await engine.kv("hub"), "").holder()
         try:
-            run(reach())
+            holder = run(reach())
         except StoreError as exc:
             raise fail(str(exc), "start the server, or fix hub.store / --store") from None
+        if holder is not None:
+            raise fail(f"another hub holds this store: {holder}; several hubs on one store "
+                       "are not supported yet", "stop it, or give this hub a store of its own")
     out.print(f"hub for [bold]{mesh.root}[/] on "
               f"ws://{host or policy.hub.host}:{port or policy.hub.port}/ws "
               f"(store {url.split('?')[0]}); Ctrl-C stops it", highlight=False)

@@ -51,6 +51,10 @@ class Claim(Protocol):
 class StoreEngine(Store, Protocol):
     """A Store as `open_store` returns it: not yet open; `async with` (or `open()`) opens it."""
 
+    shared: bool
+    """Whether other processes reach this store without going through a claim (a server such
+    as JetStream): a hub on it takes a lease in the store instead (`services/lease.py`)."""
+
     def claim(self, owner: str) -> Claim:
         """Claim the store for one hub process, before opening it; `owner` says who holds it.
         An engine that allows one hub only (SQLite) raises StoreClaimed if another holds it."""

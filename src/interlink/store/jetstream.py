@@ -154,6 +154,7 @@ class JetStreamStore:
     """
 
     engine: str = "nats"
+    shared: bool = True  # any number of processes reach it: a hub takes a lease
 
     def __init__(self, servers: str | Sequence[str], *, replicas: int = 1, prefix: str = "IL",
                  tls_ca: str | None = None, tls_cert: str | None = None,

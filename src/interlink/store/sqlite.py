@@ -295,6 +295,7 @@ class SqliteStore:
     """
 
     engine: str = "sqlite"
+    shared: bool = False  # one hub per file: `claim` locks it
 
     def __init__(self, path: str | Path, *, synchronous: Literal["NORMAL", "FULL"] = "NORMAL",
                  clock: Callable[[], float] = time.time, poll_interval: float = 0.05,
