@@ -39,6 +39,11 @@ def resolve_home(home: str | os.PathLike[str] | None) -> Path:
     return Path(env or DEFAULT_HOME).expanduser().resolve()
 
 
+def _connectable(host: str) -> str:
+    """Where a client on this machine reaches a hub bound to `host`."""
+    return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+
+
 class MeshHome:
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = resolve_home(root)
@@ -135,7 +140,51 @@ class MeshHome:
 
     def hub_url(self, policy: Policy | None = None) -> str:
         policy = policy or self.load_policy()
-        return f"ws://{policy.hub.host}:{policy.hub.port}/ws"
+        scheme = "wss" if policy.hub.tls else "ws"
+        return f"{scheme}://{_connectable(policy.hub.host)}:{policy.hub.port}/ws"
+
+    def hub_http_url(self, policy: Policy | None = None) -> str:
+        policy = policy or self.load_policy()
+        scheme = "https" if policy.hub.tls else "http"
+        return f"{scheme}://{_connectable(policy.hub.host)}:{policy.hub.port}"
+
+    def home_path(self, path: str) -> Path:
+        """A path from mesh.yaml: relative to the home, or absolute."""
+        return (self.root / path) if not Path(path).is_absolute() else Path(path)
+
+    def tls_files(self, policy: Policy | None = None) -> tuple[Path, Path] | None:
+        """The hub's (certificate, key), when it serves TLS."""
+        tls = (policy or self.load_policy()).hub.tls
+        return (self.home_path(tls.cert), self.home_path(tls.key)) if tls else None
+
+    def tls_ca(self, policy: Policy | None = None) -> Path | None:
+        """The CA this home's agents and CLI trust for its hub (None: the system's)."""
+        tls = (policy or self.load_policy()).hub.tls
+        return self.home_path(tls.ca) if tls and tls.ca else None
+
+    def hub_verify(self, policy: Policy | None = None) -> Any:
+        """What an HTTPS client of this home checks the hub's certificate against (httpx's
+        `verify=`): an SSL context over the home's CA, or True (the system's trust store)."""
+        from .tls import client_context
+        ca = self.tls_ca(policy)
+        return client_context(ca) if ca else True
+
+    def make_tls(self, hosts: list[str] | None = None) -> tuple[Path, Path, Path]:
+        """A private CA and a hub certificate signed by it in `<home>/tls/`, and mesh.yaml's
+        `hub.tls` pointing at them: (CA, certificate, key)."""
+        from .tls import default_hosts, make_ca, make_hub_cert
+        policy = self.load_policy()
+        directory = self.root / "tls"
+        ca, ca_key = make_ca(directory)
+        cert, key = make_hub_cert(directory, ca, ca_key,
+                                  hosts or default_hosts(policy.hub.host))
+
+        def change(doc: CommentedMap) -> None:
+            hub = doc.setdefault("hub", CommentedMap())
+            hub["tls"] = CommentedMap(cert="tls/hub.pem", key="tls/hub-key.pem",
+                                      ca="tls/ca.pem")
+        self.edit_policy(change)
+        return ca, cert, key
 
     # -- agents ------------------------------------------------------------------------------
 

@@ -50,11 +50,29 @@ _DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 DEFAULT_PORT = 7750
 
 
+class TlsSettings(BaseModel):
+    """The hub's certificate: with it, the hub serves wss:// and https:// only."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    cert: str
+    """The hub's certificate chain (PEM); a path relative to the home, or absolute."""
+    key: str
+    """Its private key (PEM)."""
+    ca: str | None = None
+    """The CA that signed it, which agents and the CLI of this home trust (a private CA, as
+    `interlink init --tls` makes); unset: the system's trust store."""
+
+
 class HubSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     host: str = "127.0.0.1"
     """Address the hub binds (loopback by default)."""
+    tls: TlsSettings | None = None
+    """Serve wss:// and https:// with this certificate (`interlink init --tls` makes a private
+    CA and one). Without it the hub speaks plaintext, and says so loudly when it listens on
+    anything but loopback."""
     store: str | None = None
     """Where the hub keeps everything: `nats://HOST:PORT[,HOST:PORT…]` (JetStream; `tls://…`
     for TLS; options such as `?replicas=3&prefix=IL`) or `sqlite:///PATH`. Unset: the embedded

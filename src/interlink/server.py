@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -21,9 +22,13 @@ from starlette.applications import Starlette
 
 from .edges.a2a_remote import RemoteAgents
 from .edges.http import create_app
+from .errors import ConfigError
 from .home import MeshHome
 from .hub import Hub
 from .store import Claim, open_store
+from .tls import loopback
+
+log = logging.getLogger("interlink.server")
 
 
 @dataclass
@@ -33,22 +38,37 @@ class RunningHub:
     port: int
     remotes: RemoteAgents | None = None
     """The remote A2A agents' proxies (started beside the hub, by the HTTP app)."""
+    tls: bool = False
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ws"
+        return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}/ws"
 
 
 def _config(home: MeshHome, host: str | None, port: int | None, log_level: str,
             full_gate: bool = True, claim: Claim | None = None,
-            accept_audit_gap: bool = False, store_url: str | None = None) -> uvicorn.Config:
+            accept_audit_gap: bool = False, store_url: str | None = None,
+            tls: tuple[Path, Path] | None = None) -> uvicorn.Config:
     policy = home.load_policy()
     host = host or policy.hub.host
     port = policy.hub.port if port is None else port
+    tls = tls or home.tls_files(policy)
+    if tls is not None:
+        for path in tls:
+            if not path.exists():
+                raise ConfigError(f"the hub's TLS file {path} does not exist (hub.tls in "
+                                  "mesh.yaml, or --tls-cert / --tls-key)")
+    elif not loopback(host):
+        log.warning("PLAINTEXT on %s: this hub listens beyond this machine without TLS, so "
+                    "envelopes, tokens and answers cross the network readable by anyone on "
+                    "the way; give it a certificate (`interlink init --tls`, hub.tls in "
+                    "mesh.yaml, or --tls-cert / --tls-key)", host)
+    where = f"{'wss' if tls else 'ws'}://{host}:{port}/ws"
     app = create_app(home, full_gate=full_gate, claim=claim, accept_audit_gap=accept_audit_gap,
-                     where=f"ws://{host}:{port}/ws", store_url=store_url)
+                     where=where, store_url=store_url)
     return uvicorn.Config(
         app, host=host, port=port,
+        ssl_certfile=str(tls[0]) if tls else None, ssl_keyfile=str(tls[1]) if tls else None,
         lifespan="on", log_level=log_level if log_level == "debug" else "warning",
         log_config=None, access_log=False,  # the hub logs its own lines (interlink.logs)
         # the gate refuses, with a reason, above the limit
@@ -60,7 +80,7 @@ def _config(home: MeshHome, host: str | None, port: int | None, log_level: str,
 
 def serve(home: MeshHome, *, host: str | None = None, port: int | None = None,
           log_level: str = "info", accept_audit_gap: bool = False,
-          store_url: str | None = None) -> None:
+          store_url: str | None = None, tls: tuple[Path, Path] | None = None) -> None:
     """Run the hub in the foreground. The store is claimed first, so a second hub on the same
     home stops here (StoreClaimed, naming the running one) before it touches anything."""
     policy = home.load_policy()
@@ -70,7 +90,7 @@ def serve(home: MeshHome, *, host: str | None = None, port: int | None = None,
     try:
         server = uvicorn.Server(_config(home, host, port, log_level, claim=claim,
                                         accept_audit_gap=accept_audit_gap,
-                                        store_url=store_url))
+                                        store_url=store_url, tls=tls))
         server.run()
         if not server.started:
             raise SystemExit(1)  # uvicorn said why (the port is taken, the audit chain is cut)
@@ -95,7 +115,8 @@ async def background_hub(home: MeshHome, *, host: str = "127.0.0.1", port: int =
     bound = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield RunningHub(hub=hub_of(config), host=host, port=bound,
-                         remotes=cast(Starlette, config.app).state.remotes)
+                         remotes=cast(Starlette, config.app).state.remotes,
+                         tls=config.ssl_certfile is not None)
     finally:
         server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):

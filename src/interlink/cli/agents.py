@@ -318,12 +318,13 @@ def agent_clear_taint(
     from ..identity import ADMIN_AUDIENCE, issue_token
     mesh = MeshHome(home)
     policy = mesh.load_policy()
-    base = hub or f"http://{policy.hub.host}:{policy.hub.port}"
+    base = hub or mesh.hub_http_url(policy)
     token = issue_token(mesh.hub_key(), "operator", days=60 / 86400, audience=ADMIN_AUDIENCE)
     try:
         response = httpx.post(f"{base.rstrip('/')}/admin/agents/{name}/clear-taint",
                               json={"by": by, "reason": reason},
-                              headers={"authorization": f"Bearer {token}"}, timeout=10)
+                              headers={"authorization": f"Bearer {token}"}, timeout=10,
+                              verify=mesh.hub_verify(policy))
     except httpx.HTTPError as exc:
         raise fail(f"cannot reach the hub at {base} ({exc})",
                    "the hub must be running to clear taint: `interlink serve`", code=5) from None

@@ -95,11 +95,12 @@ def _wait_until_applied(mesh: MeshHome, timeout: float = 3.0) -> None:
         hub_id = mesh.hub_key().id
     except (ConfigError, OSError):
         return
-    url = f"http://{policy.hub.host}:{policy.hub.port}/healthz"
+    url = f"{mesh.hub_http_url(policy)}/healthz"
+    verify = mesh.hub_verify(policy)
     deadline = time.monotonic() + timeout
     while True:
         try:
-            health = httpx.get(url, timeout=0.5).json()
+            health = httpx.get(url, timeout=0.5, verify=verify).json()
         except (httpx.HTTPError, ValueError):
             return  # no hub of ours there: the change applies when one starts
         if health.get("hub") != hub_id or health.get("policy") in (None, digest):

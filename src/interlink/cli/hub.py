@@ -29,16 +29,24 @@ PANEL = "The hub"
 @friendly
 def init(home: HomeOption = None,
          force: Annotated[bool, typer.Option(help="Replace an existing home.")] = False,
-         port: Annotated[int | None, typer.Option(help="The hub's port (default 7750).")] = None
+         port: Annotated[int | None, typer.Option(help="The hub's port (default 7750).")] = None,
+         tls: Annotated[bool, typer.Option(
+             help="Also make a private CA and a hub certificate (tls/ in the home) and serve "
+                  "wss:// and https:// with them; this home's agents and CLI trust the CA.")]
+         = False,
          ) -> None:
     """Make a mesh home: the hub's key and a deny-all policy (mesh.yaml).
 
-    Example: interlink init --home ./mesh"""
+    Example: interlink init --home ./mesh --tls"""
     mesh = MeshHome(home)
     hub = mesh.init(force=force, port=port)
     out.print(f"[green]✓[/] mesh home ready at [bold]{mesh.root}[/]")
     out.print(f"  hub key      {mesh.hub_key_path}  (id {hub.id}, owner-only)")
     out.print(f"  policy       {mesh.policy_path}  (default deny)")
+    if tls:
+        ca, cert, _ = mesh.make_tls()
+        out.print(f"  TLS          {cert}  (signed by the private CA {ca}; give agents on "
+                  "other machines that CA file: tls_ca= or $INTERLINK_CA)", highlight=False)
     out.print("next: [bold]interlink agent add NAME[/], then [bold]interlink serve[/]")
 
 
@@ -60,6 +68,11 @@ def serve(home: HomeOption = None,
               help="The store: nats://HOST:PORT[,HOST:PORT] (NATS JetStream, shared by "
                    "several hubs) or sqlite:///PATH; default hub.store in mesh.yaml, else the "
                    "embedded SQLite file in the home's data/ folder.")] = None,
+          tls_cert: Annotated[Path | None, typer.Option(
+              help="Serve wss:// and https:// with this certificate chain (PEM); default "
+                   "hub.tls in mesh.yaml.")] = None,
+          tls_key: Annotated[Path | None, typer.Option(
+              help="The private key of --tls-cert (PEM).")] = None,
           ) -> None:
     """Run the hub (WebSocket at /ws; by default the embedded SQLite store in the home's data/
     folder).
@@ -93,11 +106,15 @@ def serve(home: HomeOption = None,
         if holder is not None:
             raise fail(f"another hub holds this store: {holder}; several hubs on one store "
                        "are not supported yet", "stop it, or give this hub a store of its own")
+    scheme = "wss" if (tls_cert or policy.hub.tls) else "ws"
     out.print(f"hub for [bold]{mesh.root}[/] on "
-              f"ws://{host or policy.hub.host}:{port or policy.hub.port}/ws "
+              f"{scheme}://{host or policy.hub.host}:{port or policy.hub.port}/ws "
               f"(store {url.split('?')[0]}); Ctrl-C stops it", highlight=False)
+    if (tls_cert is None) != (tls_key is None):
+        raise fail("give both --tls-cert and --tls-key (or neither)", code=2)
     serve_hub(mesh, host=host, port=port, accept_audit_gap=accept_audit_gap,
-              log_level=log_level.lower(), store_url=store)
+              log_level=log_level.lower(), store_url=store,
+              tls=(tls_cert, tls_key) if tls_cert and tls_key else None)
 
 
 

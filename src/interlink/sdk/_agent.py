@@ -206,8 +206,10 @@ class Agent:
     def __init__(self, name: str, *, credential: str | os.PathLike[str] | CredentialFile | None
                  = None, hub: str | list[str] | None = None, description: str = "",
                  version: str = "0.1.0",
-                 labels: dict[str, Any] | None = None, transport: Transport | None = None
-                 ) -> None:
+                 labels: dict[str, Any] | None = None, transport: Transport | None = None,
+                 tls_ca: str | os.PathLike[str] | None = None) -> None:
+        """`tls_ca`: the CA a `wss://` hub's certificate is checked against (default:
+        `$INTERLINK_CA`, else the mesh home's `hub.tls.ca`, else the system's trust store)."""
         if not valid_agent_name(name):
             raise ConfigError(f"{name!r} is not a valid agent name")
         self.name = name
@@ -221,6 +223,7 @@ class Agent:
         come from)."""
         self._transport = transport
         self._hub = hub
+        self._tls_ca = tls_ca
         self.skills: dict[str, Skill] = {}
         self._connection: Connection | None = None
         self._running: dict[str, asyncio.Task[Any]] = {}
@@ -286,7 +289,7 @@ class Agent:
                               f"{credential.credential.agent!r}, not of {self.name!r}")
         self._connection = Connection(credential, url=self._hub, card=self.card(),
                                       on_call=self._on_call, transport=self._transport,
-                                      labels=self.labels,
+                                      labels=self.labels, tls_ca=self._tls_ca,
                                       home=None if self._credential else
                                       home_of(self._credential_path))
         await self._connection.open(wait=wait)

@@ -22,11 +22,12 @@ class Mesh:
     """An open client connection to the mesh, acting as one enrolled agent."""
 
     def __init__(self, name: str, *, credential: str | os.PathLike[str] | None = None,
-                 hub: str | list[str] | None = None, transport: Transport | None = None
-                 ) -> None:
+                 hub: str | list[str] | None = None, transport: Transport | None = None,
+                 tls_ca: str | os.PathLike[str] | None = None) -> None:
         self.name = name
         self._path = credential_path(name, credential)
         self._hub = hub
+        self._tls_ca = tls_ca
         self._transport = transport
         self._connection: Connection | None = None
 
@@ -36,7 +37,7 @@ class Mesh:
             raise ConfigError(f"{self._path} is the credential of "
                               f"{credential.credential.agent!r}, not of {self.name!r}")
         self._connection = Connection(credential, url=self._hub, home=home_of(self._path),
-                                      transport=self._transport)
+                                      transport=self._transport, tls_ca=self._tls_ca)
         await self._connection.open()
         return self
 
@@ -127,7 +128,10 @@ class Mesh:
 
 
 def connect(name: str, *, credential: str | os.PathLike[str] | None = None,
-            hub: str | list[str] | None = None, transport: Transport | None = None) -> Mesh:
+            hub: str | list[str] | None = None, transport: Transport | None = None,
+            tls_ca: str | os.PathLike[str] | None = None) -> Mesh:
     """Open a client connection as the enrolled agent `name` (use with `async with`);
-    `transport` replaces the WebSocket (e.g. an in-process socket to a hub in this process)."""
-    return Mesh(name, credential=credential, hub=hub, transport=transport)
+    `transport` replaces the WebSocket (e.g. an in-process socket to a hub in this process);
+    `tls_ca` is the CA a `wss://` hub's certificate is checked against (default:
+    `$INTERLINK_CA`, else the mesh home's `hub.tls.ca`, else the system's trust store)."""
+    return Mesh(name, credential=credential, hub=hub, transport=transport, tls_ca=tls_ca)

@@ -6,6 +6,7 @@ socket raises `ConnectionLost`, whatever library is underneath."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
@@ -45,8 +46,19 @@ protocol edges pass an in-process one, so the same client code and the same gate
 way in."""
 
 
-def reason(exc: BaseException) -> str:
+def reason(exc: BaseException, url: str = "") -> str:
     """A connection failure in words, not a Python repr."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        why = exc.verify_message or str(exc)
+        if "expired" in why:
+            return f"the hub's certificate has expired ({why})"
+        return (f"the hub's certificate is not trusted ({why}): give the CA that signed it "
+                "(tls_ca=, $INTERLINK_CA, or hub.tls.ca in mesh.yaml)")
+    if isinstance(exc, ssl.SSLError):
+        return f"the TLS handshake with the hub failed ({exc.reason or exc})"
+    if url.startswith("ws://") and isinstance(exc, (websockets.InvalidMessage,
+                                                     websockets.InvalidHandshake)):
+        return "no WebSocket answer: does the hub serve TLS? then use wss://"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
     if isinstance(exc, asyncio.TimeoutError):
@@ -63,13 +75,19 @@ class WebSocket:
         self._ws = ws
 
     @classmethod
-    async def open(cls, url: str) -> WebSocket:
-        """Connect; ConnectionLost naming why not (refused, bad URL, not a WebSocket)."""
+    async def open(cls, url: str, *, tls_ca: str | None = None) -> WebSocket:
+        """Connect (a `wss://` hub is checked against `tls_ca`, else the system's trust
+        store); ConnectionLost naming why not (refused, bad URL, an untrusted or expired
+        certificate, a plaintext client at a TLS hub, not a WebSocket)."""
+        context = None
+        if url.startswith("wss://"):
+            context = ssl.create_default_context(cafile=tls_ca)
         try:
             ws = await ws_connect(url, max_size=None, compression=None, ping_interval=10.0,
-                                  ping_timeout=20.0)
-        except (OSError, websockets.InvalidURI, websockets.InvalidHandshake) as exc:
-            raise ConnectionLost(reason(exc)) from exc
+                                  ping_timeout=20.0, ssl=context)
+        except (OSError, websockets.InvalidURI, websockets.InvalidHandshake,
+                websockets.InvalidMessage) as exc:
+            raise ConnectionLost(reason(exc, url)) from exc
         return cls(ws)
 
     @property

@@ -43,8 +43,11 @@ class Wire:
                  reconnect: bool = True, connect_timeout: float = 10.0,
                  transport: Transport | None = None,
                  labels: dict[str, Any] | None = None,
-                 home: Path | None = None) -> None:
+                 home: Path | None = None,
+                 tls_ca: str | os.PathLike[str] | None = None) -> None:
         self.credential = credential
+        self.tls_ca = trusted_ca(tls_ca, home)
+        """The CA a wss:// hub is checked against (None: the system's trust store)."""
         self.agent = credential.credential.agent
         self.urls = hub_urls(url, credential, home)
         """Where the hub may be reached, tried in turn (a dead hub's agents move to the next)."""
@@ -146,7 +149,7 @@ class Wire:
     async def _handshake_one(self) -> None:
         try:
             opening = (self.transport() if self.transport is not None
-                       else WebSocket.open(self.url))
+                       else WebSocket.open(self.url, tls_ca=self.tls_ca))
             ws = await asyncio.wait_for(opening, self.connect_timeout)
         except (TimeoutError, ConnectionLost) as exc:
             reason = str(exc) if isinstance(exc, ConnectionLost) else _reason(exc)
@@ -424,6 +427,23 @@ class Wire:
 
     def _end_streams(self) -> None:
         """On close: end every subscription's and watch's iteration."""
+
+
+def trusted_ca(given: str | os.PathLike[str] | None, home: Path | None) -> str | None:
+    """The CA file for a wss:// hub: given, `$INTERLINK_CA`, or the mesh home's `hub.tls.ca`
+    (None: the system's trust store)."""
+    if given:
+        return str(given)
+    if os.environ.get("INTERLINK_CA"):
+        return os.environ["INTERLINK_CA"]
+    if home is not None and (home / "mesh.yaml").exists():
+        from ..home import MeshHome
+        try:
+            ca = MeshHome(home).tls_ca()
+        except Exception:  # an unreadable mesh.yaml: the system's trust store
+            return None
+        return str(ca) if ca else None
+    return None
 
 
 def hub_urls(url: str | list[str] | None, credential: CredentialFile,
