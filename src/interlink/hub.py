@@ -118,7 +118,8 @@ class Delegations:
 class Hub:
     def __init__(self, home: MeshHome, *, store_url: str | None = None,
                  full_gate: bool = True, claim: Claim | None = None,
-                 accept_audit_gap: bool = False, where: str = "") -> None:
+                 accept_audit_gap: bool = False, where: str = "",
+                 standby: bool = False) -> None:
         home.require()
         self.home = home
         self.key = home.hub_key()
@@ -128,6 +129,8 @@ class Hub:
         self.started = time.time()
         self.full_gate = full_gate
         self.accept_audit_gap = accept_audit_gap
+        self.standby = standby
+        """On a shared store held by another hub: wait, and take over when it stops."""
         self.where = where
         self._claim = claim
         self._store: Store | None = None
@@ -145,7 +148,7 @@ class Hub:
             self._store = await engine.__aenter__()
             if engine.shared:  # others can reach it: one hub at a time, by lease
                 self._lease = StoreLease(await self._store.kv("hub"), self.owner())
-                await self._lease.take()
+                await self._lease.take(standby=self.standby)
             await self._open_services()
         except BaseException:
             if self._lease is not None:

@@ -48,7 +48,7 @@ class RunningHub:
 def _config(home: MeshHome, host: str | None, port: int | None, log_level: str,
             full_gate: bool = True, claim: Claim | None = None,
             accept_audit_gap: bool = False, store_url: str | None = None,
-            tls: tuple[Path, Path] | None = None) -> uvicorn.Config:
+            tls: tuple[Path, Path] | None = None, standby: bool = False) -> uvicorn.Config:
     policy = home.load_policy()
     host = host or policy.hub.host
     port = policy.hub.port if port is None else port
@@ -65,7 +65,7 @@ def _config(home: MeshHome, host: str | None, port: int | None, log_level: str,
                     "mesh.yaml, or --tls-cert / --tls-key)", host)
     where = f"{'wss' if tls else 'ws'}://{host}:{port}/ws"
     app = create_app(home, full_gate=full_gate, claim=claim, accept_audit_gap=accept_audit_gap,
-                     where=where, store_url=store_url)
+                     where=where, store_url=store_url, standby=standby)
     return uvicorn.Config(
         app, host=host, port=port,
         ssl_certfile=str(tls[0]) if tls else None, ssl_keyfile=str(tls[1]) if tls else None,
@@ -80,7 +80,8 @@ def _config(home: MeshHome, host: str | None, port: int | None, log_level: str,
 
 def serve(home: MeshHome, *, host: str | None = None, port: int | None = None,
           log_level: str = "info", accept_audit_gap: bool = False,
-          store_url: str | None = None, tls: tuple[Path, Path] | None = None) -> None:
+          store_url: str | None = None, tls: tuple[Path, Path] | None = None,
+          standby: bool = False) -> None:
     """Run the hub in the foreground. The store is claimed first, so a second hub on the same
     home stops here (StoreClaimed, naming the running one) before it touches anything."""
     policy = home.load_policy()
@@ -90,7 +91,7 @@ def serve(home: MeshHome, *, host: str | None = None, port: int | None = None,
     try:
         server = uvicorn.Server(_config(home, host, port, log_level, claim=claim,
                                         accept_audit_gap=accept_audit_gap,
-                                        store_url=store_url, tls=tls))
+                                        store_url=store_url, tls=tls, standby=standby))
         server.run()
         if not server.started:
             raise SystemExit(1)  # uvicorn said why (the port is taken, the audit chain is cut)

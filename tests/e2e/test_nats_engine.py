@@ -31,7 +31,7 @@ def nats_home(root: Path, server: str) -> MeshHome:
     return home
 
 
-def worker_agent(home: MeshHome, url: str, got: list[Any]) -> Agent:
+def worker_agent(home: MeshHome, url: str | list[str], got: list[Any]) -> Agent:
     worker = Agent("worker", credential=home.credential_path("worker"), hub=url)
 
     @worker.skill("echo")
@@ -153,3 +153,45 @@ async def test_a_second_hub_on_the_same_jetstream_store_is_refused_until_the_fir
         first.stop()
     await second.start(timeout=30)  # the lease was released at the first's clean stop
     second.stop()
+
+
+async def test_a_standby_hub_takes_over_and_agents_fail_over_to_it(tmp_path: Path,
+                                                                   nats_server: str) -> None:
+    """Active and standby on one JetStream store: the standby waits for the lease; when the
+    active hub is SIGKILLed the standby takes over, agents listing both URLs move to it, a
+    call accepted before the kill is answered, and events keep flowing, each once."""
+    home = nats_home(tmp_path / "home", nats_server)
+    active = HubProcess(home)
+    await active.start()
+    standby_port = free_port()
+    standby = subprocess.Popen(
+        [sys.executable, "-m", "interlink", "serve", "--home", str(home.root), "--port",
+         str(standby_port), "--standby"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env_python())
+    urls = [active.url, f"ws://127.0.0.1:{standby_port}/ws"]
+    got: list[Any] = []
+    try:
+        async with connect("alice", credential=home.credential_path("alice"),
+                           hub=urls) as alice:
+            await alice.publish("news.today", {"n": 1})
+            # accepted by the active hub while the worker is offline
+            pending = asyncio.ensure_future(alice.call("worker", "echo", "kept", timeout=60))
+
+            async def accepted() -> bool:
+                async with open_store(home.store_url()) as store:
+                    return await (await store.log("calls")).last_seq() >= 1
+            await wait_until(accepted, timeout=20, interval=0.1)
+            active.kill()
+            worker = worker_agent(home, urls, got)
+            await worker.start(wait=True)  # until the standby has taken over and listens
+            try:
+                assert await asyncio.wait_for(pending, 40) == "kept"
+                await alice.publish("news.today", {"n": 2})
+                await wait_until(lambda: got == [{"n": 1}, {"n": 2}], timeout=20)
+            finally:
+                await worker.stop()
+    finally:
+        if active.proc is not None and active.proc.poll() is None:
+            active.kill()
+        standby.terminate()
+        standby.wait(15)

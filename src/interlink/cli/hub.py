@@ -73,6 +73,10 @@ def serve(home: HomeOption = None,
                    "hub.tls in mesh.yaml.")] = None,
           tls_key: Annotated[Path | None, typer.Option(
               help="The private key of --tls-cert (PEM).")] = None,
+          standby: Annotated[bool, typer.Option(
+              help="On a shared store (NATS) held by another hub: wait, and take over when "
+                   "it stops or dies (its agents move here if they list both URLs).")]
+          = False,
           ) -> None:
     """Run the hub (WebSocket at /ws; by default the embedded SQLite store in the home's data/
     folder).
@@ -103,7 +107,10 @@ def serve(home: HomeOption = None,
             holder = run(reach())
         except StoreError as exc:
             raise fail(str(exc), "start the server, or fix hub.store / --store") from None
-        if holder is not None:
+        if holder is not None and standby:
+            out.print(f"standing by: the store is held by {holder}; this hub takes over when "
+                      "it stops", highlight=False)
+        elif holder is not None:
             raise fail(f"another hub holds this store: {holder}; several hubs on one store "
                        "are not supported yet", "stop it, or give this hub a store of its own")
     scheme = "wss" if (tls_cert or policy.hub.tls) else "ws"
@@ -114,7 +121,7 @@ def serve(home: HomeOption = None,
         raise fail("give both --tls-cert and --tls-key (or neither)", code=2)
     serve_hub(mesh, host=host, port=port, accept_audit_gap=accept_audit_gap,
               log_level=log_level.lower(), store_url=store,
-              tls=(tls_cert, tls_key) if tls_cert and tls_key else None)
+              tls=(tls_cert, tls_key) if tls_cert and tls_key else None, standby=standby)
 
 
 

@@ -50,9 +50,10 @@ class Durable:
 
 def create_app(home: MeshHome, *, store_url: str | None = None,
                full_gate: bool = True, claim: Claim | None = None,
-               accept_audit_gap: bool = False, where: str = "") -> Starlette:
+               accept_audit_gap: bool = False, where: str = "",
+               standby: bool = False) -> Starlette:
     hub = Hub(home, store_url=store_url, full_gate=full_gate, claim=claim,
-              accept_audit_gap=accept_audit_gap, where=where)
+              accept_audit_gap=accept_audit_gap, where=where, standby=standby)
     a2a = Edge(hub)
     acp = AcpEdge(a2a)
 

@@ -49,10 +49,11 @@ class StoreLease:
         self._holder = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid()}
         self._revision: int | None = None
 
-    async def take(self, *, wait: float | None = None) -> None:
+    async def take(self, *, wait: float | None = None, standby: bool = False) -> None:
         """Take the lease. One held by another hub is waited for while it may be lapsing (up
         to `wait` seconds, default twice its life); StoreClaimed, naming the holder, as soon as
-        the holder renews it (it is alive) or the wait ends."""
+        the holder renews it (it is alive) or the wait ends. A `standby` hub waits as long as
+        it takes, and takes over when the holder stops or dies."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (2 * self.seconds if wait is None else wait)
         said = False
@@ -79,6 +80,14 @@ class StoreLease:
                 continue
             renewed = seen is not None and entry.revision != seen
             seen = entry.revision
+            if standby:
+                if not said:
+                    log.warning("standing by: the store is leased by %s on %s; this hub "
+                                "takes over when that one stops", holder.get("owner"),
+                                holder.get("host"))
+                    said = True
+                await asyncio.sleep(min(1.0, self.seconds / 4))
+                continue
             if renewed or loop.time() >= deadline:
                 raise StoreClaimed(
                     f"another hub holds this store: {holder.get('owner')} on "
