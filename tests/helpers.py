@@ -32,7 +32,7 @@ class NatsServer:
     storage directory (`.ci/run` installs the package). `stop()` kills it (SIGKILL with
     `kill=True`); `start()` brings it back on the same port and storage."""
 
-    def __init__(self, storage: Path) -> None:
+    def __init__(self, storage: Path, *, tls: tuple[Path, Path] | None = None) -> None:
         binary = shutil.which("nats-server") or next(
             (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server")
              if Path(p).exists()), None)
@@ -42,12 +42,15 @@ class NatsServer:
         self.binary = binary
         self.storage = storage
         self.port = free_port()
-        self.url = f"nats://127.0.0.1:{self.port}"
+        self.tls = tls
+        self.url = f"{'tls' if tls else 'nats'}://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> NatsServer:
+        tls = ["--tls", "--tlscert", str(self.tls[0]), "--tlskey", str(self.tls[1])] \
+            if self.tls else []
         self.proc = subprocess.Popen([self.binary, "-js", "-sd", str(self.storage), "-a",
-                                      "127.0.0.1", "-p", str(self.port)],
+                                      "127.0.0.1", "-p", str(self.port), *tls],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:

@@ -14,11 +14,21 @@ from typing import Any
 import pytest
 
 from interlink import Agent, CallError, SkillContext, connect
+from interlink.errors import StoreError
 from interlink.home import MeshHome
 from interlink.server import background_hub
 from interlink.store import open_store
+from interlink.tls import make_ca, make_hub_cert
 
-from ..helpers import HubProcess, env_python, free_port, interlink_cli, make_home, wait_until
+from ..helpers import (
+    HubProcess,
+    NatsServer,
+    env_python,
+    free_port,
+    interlink_cli,
+    make_home,
+    wait_until,
+)
 
 
 def nats_home(root: Path, server: str) -> MeshHome:
@@ -195,3 +205,25 @@ async def test_a_standby_hub_takes_over_and_agents_fail_over_to_it(tmp_path: Pat
             active.kill()
         standby.terminate()
         standby.wait(15)
+
+
+async def test_the_store_reaches_nats_over_tls_and_refuses_a_server_it_cannot_trust(
+        tmp_path: Path) -> None:
+    ca, ca_key = make_ca(tmp_path / "ca")
+    cert, key = make_hub_cert(tmp_path / "ca", ca, ca_key, ["127.0.0.1", "localhost"])
+    server = NatsServer(tmp_path / "nats", tls=(cert, key)).start()
+    try:
+        async with open_store(f"{server.url}?tls_ca={ca}") as store:
+            log = await store.log("secret")
+            assert (await log.append("a.b", b"over tls")).seq == 1
+            assert [m.data for m in await log.read()] == [b"over tls"]
+        other, _ = make_ca(tmp_path / "other")
+        with pytest.raises(StoreError, match="certificate"):
+            async with open_store(f"{server.url}?tls_ca={other}"):
+                pass
+        plain = server.url.replace("tls://", "nats://")
+        with pytest.raises(StoreError):  # the server wants TLS: a plaintext client fails
+            async with open_store(plain):
+                pass
+    finally:
+        server.stop()

@@ -51,7 +51,6 @@ from types import TracebackType
 from typing import Any, Literal, Self
 from urllib.parse import urlsplit
 
-import nats
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, NoServersError
@@ -174,6 +173,7 @@ class JetStreamStore:
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._closed = False
+        self._last_error: Exception | None = None
         self._streams: dict[str, float | int] = {}
         self._delivered: dict[tuple[str, str, int], Msg] = {}
         """Messages this store fetched and has not settled: (stream, consumer, seq) → msg."""
@@ -198,17 +198,29 @@ class JetStreamStore:
                 context.load_cert_chain(cert, key)
             options["tls"] = context
         await self._reachable()
+        client = NatsClient()
+        self._last_error = None
         try:
-            self._nc = await nats.connect(
-                servers=self.servers, name="interlink", connect_timeout=self._connect_timeout,
-                max_reconnect_attempts=-1, reconnect_time_wait=0.5,
+            # nats-py retries a failing first connection (a TLS refusal, say) for ever
+            await asyncio.wait_for(client.connect(
+                servers=self.servers, name="interlink",
+                connect_timeout=max(1, round(self._connect_timeout)),
+                max_reconnect_attempts=-1, reconnect_time_wait=1,
                 allow_reconnect=True, error_cb=self._on_error,
                 disconnected_cb=self._on_disconnect, reconnected_cb=self._on_reconnect,
-                **options)
+                **options), self._connect_timeout + 2)
         except (NoServersError, OSError, TimeoutError, NatsTimeout) as exc:
-            why = str(exc) or type(exc).__name__
-            raise StoreError(f"cannot reach NATS at {', '.join(self.servers)} ({why}): is "
-                             "nats-server running with JetStream (`nats-server -js`)?") from exc
+            with contextlib.suppress(Exception):
+                await client.close()
+            why = str(self._last_error or exc) or type(exc).__name__
+            if "CERTIFICATE" in why.upper():
+                raise StoreError(f"NATS at {', '.join(self.servers)} has a certificate this "
+                                 f"hub does not trust ({why}): give its CA (?tls_ca=FILE in "
+                                 "the store URL)") from exc
+            raise StoreError(f"cannot connect to NATS at {', '.join(self.servers)} ({why}): is "
+                             "nats-server running with JetStream (`nats-server -js`), and "
+                             "does it want TLS (tls://…)?") from exc
+        self._nc = client
         self._js = self._nc.jetstream(timeout=API_TIMEOUT)
         try:
             await self._stream(f"{self.prefix}_META", f"{self.prefix}.meta.>", dedup=0.0)
@@ -246,6 +258,7 @@ class JetStreamStore:
             pause = min(pause * 2, 4.0)
 
     async def _on_error(self, exc: Exception) -> None:
+        self._last_error = exc
         log.warning("NATS: %s", exc)
 
     async def _on_disconnect(self) -> None:
