@@ -34,6 +34,9 @@ def init(home: HomeOption = None,
              help="Also make a private CA and a hub certificate (tls/ in the home) and serve "
                   "wss:// and https:// with them; this home's agents and CLI trust the CA.")]
          = False,
+         tls_host: Annotated[list[str] | None, typer.Option(
+             help="Another name or address the hub certificate is for (repeatable; it "
+                  "always covers localhost, 127.0.0.1 and this machine's name).")] = None,
          ) -> None:
     """Make a mesh home: the hub's key and a deny-all policy (mesh.yaml).
 
@@ -44,7 +47,9 @@ def init(home: HomeOption = None,
     out.print(f"  hub key      {mesh.hub_key_path}  (id {hub.id}, owner-only)")
     out.print(f"  policy       {mesh.policy_path}  (default deny)")
     if tls:
-        ca, cert, _ = mesh.make_tls()
+        from ..tls import default_hosts
+        ca, cert, _ = mesh.make_tls(default_hosts(mesh.load_policy().hub.host)
+                                    + list(tls_host or []))
         out.print(f"  TLS          {cert}  (signed by the private CA {ca}; give agents on "
                   "other machines that CA file: tls_ca= or $INTERLINK_CA)", highlight=False)
     out.print("next: [bold]interlink agent add NAME[/], then [bold]interlink serve[/]")
