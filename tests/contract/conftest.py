@@ -102,3 +102,18 @@ def fresh() -> Fresh:
     tag = uuid.uuid4().hex[:8]
     counter = itertools.count(1)
     return lambda stem: f"{stem}-{tag}-{next(counter)}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that drives time with the injected clock runs only on engines that take one;
+    `test_real_time.py` checks the same promises in real time on every engine."""
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        engine = callspec.params.get("engine") if callspec is not None else None
+        uses_clock = "clock" in getattr(item, "fixturenames", ())
+        (drop if engine is not None and uses_clock and engine not in CLOCKED_ENGINES
+         else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
