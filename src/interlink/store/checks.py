@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from interlink.errors import StoreError
+from interlink.store.subjects import check_filter, check_subject
 
 _NAME = re.compile(r"[^\s.*>/\\\x00-\x1f\x7f]{1,255}")
 _KEY = re.compile(r"[A-Za-z0-9\-_.=/:@]{1,512}")
@@ -53,3 +54,19 @@ def check_ttl(ttl: float | None) -> float | None:
     if ttl is not None and not ttl > 0:
         raise StoreError(f"ttl must be a positive number of seconds or None, not {ttl!r}")
     return ttl
+
+
+def check_consumer(name: str, filter: str, ack_wait: float, max_deliver: int,
+                   dead_letter: str | None, deliver: str) -> None:
+    """A consumer's settings, as `Log.consumer` takes them."""
+    check_name("consumer", name)
+    check_filter(filter)
+    if dead_letter is not None:
+        check_subject(dead_letter)
+    if not ack_wait > 0:
+        raise StoreError(f"ack_wait must be a positive number of seconds, not {ack_wait!r}")
+    if not (isinstance(max_deliver, int) and (max_deliver > 0 or max_deliver == -1)):
+        raise StoreError(f"max_deliver must be positive or -1 (unlimited), "
+                         f"not {max_deliver!r}")
+    if deliver not in ("all", "new"):
+        raise StoreError(f"deliver must be 'all' or 'new', not {deliver!r}")

@@ -70,6 +70,7 @@ from nats.js.errors import NotFoundError as JsNotFound
 from interlink.errors import KeyExists, NotFound, RevisionMismatch, StoreClosed, StoreError
 from interlink.store.checks import (
     as_bytes,
+    check_consumer,
     check_headers,
     check_key,
     check_name,
@@ -589,17 +590,7 @@ class JetStreamLog:
     async def consumer(self, name: str, *, filter: str = ">", ack_wait: float = 30.0,
                        max_deliver: int = -1, dead_letter: str | None = None,
                        deliver: DeliverPolicy = "all") -> JetStreamConsumer:
-        check_name("consumer", name)
-        check_filter(filter)
-        if dead_letter is not None:
-            check_subject(dead_letter)
-        if not ack_wait > 0:
-            raise StoreError(f"ack_wait must be a positive number of seconds, not {ack_wait!r}")
-        if not (isinstance(max_deliver, int) and (max_deliver > 0 or max_deliver == -1)):
-            raise StoreError(f"max_deliver must be positive or -1 (unlimited), "
-                             f"not {max_deliver!r}")
-        if deliver not in ("all", "new"):
-            raise StoreError(f"deliver must be 'all' or 'new', not {deliver!r}")
+        check_consumer(name, filter, ack_wait, max_deliver, dead_letter, deliver)
         _, js = self._store._client()
         durable = _enc(name)
         settings = json.dumps({"name": name, "filter": filter, "max_deliver": max_deliver,

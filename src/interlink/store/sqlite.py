@@ -63,6 +63,7 @@ from interlink.errors import (
 )
 from interlink.store.checks import (
     as_bytes,
+    check_consumer,
     check_headers,
     check_key,
     check_name,
@@ -564,9 +565,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             self._dirty.clear()
             raise StoreError(f"the SQLite store at {self.path} failed: {exc}") from exc
-        if self._dirty:
-            dirty, self._dirty = self._dirty, []
-            self._wake(dirty)
+        self._wake_dirty()
 
     @contextmanager
     def _in_batch(self, db: sqlite3.Connection, *, write: bool) -> Iterator[None]:
@@ -590,9 +589,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             self._dirty.clear()
             raise StoreError(f"the SQLite store at {self.path} failed: {exc}") from exc
-        if self._dirty:
-            dirty, self._dirty = self._dirty, []
-            self._wake(dirty)
+        self._wake_dirty()
 
     def _commit_batch(self) -> None:
         """Commit the open group-commit transaction, if any. A failure here loses writes that
@@ -638,6 +635,12 @@ class SqliteStore:
     # tickets whose channel and test it matches, so an idle consumer costs nothing when others
     # are busy. Writes by another process are noticed by one poller per store
     # (`PRAGMA data_version` every `poll_interval`), which wakes everyone.
+
+    def _wake_dirty(self) -> None:
+        """After an operation: wake whoever waits for what it changed."""
+        if self._dirty:
+            dirty, self._dirty = self._dirty, []
+            self._wake(dirty)
 
     def _mark(self, channel: tuple[str, ...], item: str) -> None:
         """Inside a write transaction: `item` (a subject, a key) of `channel` changed."""
@@ -832,17 +835,7 @@ class SqliteLog:
                        max_deliver: int = -1, dead_letter: str | None = None,
                        deliver: DeliverPolicy = "all") -> SqliteConsumer:
         """Create the durable consumer `name`, or open it with these settings and its position."""
-        check_name("consumer", name)
-        check_filter(filter)
-        if dead_letter is not None:
-            check_subject(dead_letter)
-        if not ack_wait > 0:
-            raise StoreError(f"ack_wait must be a positive number of seconds, not {ack_wait!r}")
-        if not (isinstance(max_deliver, int) and (max_deliver > 0 or max_deliver == -1)):
-            raise StoreError(f"max_deliver must be positive or -1 (unlimited), "
-                             f"not {max_deliver!r}")
-        if deliver not in ("all", "new"):
-            raise StoreError(f"deliver must be 'all' or 'new', not {deliver!r}")
+        check_consumer(name, filter, ack_wait, max_deliver, dead_letter, deliver)
         await self._store._write_lock()
         with self._store._transaction(write=True) as db:
             start = _last_seq(db, self.name) if deliver == "new" else 0
