@@ -149,6 +149,9 @@ class Hub:
             if engine.shared:  # others can reach it: one hub at a time, by lease
                 self._lease = StoreLease(await self._store.kv("hub"), self.owner())
                 await self._lease.take(standby=self.standby)
+                # The replay floor: another hub may have accepted envelopes until now, and
+                # their nonces are in its memory, not here (a standby waited since long before)
+                self.started = time.time()
             await self._open_services()
         except BaseException:
             if self._lease is not None:

@@ -16,6 +16,7 @@ import pytest
 from interlink import Agent, CallError, SkillContext, connect
 from interlink.errors import StoreError
 from interlink.home import MeshHome
+from interlink.identity import CredentialFile
 from interlink.server import background_hub
 from interlink.store import open_store
 from interlink.tls import make_ca, make_hub_cert
@@ -23,6 +24,8 @@ from interlink.tls import make_ca, make_hub_cert
 from ..helpers import (
     HubProcess,
     NatsServer,
+    RawClient,
+    call_env,
     env_python,
     free_port,
     interlink_cli,
@@ -227,3 +230,47 @@ async def test_the_store_reaches_nats_over_tls_and_refuses_a_server_it_cannot_tr
                 pass
     finally:
         server.stop()
+
+
+async def test_an_envelope_accepted_before_a_failover_is_refused_by_the_standby(
+        tmp_path: Path, nats_server: str) -> None:
+    """The standby cannot know the nonces the active hub saw: it refuses everything signed
+    before it took over, so an envelope captured from the active hub cannot be replayed."""
+    home = nats_home(tmp_path / "home", nats_server)
+    active = HubProcess(home)
+    await active.start()
+    standby_port = free_port()
+    said = tmp_path / "standby.log"
+    with said.open("wb") as out:
+        standby = subprocess.Popen(
+            [sys.executable, "-m", "interlink", "serve", "--home", str(home.root), "--port",
+             str(standby_port), "--standby"], stdout=out, stderr=subprocess.STDOUT,
+            env=env_python())
+    alice = CredentialFile.load(home.credential_path("alice"))
+    try:
+        # signed while the standby already runs and waits: only its replay floor stops it
+        await wait_until(lambda: "standing by" in said.read_text(), timeout=30)
+        captured = call_env(alice, "worker.echo", "once")
+        async with RawClient.open(active.url) as raw:
+            assert (await raw.hello(alice))["op"] == "accepted"
+            await raw.send(captured)
+            assert (await raw.answer_to(captured["id"]))["op"] == "accepted"
+        active.kill()
+        standby_url = f"ws://127.0.0.1:{standby_port}/ws"
+
+        async def listening() -> bool:
+            try:
+                async with RawClient.open(standby_url):
+                    return True
+            except OSError:
+                return False
+        await wait_until(listening, timeout=30, interval=0.2)
+        async with RawClient.open(standby_url) as raw:
+            assert (await raw.hello(alice))["op"] == "accepted"
+            await raw.send(captured)  # the same bytes, replayed
+            answer = await raw.answer_to(captured["id"])
+            assert answer["op"] == "refused", answer
+            assert answer["error"]["stage"] == "authenticate"
+    finally:
+        standby.terminate()
+        standby.wait(15)
