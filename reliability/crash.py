@@ -196,7 +196,7 @@ CLIENTS = {"caller": role_caller, "publisher": role_publisher,
 
 # -- the orchestrator -------------------------------------------------------------------------
 
-def make_home(root: Path) -> None:
+def make_home(root: Path, store: str | None = None) -> None:
     from interlink.home import MeshHome
     home = MeshHome(root)
     home.init()
@@ -209,6 +209,7 @@ def make_home(root: Path) -> None:
     policy = home.load_policy()
     policy.hub.rate_per_agent = 100_000  # the loop measures durability, not the rate limits
     policy.hub.rate_burst = 100_000
+    policy.hub.store = store
     home.save_policy(policy)
 
 
@@ -263,6 +264,9 @@ def main() -> int:
     parser.add_argument("--deadline", type=float, default=600.0,
                         help="seconds the clients may take in all")
     parser.add_argument("--work", type=Path, default=None, help="keep the run's files here")
+    parser.add_argument("--store", default=None,
+                        help="the hub's store (e.g. nats://127.0.0.1:4222?prefix=CRASH1); "
+                             "default the embedded SQLite file")
     parser.add_argument("role", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role:  # a child process: `crash.py ROLE HOME HUB OUT [N DEADLINE]`
@@ -280,7 +284,7 @@ def main() -> int:
     print(f"crash loop: seed {seed}, {args.kills} kills, {args.calls} calls, {args.events} "
           f"events, {args.increments} CAS increments; files in {work}", flush=True)
     home = work / "home"
-    make_home(home)
+    make_home(home, args.store)
     hub = HubProcess(home, log=work / "hub.log")
     hub.start()
     port, url = hub.port, hub.url

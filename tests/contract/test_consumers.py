@@ -332,3 +332,22 @@ async def test_invalid_consumer_settings_are_refused(store: Store, fresh: Fresh,
     with pytest.raises(StoreError):
         await log.consumer(fresh("c"), **settings)  # type: ignore[arg-type]
     assert await log.consumers() == []
+
+
+async def test_reclaim_makes_what_a_dead_fetcher_held_deliverable_now(
+        make_store: MakeStore, fresh: Fresh) -> None:
+    """A process fetched and died (its acks never come): reclaim() from another store puts its
+    unsettled messages back at once, not after the ack-wait; settled ones stay settled."""
+    dead = await make_store()
+    name, consumer_name = fresh("orders"), fresh("c")
+    log = await _log_with(dead, name, "orders.eu", "orders.eu", "orders.eu")
+    held = await log.consumer(consumer_name, ack_wait=60.0)
+    assert [m.seq for m in await held.fetch(3)] == [1, 2, 3]
+    await held.ack(2)
+    alive = await make_store()
+    consumer = await (await alive.log(name)).consumer(consumer_name, ack_wait=60.0)
+    assert await consumer.fetch() == []  # still held out by the dead fetcher's ack-wait
+    await consumer.reclaim()
+    again = await consumer.fetch(3, timeout=2.0)
+    assert [(m.seq, m.deliveries) for m in again] == [(1, 2), (3, 2)]
+    await consumer.reclaim()  # nothing pending elsewhere: harmless

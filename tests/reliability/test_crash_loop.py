@@ -1,6 +1,7 @@
 """The crash loop, short: a real hub process SIGKILLed at seeded random moments while calls,
 events and CAS increments go through it from other processes; nothing acknowledged may be lost
-or done twice. The long run is `make reliability` (see the README)."""
+or done twice — on the embedded store and on JetStream. The long run is `make reliability`
+(see the README)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,16 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.timeout(450)
-def test_nothing_acknowledged_is_lost_or_done_twice_across_hub_kills(tmp_path: Path) -> None:
+@pytest.mark.parametrize("engine", ["sqlite", "nats"])
+def test_nothing_acknowledged_is_lost_or_done_twice_across_hub_kills(
+        tmp_path: Path, engine: str, request: pytest.FixtureRequest) -> None:
+    store = ([] if engine == "sqlite" else
+             ["--store", f"{request.getfixturevalue('nats_server')}?prefix=CRASH"])
     done = subprocess.run(
         [sys.executable, str(ROOT / "reliability" / "crash.py"), "--seed", "20261201",
          "--kills", "5", "--kill-every", "1.0", "--calls", "600", "--events", "600",
-         "--increments", "200", "--deadline", "150", "--work", str(tmp_path / "run")],
-        capture_output=True, text=True, timeout=400)
+         "--increments", "200", "--deadline", "150", "--work", str(tmp_path / "run"),
+         *store], capture_output=True, text=True, timeout=400)
     print(done.stdout)
     summary = json.loads(next(line for line in done.stdout.splitlines()
                               if line.startswith("{")))

@@ -42,7 +42,7 @@ from ..labels import Label
 from ..policy import HubSettings
 from ..store import KV, Consumer, Log, LogMessage
 from ..tasks import Tasks
-from . import put_back, quietly
+from . import quietly
 from .audit import AuditLog
 from .taint import Taint
 
@@ -115,8 +115,10 @@ class CallService:
         and every call a dead hub's dispatchers had claimed but not yet offered (one hub per
         store: nothing claimed before this start is in anyone's hands now)."""
         for info in await self.log.consumers():
-            if info.name.startswith("to-"):
-                await put_back(await self._consumer(info.name.removeprefix("to-")), info)
+            if info.name.startswith("to-") and info.ack_pending:
+                # before any dispatcher of this hub runs: whatever is out was handed out by a
+                # process that is gone (on a shared store, only a nak from its fetcher counts)
+                await (await self._consumer(info.name.removeprefix("to-"))).reclaim()
         for entry in await self.kv.items(""):
             try:
                 rec = CallRecord.model_validate_json(entry.value or b"{}")

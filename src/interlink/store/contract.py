@@ -117,6 +117,10 @@ class Consumer(Protocol):
     async def term(self, seq: int) -> None:
         """Never deliver `seq` again, without processing it."""
 
+    async def reclaim(self) -> None:
+        """Make every message handed out and not settled deliverable again now, whoever holds
+        it (after the process that fetched them died: their acks will never come)."""
+
     async def info(self) -> ConsumerInfo:
         """A snapshot of the consumer's state."""
 

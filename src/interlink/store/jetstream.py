@@ -101,6 +101,8 @@ API_TIMEOUT = 5.0
 """Seconds to wait for the server's answer to one request before saying it is unreachable."""
 _MARGIN = 2.0
 """How long past a pull request's own expiry its answer may take to arrive."""
+RECLAIM_WAIT = 1.0
+"""The ack-wait a reclaimed consumer runs on until the deliveries a dead process held lapse."""
 CONNECT_TRIES = 4
 """Tries to reach a server when opening (0.5, 1, 2 s apart) before saying it is unreachable."""
 _NO_WAIT_MARGIN = 0.5
@@ -759,6 +761,28 @@ class JetStreamConsumer:
             await self._settled_or_unknown(seq)
             return
         await self._reply(msg, b"+WPI")
+
+    async def reclaim(self) -> None:
+        """Deliveries held by a process that is gone cannot be nak'ed from here (only their
+        fetcher has their reply subjects): the consumer's ack-wait is cut to `RECLAIM_WAIT`
+        until they have lapsed, then restored, so they come back now instead of after it."""
+        _, js = self._store._client()
+        try:
+            info = await js.consumer_info(self._log._stream, self._durable)
+            if not info.num_ack_pending:
+                return
+            config, ack_wait = info.config, info.config.ack_wait
+            config.ack_wait = RECLAIM_WAIT
+            await js.add_consumer(self._log._stream, config)
+            await asyncio.sleep(RECLAIM_WAIT + 0.1)
+            config.ack_wait = ack_wait
+            await js.add_consumer(self._log._stream, config)
+        except JsNotFound as exc:
+            raise NotFound(f"log {self._log.name!r} has no consumer {self.name!r}") from exc
+        except (APIError, NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+            raise self._store._failed(f"cannot reclaim the consumer {self.name}", exc) from exc
+        for key in [k for k in self._store._delivered if k[:2] == self._key(0)[:2]]:
+            del self._store._delivered[key]  # their acks would go to the old deliveries
 
     async def info(self) -> ConsumerInfo:
         _, js = self._store._client()

@@ -970,6 +970,16 @@ class SqliteConsumer:
         await self._store._write_lock()
         self._set_deadline(seq, lambda state, now: now + state.ack_wait)
 
+    async def reclaim(self) -> None:
+        """Every unsettled delivery deliverable again now (its ack-wait ended)."""
+        await self._store._write_lock()
+        with self._store._transaction(write=True) as db:
+            self._state(db)
+            moved = db.execute("UPDATE pending SET deadline = ? WHERE log = ? AND consumer = ?",
+                               (self._store.clock(), self._log, self.name)).rowcount
+            if moved:
+                self._store._mark(("consumer", self._log, self.name), "*")
+
     async def info(self) -> ConsumerInfo:
         """A snapshot of the consumer's state."""
         with self._store._transaction(write=False) as db:
