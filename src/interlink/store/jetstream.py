@@ -93,6 +93,8 @@ HEADERS = "Il-Headers"
 OP = "Il-Op"
 TTL = "Il-Ttl"
 _WRONG_LAST = 10071
+_FAILED = (APIError, NatsTimeout, TimeoutError, ConnectionClosedError)
+"""What a request to the server can fail with: each becomes a StoreError (`_failed`)."""
 MAX_HISTORY = 64
 """The most revisions a JetStream stream keeps per subject (a bucket asking for more keeps
 this many)."""
@@ -334,9 +336,7 @@ class JetStreamStore:
                         per_subject is None and dedup > 0
                         and abs((current.duplicate_window or 0) - max(dedup, 0.1)) > 1e-6):
                     await js.update_stream(config)
-        except APIError as exc:
-            raise self._failed(f"cannot create the stream {name}", exc) from exc
-        except (NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+        except _FAILED as exc:
             raise self._failed(f"cannot create the stream {name}", exc) from exc
         self._streams[name] = want
         return name
@@ -408,7 +408,7 @@ class JetStreamStore:
             except JsNotFound:
                 raise NotFound(f"the consumer {consumer!r} does not exist (was it "
                                "deleted?)") from None
-            except (APIError, NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+            except _FAILED as exc:
                 raise self._failed("fetch", exc) from exc
         return got
 
@@ -424,7 +424,7 @@ class JetStreamStore:
                                 mem_storage=True, num_replicas=1)
         try:
             info = await js.add_consumer(stream, config)
-        except (APIError, NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+        except _FAILED as exc:
             raise self._failed(f"cannot read the stream {stream}", exc) from exc
         return str(info.name), int(info.num_pending or 0)
 
@@ -562,7 +562,7 @@ class JetStreamLog:
         _, js = self._store._client()
         try:
             info = await js.stream_info(self._stream)
-        except (APIError, NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+        except _FAILED as exc:
             raise self._store._failed(f"cannot read the log {self.name}", exc) from exc
         return int(info.state.last_seq)
 
@@ -616,7 +616,7 @@ class JetStreamLog:
                     config.deliver_policy = current.deliver_policy
                     config.opt_start_seq = current.opt_start_seq
                     await js.add_consumer(self._stream, config)
-        except (APIError, NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+        except _FAILED as exc:
             raise self._store._failed(f"cannot set up the consumer {name}", exc) from exc
         return JetStreamConsumer(self, name, durable, filter, max_deliver, dead_letter)
 
@@ -624,7 +624,7 @@ class JetStreamLog:
         _, js = self._store._client()
         try:
             infos = await js.consumers_info(self._stream)
-        except (APIError, NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+        except _FAILED as exc:
             raise self._store._failed(f"cannot list the consumers of {self.name}", exc) from exc
         out = []
         for info in infos:
@@ -643,14 +643,14 @@ class JetStreamLog:
             await js.delete_consumer(self._stream, _enc(name))
         except JsNotFound as exc:
             raise NotFound(f"log {self.name!r} has no consumer {name!r}") from exc
-        except (APIError, NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+        except _FAILED as exc:
             raise self._store._failed(f"cannot delete the consumer {name}", exc) from exc
 
     async def subjects(self) -> dict[str, int]:
         _, js = self._store._client()
         try:
             info = await js.stream_info(self._stream, subjects_filter=self._root + ">")
-        except (APIError, NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+        except _FAILED as exc:
             raise self._store._failed(f"cannot read the log {self.name}", exc) from exc
         counts = info.state.subjects or {}
         return {s[len(self._root):]: int(n) for s, n in sorted(counts.items())}
@@ -718,7 +718,7 @@ class JetStreamConsumer:
         _, js = self._store._client()
         try:
             info = await js.consumer_info(self._log._stream, self._durable)
-        except (APIError, NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+        except _FAILED as exc:
             raise self._store._failed(f"cannot read the consumer {self.name}", exc) from exc
         delivered = int(info.delivered.stream_seq if info.delivered else 0)
         if seq <= 0 or seq > delivered:
@@ -779,7 +779,7 @@ class JetStreamConsumer:
             await js.add_consumer(self._log._stream, config)
         except JsNotFound as exc:
             raise NotFound(f"log {self._log.name!r} has no consumer {self.name!r}") from exc
-        except (APIError, NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+        except _FAILED as exc:
             raise self._store._failed(f"cannot reclaim the consumer {self.name}", exc) from exc
         for key in [k for k in self._store._delivered if k[:2] == self._key(0)[:2]]:
             del self._store._delivered[key]  # their acks would go to the old deliveries
@@ -791,7 +791,7 @@ class JetStreamConsumer:
         except JsNotFound as exc:
             raise NotFound(f"log {self._log.name!r} has no consumer {self.name!r} "
                            "(was it deleted?)") from exc
-        except (APIError, NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+        except _FAILED as exc:
             raise self._store._failed(f"cannot read the consumer {self.name}", exc) from exc
         return await self._info(info)
 
@@ -801,7 +801,7 @@ class JetStreamConsumer:
             meta = await js.stream_info(f"{self._store.prefix}_META",
                                         subjects_filter=self._dead_subject)
             dead = int((meta.state.subjects or {}).get(self._dead_subject, 0))
-        except (APIError, NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+        except _FAILED as exc:
             raise self._store._failed(f"cannot read the consumer {self.name}", exc) from exc
         return ConsumerInfo(
             name=self.name, filter=self._filter,
@@ -845,7 +845,7 @@ class JetStreamKV:
             raw = await js.get_msg(self._stream, subject=self._subject(key))
         except JsNotFound:
             return None
-        except (APIError, NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+        except _FAILED as exc:
             raise self._store._failed(f"cannot read {key!r}", exc) from exc
         return self._entry(str(raw.subject), int(raw.seq or 0), raw.data, raw.headers,
                            raw.time)
@@ -951,7 +951,7 @@ class JetStreamKV:
         _, js = self._store._client()
         try:
             info = await js.stream_info(self._stream)
-        except (APIError, NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+        except _FAILED as exc:
             raise self._store._failed(f"cannot read the bucket {self.name}", exc) from exc
         return int(info.state.last_seq)
 
