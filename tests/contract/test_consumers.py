@@ -351,3 +351,21 @@ async def test_reclaim_makes_what_a_dead_fetcher_held_deliverable_now(
     again = await consumer.fetch(3, timeout=2.0)
     assert [(m.seq, m.deliveries) for m in again] == [(1, 2), (3, 2)]
     await consumer.reclaim()  # nothing pending elsewhere: harmless
+
+
+async def test_open_consumer_keeps_the_stored_settings(make_store: MakeStore,
+                                                       fresh: Fresh) -> None:
+    """open_consumer() opens what another process created, with its filter and position (no
+    settings restated); a consumer that does not exist is NotFound, not created."""
+    first = await make_store()
+    name, consumer_name = fresh("orders"), fresh("c")
+    log = await _log_with(first, name, "orders.eu", "orders.us", "orders.eu")
+    created = await log.consumer(consumer_name, filter="orders.eu", ack_wait=60.0)
+    assert [m.seq for m in await created.fetch()] == [1]
+    await created.ack(1)
+    other = await (await make_store()).log(name)
+    opened = await other.open_consumer(consumer_name)
+    assert [m.seq for m in await opened.fetch(5, timeout=1.0)] == [3]  # filter and position
+    with pytest.raises(NotFound):
+        await other.open_consumer(fresh("absent"))
+    assert [c.name for c in await other.consumers()] == [consumer_name]

@@ -42,7 +42,7 @@ from ..labels import Label
 from ..policy import HubSettings
 from ..store import KV, Consumer, Log, LogMessage
 from ..tasks import Tasks
-from . import quietly
+from . import quietly, reclaim_held
 from .audit import AuditLog
 from .taint import Taint
 
@@ -114,11 +114,7 @@ class CallService:
         """Re-arm deadlines and put back calls that were out for delivery when the hub stopped,
         and every call a dead hub's dispatchers had claimed but not yet offered (one hub per
         store: nothing claimed before this start is in anyone's hands now)."""
-        for info in await self.log.consumers():
-            if info.name.startswith("to-") and info.ack_pending:
-                # before any dispatcher of this hub runs: whatever is out was handed out by a
-                # process that is gone (on a shared store, only a nak from its fetcher counts)
-                await (await self._consumer(info.name.removeprefix("to-"))).reclaim()
+        await reclaim_held(self.log, lambda name: name.startswith("to-"))
         for entry in await self.kv.items(""):
             try:
                 rec = CallRecord.model_validate_json(entry.value or b"{}")

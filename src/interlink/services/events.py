@@ -43,7 +43,7 @@ from ..labels import Label
 from ..names import consumer_error, dead_letter_topic, matches
 from ..policy import HubSettings, PolicyFile, may_receive
 from ..store import KV, Consumer, Log, LogMessage
-from . import put_back, quietly
+from . import quietly, reclaim_held
 from .audit import AuditLog
 from .schema_compat import check_schema, compatibility_problems
 from .taint import Taint
@@ -113,7 +113,9 @@ class EventBus:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Continue per-topic numbering where the store left it; load topic schemas."""
+        """Continue per-topic numbering where the store left it; load topic schemas; make the
+        events an earlier hub process had handed out and nobody settled deliverable now."""
+        await reclaim_held(self.log, lambda name: True)
         self._topic_seq = await self.log.subjects()
         for entry in await self.schemas_kv.items():
             versions = json.loads(entry.value or b"{}").get("versions") or []
@@ -193,8 +195,6 @@ class EventBus:
                 durable, filter=env.target, ack_wait=ack_wait,
                 max_deliver=int(body.get("max_deliver") or self.settings.event_max_deliver),
                 dead_letter=dead_letter_topic(durable), deliver=body.get("deliver") or "all")
-            if durable not in self._consumers and existing is not None:
-                await put_back(consumer, existing)
             self._consumers[durable] = consumer
             ctx.answer.update(sub=sub.id, durable=durable, created=existing is None)
         else:

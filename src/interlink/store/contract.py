@@ -159,6 +159,10 @@ class Log(Protocol):
         """Create the durable consumer `name`, or open it if it exists (its stored settings
         are updated to these; its position is kept)."""
 
+    async def open_consumer(self, name: str) -> Consumer:
+        """Open the existing durable consumer `name` with its stored settings; NotFound when
+        there is none."""
+
     async def consumers(self) -> list[ConsumerInfo]:
         """Every durable consumer of this log."""
 

@@ -620,6 +620,24 @@ class JetStreamLog:
             raise self._store._failed(f"cannot set up the consumer {name}", exc) from exc
         return JetStreamConsumer(self, name, durable, filter, max_deliver, dead_letter)
 
+    async def open_consumer(self, name: str) -> JetStreamConsumer:
+        _, js = self._store._client()
+        durable = _enc(name)
+        try:
+            info = await js.consumer_info(self._stream, durable)
+        except JsNotFound as exc:
+            raise NotFound(f"log {self.name!r} has no consumer {name!r}") from exc
+        except _FAILED as exc:
+            raise self._store._failed(f"cannot open the consumer {name}", exc) from exc
+        return self._handle(info)
+
+    def _handle(self, info: Any) -> JetStreamConsumer:
+        """A handle on a consumer from its server-side description (our settings in it)."""
+        settings = json.loads(info.config.description)
+        return JetStreamConsumer(self, settings["name"], info.config.durable_name,
+                                 settings["filter"], settings["max_deliver"],
+                                 settings["dead_letter"])
+
     async def consumers(self) -> list[ConsumerInfo]:
         _, js = self._store._client()
         try:
@@ -630,11 +648,7 @@ class JetStreamLog:
         for info in infos:
             if not info.config.durable_name or not info.config.description:
                 continue
-            settings = json.loads(info.config.description)
-            handle = JetStreamConsumer(self, settings["name"], info.config.durable_name,
-                                       settings["filter"], settings["max_deliver"],
-                                       settings["dead_letter"])
-            out.append(await handle._info(info))
+            out.append(await self._handle(info)._info(info))
         return sorted(out, key=lambda c: c.name)
 
     async def delete_consumer(self, name: str) -> None:
@@ -767,6 +781,8 @@ class JetStreamConsumer:
         fetcher has their reply subjects): the consumer's ack-wait is cut to `RECLAIM_WAIT`
         until they have lapsed, then restored, so they come back now instead of after it."""
         _, js = self._store._client()
+        mine = self._key(0)[:2]
+        held = [(k, m) for k, m in self._store._delivered.items() if k[:2] == mine]
         try:
             info = await js.consumer_info(self._log._stream, self._durable)
             if not info.num_ack_pending:
@@ -781,8 +797,9 @@ class JetStreamConsumer:
             raise NotFound(f"log {self._log.name!r} has no consumer {self.name!r}") from exc
         except _FAILED as exc:
             raise self._store._failed(f"cannot reclaim the consumer {self.name}", exc) from exc
-        for key in [k for k in self._store._delivered if k[:2] == self._key(0)[:2]]:
-            del self._store._delivered[key]  # their acks would go to the old deliveries
+        for key, msg in held:  # their acks would go to lapsed deliveries (not to newer ones)
+            if self._store._delivered.get(key) is msg:
+                del self._store._delivered[key]
 
     async def info(self) -> ConsumerInfo:
         _, js = self._store._client()

@@ -852,6 +852,15 @@ class SqliteLog:
                  start, start, start))
         return SqliteConsumer(self._store, self.name, name, filter)
 
+    async def open_consumer(self, name: str) -> SqliteConsumer:
+        """The existing consumer `name`, with its stored settings; NotFound if there is none."""
+        with self._store._transaction(write=False) as db:
+            row = db.execute("SELECT filter FROM consumers WHERE log = ? AND name = ?",
+                             (self.name, name)).fetchone()
+        if row is None:
+            raise NotFound(f"log {self.name!r} has no consumer {name!r}")
+        return SqliteConsumer(self._store, self.name, name, row[0])
+
     async def consumers(self) -> list[ConsumerInfo]:
         """Every durable consumer of this log, by name."""
         with self._store._transaction(write=False) as db:
