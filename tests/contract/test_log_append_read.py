@@ -166,3 +166,63 @@ async def test_wait_for_wakes_on_append_and_times_out(store: Store, fresh: Fresh
     await log.append("orders.eu", b"")
     assert await asyncio.wait_for(waiter, 1.0) is True
     assert await log.wait_for(0, timeout=0) is True
+
+
+async def test_expect_last_lets_only_one_of_two_writers_extend_a_subject(
+        make_store: MakeStore, fresh: Fresh) -> None:
+    """Two handles (two hubs) both read the subject's last sequence and append expecting it:
+    one lands, the other gets RevisionMismatch naming what is there now; other subjects of
+    the log do not count. 0 means 'nothing on this subject yet'."""
+    from interlink.errors import RevisionMismatch
+    name = fresh("chain")
+    one, two = await (await make_store()).log(name), await (await make_store()).log(name)
+    assert await one.last("audit.rec") is None
+    first = await one.append("audit.rec", b"r1", expect_last=0)
+    await one.append("other.subject", b"x")  # does not move audit.rec's last
+    with pytest.raises(RevisionMismatch) as lost:
+        await two.append("audit.rec", b"r1-fork", expect_last=0)
+    assert lost.value.current == first.seq
+    last = await two.last("audit.rec")
+    assert last is not None and (last.seq, last.data) == (first.seq, b"r1")
+    second = await two.append("audit.rec", b"r2", expect_last=last.seq)
+    assert second.seq == first.seq + 2
+    with pytest.raises(RevisionMismatch):
+        await one.append("audit.rec", b"r2-fork", expect_last=first.seq)
+    assert [m.data for m in await one.read(subject="audit.rec")] == [b"r1", b"r2"]
+    with pytest.raises(StoreError):
+        await one.append("audit.rec", b"r", expect_last=-1)
+
+
+async def test_a_duplicate_msg_id_wins_over_a_stale_expect_last(store: Store,
+                                                                fresh: Fresh) -> None:
+    """A retried append (same msg_id, the expectation it had the first time) is reported as
+    the duplicate it is, not as a conflict."""
+    log = await store.log(fresh("numbered"))
+    first = await log.append("t.a", b"1", msg_id="e-1", expect_last=0)
+    again = await log.append("t.a", b"1", msg_id="e-1", expect_last=0)
+    assert (again.seq, again.duplicate) == (first.seq, True)
+
+
+async def test_last_names_the_newest_message_of_a_subject(store: Store, fresh: Fresh) -> None:
+    log = await store.log(fresh("orders"))
+    await log.append("orders.eu", b"1", headers={"n": "1"})
+    await log.append("orders.us", b"2")
+    await log.append("orders.eu", b"3", headers={"n": "2"}, msg_id="m3")
+    last = await log.last("orders.eu")
+    assert last is not None and (last.seq, last.data, last.headers, last.msg_id) == (
+        3, b"3", {"n": "2"}, "m3")
+    assert await log.last("orders.none") is None
+    with pytest.raises(StoreError):
+        await log.last("orders.*")  # a filter is not a subject
+
+
+async def test_max_age_removes_old_messages(store: Store, fresh: Fresh) -> None:
+    """A log opened with max_age forgets what is older (real time: the engine's clock)."""
+    log = await store.log(fresh("short"), dedup_window=0.2, max_age=0.5)
+    await log.append("n.x", b"old")
+    await asyncio.sleep(1.2)
+    await log.append("n.x", b"new")
+    await asyncio.sleep(0.3)  # JetStream expires on its own timer
+    assert [m.data for m in await log.read()] == [b"new"]
+    with pytest.raises(StoreError):
+        await store.log(fresh("bad"), max_age=0)

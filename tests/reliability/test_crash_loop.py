@@ -1,8 +1,8 @@
 """The crash loop, short: a real hub process SIGKILLed at seeded random moments while calls,
 events and CAS increments go through it from other processes; nothing acknowledged may be lost
-or done twice. The long run is `make reliability` (see the README). It runs on both engines: on JetStream a
-killed hub's deliveries can be put back only by reclaiming its consumers when the next hub
-starts (`Consumer.reclaim`); without it the CI seed lost events there."""
+or done twice. The long run is `make reliability` (see the README). It runs on both engines:
+on JetStream a killed hub's deliveries can be put back only by reclaiming its consumers when
+the next hub starts (`Consumer.reclaim`); without it the CI seed lost events there."""
 
 from __future__ import annotations
 

@@ -70,3 +70,9 @@ def check_consumer(name: str, filter: str, ack_wait: float, max_deliver: int,
                          f"not {max_deliver!r}")
     if deliver not in ("all", "new"):
         raise StoreError(f"deliver must be 'all' or 'new', not {deliver!r}")
+
+
+def check_expect_last(expect_last: int | None) -> None:
+    if expect_last is not None and (not isinstance(expect_last, int)
+                                    or isinstance(expect_last, bool) or expect_last < 0):
+        raise StoreError(f"expect_last must be a sequence >= 0 or None, not {expect_last!r}")

@@ -132,13 +132,20 @@ class Log(Protocol):
     name: str
 
     async def append(self, subject: str, data: bytes, *, msg_id: str | None = None,
-                     headers: dict[str, str] | None = None) -> AppendResult:
+                     headers: dict[str, str] | None = None,
+                     expect_last: int | None = None) -> AppendResult:
         """Store a message and return its sequence once it is durable (or, with an engine
         that groups commits, once it will be at the next `Store.flush()`).
 
         With `msg_id`, a second append of the same id within the dedup window is not stored:
-        the result names the original sequence and `duplicate=True`.
+        the result names the original sequence and `duplicate=True` (checked first).
+        With `expect_last`, the message is stored only if the last message on `subject` is at
+        that sequence (0: there is none yet), else RevisionMismatch — so several writers can
+        extend a chain or a numbering without forking it.
         """
+
+    async def last(self, subject: str) -> LogMessage | None:
+        """The last message stored on `subject` (a plain subject, not a filter), or None."""
 
     async def read(self, start_seq: int = 1, *, subject: str = ">",
                    limit: int = 100) -> list[LogMessage]:
@@ -228,8 +235,11 @@ class Store(Protocol):
 
     engine: str
 
-    async def log(self, name: str, *, dedup_window: float = 120.0) -> Log:
-        """Open (creating if needed) the log `name`."""
+    async def log(self, name: str, *, dedup_window: float = 120.0,
+                  max_age: float | None = None) -> Log:
+        """Open (creating if needed) the log `name`. Its settings are stored for every user:
+        `dedup_window` seconds for `msg_id`s, and `max_age` — messages older than it may be
+        removed (None keeps everything)."""
 
     async def kv(self, name: str, *, history: int = 64) -> KV:
         """Open (creating if needed) the KV bucket `name`, keeping `history` revisions a key."""

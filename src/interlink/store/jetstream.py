@@ -71,6 +71,7 @@ from interlink.errors import KeyExists, NotFound, RevisionMismatch, StoreClosed,
 from interlink.store.checks import (
     as_bytes,
     check_consumer,
+    check_expect_last,
     check_headers,
     check_key,
     check_name,
@@ -179,7 +180,7 @@ class JetStreamStore:
         self._js: JetStreamContext | None = None
         self._closed = False
         self._last_error: Exception | None = None
-        self._streams: dict[str, float | int] = {}
+        self._streams: dict[str, tuple[int | None, float, float | None]] = {}
         self._delivered: dict[tuple[str, str, int], Msg] = {}
         """Messages this store fetched and has not settled: (stream, consumer, seq) → msg."""
 
@@ -313,10 +314,10 @@ class JetStreamStore:
         return StoreError(f"{what}: {exc}")
 
     async def _stream(self, name: str, subjects: str, *, dedup: float,
-                      per_subject: int | None = None) -> str:
+                      per_subject: int | None = None, max_age: float | None = None) -> str:
         """Create the stream, or bring its settings to these."""
         _, js = self._client()
-        want: float | int = per_subject if per_subject is not None else dedup
+        want = (per_subject, dedup, max_age)
         if self._streams.get(name) == want:
             return name
         config = StreamConfig(
@@ -324,7 +325,7 @@ class JetStreamStore:
             retention=RetentionPolicy.LIMITS, num_replicas=self.replicas,
             duplicate_window=dedup if dedup >= 0.1 else 0.1,  # the least it takes
             max_msgs_per_subject=per_subject if per_subject is not None else -1,
-            allow_direct=True)
+            max_age=max_age or 0.0, allow_direct=True)
         try:
             try:
                 info = await js.stream_info(name)
@@ -334,7 +335,8 @@ class JetStreamStore:
                 current = info.config
                 if (per_subject is not None and current.max_msgs_per_subject != per_subject) or (
                         per_subject is None and dedup > 0
-                        and abs((current.duplicate_window or 0) - max(dedup, 0.1)) > 1e-6):
+                        and abs((current.duplicate_window or 0) - max(dedup, 0.1)) > 1e-6) or (
+                        abs((current.max_age or 0.0) - (max_age or 0.0)) > 1e-6):
                     await js.update_stream(config)
         except _FAILED as exc:
             raise self._failed(f"cannot create the stream {name}", exc) from exc
@@ -460,12 +462,16 @@ class JetStreamStore:
 
     # -- the contract ---------------------------------------------------------------------------
 
-    async def log(self, name: str, *, dedup_window: float = 120.0) -> JetStreamLog:
+    async def log(self, name: str, *, dedup_window: float = 120.0,
+                  max_age: float | None = None) -> JetStreamLog:
         check_name("log", name)
         if not dedup_window >= 0:
             raise StoreError(f"dedup_window must be >= 0 seconds, not {dedup_window!r}")
+        if max_age is not None and not max_age > 0:
+            raise StoreError(f"max_age must be > 0 seconds or None, not {max_age!r}")
         stream = await self._stream(f"{self.prefix}_LOG_{_enc(name)}",
-                                    f"{self.prefix}.log.{_enc(name)}.>", dedup=float(dedup_window))
+                                    f"{self.prefix}.log.{_enc(name)}.>", dedup=float(dedup_window),
+                                    max_age=max_age)
         return JetStreamLog(self, name, stream, dedup_window)
 
     async def kv(self, name: str, *, history: int = 64) -> JetStreamKV:
@@ -515,11 +521,13 @@ class JetStreamLog:
                              meta.timestamp, deliveries)
 
     async def append(self, subject: str, data: bytes, *, msg_id: str | None = None,
-                     headers: dict[str, str] | None = None) -> AppendResult:
+                     headers: dict[str, str] | None = None,
+                     expect_last: int | None = None) -> AppendResult:
         check_subject(subject)
         payload = as_bytes("data", data)
         if msg_id is not None and (not isinstance(msg_id, str) or not msg_id):
             raise StoreError(f"msg_id must be a non-empty string or None, not {msg_id!r}")
+        check_expect_last(expect_last)
         fields = check_headers(headers)
         wire: dict[str, str] = {}
         if fields:
@@ -528,8 +536,29 @@ class JetStreamLog:
             wire[MSG_ID] = msg_id
             if self._dedup > 0:
                 wire["Nats-Msg-Id"] = msg_id
-        ack = await self._store._publish(self._subject(subject), payload, wire, self._stream)
+        if expect_last is not None:
+            wire["Nats-Expected-Last-Subject-Sequence"] = str(expect_last)
+        try:
+            ack = await self._store._publish(self._subject(subject), payload, wire,
+                                             self._stream)
+        except BadRequestError as exc:
+            current = _wrong_last(exc)
+            if current is None or expect_last is None:
+                raise self._store._failed(f"cannot append to {self.name}", exc) from exc
+            raise RevisionMismatch(subject, expect_last, current) from None
         return AppendResult(seq=int(ack.seq), duplicate=bool(ack.duplicate))
+
+    async def last(self, subject: str) -> LogMessage | None:
+        check_subject(subject)
+        _, js = self._store._client()
+        try:
+            raw = await js.get_msg(self._stream, subject=self._subject(subject))
+        except JsNotFound:
+            return None
+        except _FAILED as exc:
+            raise self._store._failed(f"cannot read the log {self.name}", exc) from exc
+        return self._message(str(raw.subject), int(raw.seq or 0), raw.data or b"",
+                             raw.headers, raw.time)
 
     async def read(self, start_seq: int = 1, *, subject: str = ">",
                    limit: int = 100) -> list[LogMessage]:

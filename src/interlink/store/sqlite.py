@@ -64,6 +64,7 @@ from interlink.errors import (
 from interlink.store.checks import (
     as_bytes,
     check_consumer,
+    check_expect_last,
     check_headers,
     check_key,
     check_name,
@@ -79,13 +80,14 @@ from interlink.store.contract import (
 )
 from interlink.store.subjects import check_filter, check_subject, subject_matches
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS logs (
     name TEXT PRIMARY KEY,
     dedup_window REAL NOT NULL,
-    last_seq INTEGER NOT NULL DEFAULT 0
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    max_age REAL
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS messages (
     log TEXT NOT NULL,
@@ -428,8 +430,11 @@ class SqliteStore:
                                   "AND name = 'messages_by_subject_seq'").fetchone()
         if version == SCHEMA_VERSION and newest_index is not None:
             return  # current: opening takes no write lock
+        columns = {row[1] for row in db.execute("PRAGMA table_info(logs)")}
+        upgrade = ("ALTER TABLE logs ADD COLUMN max_age REAL;"  # schema 1 → 2
+                   if columns and "max_age" not in columns else "")
         try:
-            db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} "
+            db.executescript(f"BEGIN IMMEDIATE; {_SCHEMA} {upgrade} "
                              f"PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
         except BaseException:
             if db.in_transaction:
@@ -702,20 +707,24 @@ class SqliteStore:
 
     # -- the contract ---------------------------------------------------------------------------
 
-    async def log(self, name: str, *, dedup_window: float = 120.0) -> SqliteLog:
-        """Open (creating if needed) the log `name`; `dedup_window` is stored for all users."""
+    async def log(self, name: str, *, dedup_window: float = 120.0,
+                  max_age: float | None = None) -> SqliteLog:
+        """Open (creating if needed) the log `name`; its settings are stored for all users."""
         check_name("log", name)
         if not dedup_window >= 0:
             raise StoreError(f"dedup_window must be >= 0 seconds, not {dedup_window!r}")
+        if max_age is not None and not max_age > 0:
+            raise StoreError(f"max_age must be > 0 seconds or None, not {max_age!r}")
         with self._transaction(write=False) as db:  # a reader opening it writes nothing
-            row = db.execute("SELECT dedup_window FROM logs WHERE name = ?", (name,)).fetchone()
-        if row is not None and row[0] == dedup_window:
+            row = db.execute("SELECT dedup_window, max_age FROM logs WHERE name = ?",
+                             (name,)).fetchone()
+        if row is not None and tuple(row) == (dedup_window, max_age):
             return SqliteLog(self, name)
         await self._write_lock()
         with self._transaction(write=True) as db:
-            db.execute("INSERT INTO logs (name, dedup_window) VALUES (?, ?) ON CONFLICT (name) "
-                       "DO UPDATE SET dedup_window = excluded.dedup_window "
-                       "WHERE dedup_window != excluded.dedup_window", (name, dedup_window))
+            db.execute("INSERT INTO logs (name, dedup_window, max_age) VALUES (?, ?, ?) "
+                       "ON CONFLICT (name) DO UPDATE SET dedup_window = excluded.dedup_window, "
+                       "max_age = excluded.max_age", (name, dedup_window, max_age))
         return SqliteLog(self, name)
 
     async def kv(self, name: str, *, history: int = 64) -> SqliteKV:
@@ -745,9 +754,11 @@ def _last_seq(db: sqlite3.Connection, log: str) -> int:
 
 
 def _append(db: sqlite3.Connection, log: str, subject: str, data: bytes, msg_id: str | None,
-            headers: dict[str, str], now: float) -> AppendResult:
-    """Append inside an open write transaction (deduplicating by `msg_id`)."""
-    row = db.execute("SELECT dedup_window FROM logs WHERE name = ?", (log,)).fetchone()
+            headers: dict[str, str], now: float,
+            expect_last: int | None = None) -> AppendResult:
+    """Append inside an open write transaction (deduplicating by `msg_id`, then checking
+    `expect_last`, then trimming what is past the log's `max_age`)."""
+    row = db.execute("SELECT dedup_window, max_age FROM logs WHERE name = ?", (log,)).fetchone()
     if row is None:
         raise NotFound(f"log {log!r} does not exist; open it with store.log({log!r})")
     if msg_id is not None:
@@ -755,6 +766,13 @@ def _append(db: sqlite3.Connection, log: str, subject: str, data: bytes, msg_id:
                           "ORDER BY seq DESC LIMIT 1", (log, msg_id)).fetchone()
         if seen is not None and now - seen[1] < row[0]:
             return AppendResult(seq=seen[0], duplicate=True)
+    if expect_last is not None:
+        last = db.execute("SELECT MAX(seq) FROM messages WHERE log = ? AND subject = ?",
+                          (log, subject)).fetchone()[0] or 0
+        if last != expect_last:
+            raise RevisionMismatch(subject, expect_last, last)
+    if row[1] is not None:
+        db.execute("DELETE FROM messages WHERE log = ? AND ts < ?", (log, now - row[1]))
     seq = db.execute("UPDATE logs SET last_seq = last_seq + 1 WHERE name = ? RETURNING last_seq",
                      (log,)).fetchone()[0]
     db.execute("INSERT INTO messages (log, seq, subject, msg_id, ts, headers, data) "
@@ -771,17 +789,19 @@ class SqliteLog:
         self.name = name
 
     async def append(self, subject: str, data: bytes, *, msg_id: str | None = None,
-                     headers: dict[str, str] | None = None) -> AppendResult:
+                     headers: dict[str, str] | None = None,
+                     expect_last: int | None = None) -> AppendResult:
         """Store a message (or find its duplicate) and return its sequence once committed."""
         check_subject(subject)
         payload = as_bytes("data", data)
         if msg_id is not None and (not isinstance(msg_id, str) or not msg_id):
             raise StoreError(f"msg_id must be a non-empty string or None, not {msg_id!r}")
+        check_expect_last(expect_last)
         fields = check_headers(headers)
         await self._store._write_lock()
         with self._store._transaction(write=True) as db:
             result = _append(db, self.name, subject, payload, msg_id, fields,
-                             self._store.clock())
+                             self._store.clock(), expect_last)
             if not result.duplicate:
                 self._store._mark(("log", self.name), subject)
                 self._store._mark(("subject", self.name, subject), subject)
@@ -799,6 +819,15 @@ class SqliteLog:
                               f"AND seq >= ? AND {where} ORDER BY seq LIMIT ?",
                               (self.name, start_seq, *params, limit)).fetchall()
         return [_message(row) for row in rows]
+
+    async def last(self, subject: str) -> LogMessage | None:
+        """The last message on `subject`, or None."""
+        check_subject(subject)
+        with self._store._transaction(write=False) as db:
+            row = db.execute(f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE log = ? AND "
+                             "subject = ? ORDER BY seq DESC LIMIT 1",
+                             (self.name, subject)).fetchone()
+        return _message(row) if row is not None else None
 
     async def seq_at(self, ts: float) -> int:
         """The first sequence stored at or after `ts` (last_seq()+1 when none)."""
