@@ -44,8 +44,9 @@ from .policy import RELOAD_CHECK_SECONDS, Policy, PolicyFile, policy_changes
 from .services.audit import AuditLog
 from .services.calls import CallService
 from .services.events import EVENTS_LOG, SCHEMAS_BUCKET, EventBus
-from .services.lease import StoreLease
+from .services.hubs import HubRoster, Peer
 from .services.memory import MEMORY_BUCKET, SharedMemory
+from .services.nonces import SharedNonces
 from .services.registry import PRESENCE_REFRESH, Registry
 from .services.taint import Relabel, Taint
 from .store import Claim, Store, open_store
@@ -130,11 +131,14 @@ class Hub:
         self.full_gate = full_gate
         self.accept_audit_gap = accept_audit_gap
         self.standby = standby
-        """On a shared store held by another hub: wait, and take over when it stops."""
+        """On a shared store served by other hubs: wait until none is left, then start."""
         self.where = where
         self._claim = claim
         self._store: Store | None = None
-        self._lease: StoreLease | None = None
+        self._roster: HubRoster | None = None
+        self._nonces: SharedNonces | None = None
+        self.peers: list[Peer] = []
+        """The other hubs serving the store when this one started (empty: alone)."""
         self._background: list[asyncio.Task[None]] = []
         self._tasks = Tasks(log, "the hub")
 
@@ -146,18 +150,22 @@ class Hub:
             self._claim = engine.claim(self.owner())
         try:
             self._store = await engine.__aenter__()
-            if engine.shared:  # others can reach it: one hub at a time, by lease
-                self._lease = StoreLease(await self._store.kv("hub"), self.owner())
-                await self._lease.take(standby=self.standby)
-                # The replay floor: another hub may have accepted envelopes until now, and
-                # their nonces are in its memory, not here (a standby waited since long before)
+            if engine.shared:  # others can reach it: join the roster of hubs serving it
+                self._roster = HubRoster(await self._store.kv("hub"), self.owner())
+                if self.standby:
+                    await self._roster.wait_alone()
+                self.peers = await self._roster.join()
+                if self.peers:
+                    log.info("serving the store with %s", ", ".join(map(str, self.peers)))
+                # The replay floor (a standby waited since long before; nonces seen since are
+                # in the store's nonce log, but one older than its window is not)
                 self.started = time.time()
             await self._open_services()
         except BaseException:
-            if self._lease is not None:
-                with logged(log, "releasing the store lease after a failed start"):
-                    await self._lease.release()
-                self._lease = None
+            if self._roster is not None:
+                with logged(log, "leaving the roster of hubs after a failed start"):
+                    await self._roster.leave()
+                self._roster = None
             if self._store is not None:
                 with logged(log, "closing the store after a failed start", logging.WARNING):
                     await self._store.aclose()
@@ -176,7 +184,7 @@ class Hub:
         assert self._store is not None
         self.audit = AuditLog(await self._store.log("audit"), self.key,
                               head_path=self.home.audit_head_path, flush=self._store.flush)
-        await self.audit.open(accept_gap=self.accept_audit_gap)
+        await self.audit.open(accept_gap=self.accept_audit_gap, alone=not self.peers)
         self.registry = Registry(await self._store.kv("registry"))
         self.taint = Taint(await self._store.kv("taint"), self.policy)
         self.containment = Containment(self.settings)
@@ -185,7 +193,8 @@ class Hub:
                                  self.audit, self.settings, self.registry.session,
                                  self.registry.session_by_id, self.taint,
                                  on_outcome=self.containment.outcome,
-                                 suspended=self.is_suspended)
+                                 suspended=self.is_suspended,
+                                 hub_id=self._roster.id if self._roster else "hub")
         self.events = EventBus(
             await self._store.log(EVENTS_LOG, dedup_window=self.settings.event_dedup_seconds),
             await self._store.kv(SCHEMAS_BUCKET), self.audit, self.settings, self.policy,
@@ -193,6 +202,9 @@ class Hub:
         self.memory = SharedMemory(await self._store.kv(
             MEMORY_BUCKET, history=self.settings.memory_history), self.policy, self.taint)
         self._hub_kv = await self._store.kv("hub")
+        # hubs sharing the store share their nonces; one alone keeps them in memory
+        self._nonces = (await SharedNonces.open(self._store, self.settings.clock_skew_seconds)
+                        if self._roster is not None else None)
         hello = HelloService(self.registry, self.calls)
         services: dict[str, Service] = {
             "hello": hello, "call": self.calls, "reply": self.calls, "progress": self.calls,
@@ -201,9 +213,11 @@ class Hub:
             **{kind: self.events for kind in BUS_KINDS}}
         self.gate = Pipeline(self.stages(services, full=self.full_gate),
                              after=[self._after_gate])
-        await self.calls.start()
-        await self.events.start()
-        await self.audit.append("hub_started", hub=self.key.id, gate=list(self.gate.names))
+        alone = not self.peers
+        await self.calls.start(alone=alone, shared=self._roster is not None)
+        await self.events.start(alone=alone)
+        await self.audit.append("hub_started", hub=self.key.id, gate=list(self.gate.names),
+                                **({"joined": [p.id for p in self.peers]} if self.peers else {}))
         await self._policy_at_start()
         self.policy.listeners.append(self._policy_listener)
         self._background = [asyncio.ensure_future(self._housekeeping()),
@@ -226,10 +240,10 @@ class Hub:
             except Exception:
                 log.exception("the audit chain could not be sealed at stop; the next hub "
                               "start records an unclean stop")
-            if self._lease is not None:
-                with logged(log, "releasing the store lease"):
-                    await self._lease.release()
-                self._lease = None
+            if self._roster is not None:
+                with logged(log, "leaving the roster of hubs"):
+                    await self._roster.leave()
+                self._roster = None
             await self._store.aclose()
             self._store = None
         if self._claim is not None:
@@ -254,7 +268,7 @@ class Hub:
         return [
             Decode(settings.max_envelope_bytes),
             Authenticate(self.key, skew=settings.clock_skew_seconds, started=self.started,
-                         policy=self.policy),
+                         policy=self.policy, nonces=self._nonces),
             Authorize(self.policy, self.calls, self.events, self.key.public),
             *checks,
             Commit(services),
@@ -405,15 +419,16 @@ class Hub:
         await self.memory.disconnected(session)
 
     async def _housekeeping(self) -> None:
-        """Presence refresh, and the store lease renewed (a third of its life apart)."""
-        every = PRESENCE_REFRESH if self._lease is None else min(PRESENCE_REFRESH,
-                                                                 self._lease.seconds / 3)
+        """Presence refresh, and this hub's place on the roster renewed (a third of its life
+        apart)."""
+        every = PRESENCE_REFRESH if self._roster is None else min(PRESENCE_REFRESH,
+                                                                  self._roster.seconds / 3)
         last_presence = time.monotonic()
         while True:
             await asyncio.sleep(every)
             try:
-                if self._lease is not None:
-                    await self._lease.renew()
+                if self._roster is not None:
+                    await self._roster.renew()
                 if time.monotonic() - last_presence >= PRESENCE_REFRESH - 0.01:
                     last_presence = time.monotonic()
                     await self.registry.refresh_presence()

@@ -79,8 +79,9 @@ def serve(home: HomeOption = None,
           tls_key: Annotated[Path | None, typer.Option(
               help="The private key of --tls-cert (PEM).")] = None,
           standby: Annotated[bool, typer.Option(
-              help="On a shared store (NATS) held by another hub: wait, and take over when "
-                   "it stops or dies (its agents move here if they list both URLs).")]
+              help="On a shared store (NATS) served by other hubs: wait until none is "
+                   "left, then start (their agents move here if they list this URL too). "
+                   "Without it, a hub joins the hubs already serving the store.")]
           = False,
           ) -> None:
     """Run the hub (WebSocket at /ws; by default the embedded SQLite store in the home's data/
@@ -102,22 +103,22 @@ def serve(home: HomeOption = None,
         engine = open_store(url)  # a malformed URL is refused here, in words
     except ConfigError as exc:
         raise fail(str(exc), code=2) from None
-    if engine.shared:  # a server: is it there, and free? (the file is made on demand)
-        from ..services.lease import StoreLease
+    if engine.shared:  # a server: is it there? (the file is made on demand)
+        from ..services.hubs import HubRoster
 
-        async def reach() -> str | None:
+        async def reach() -> list[str]:
             async with engine:
-                return await StoreLease(await engine.kv("hub"), "").holder()
+                return [str(p) for p in await HubRoster(await engine.kv("hub"), "").others()]
         try:
-            holder = run(reach())
+            serving = run(reach())
         except StoreError as exc:
             raise fail(str(exc), "start the server, or fix hub.store / --store") from None
-        if holder is not None and standby:
-            out.print(f"standing by: the store is held by {holder}; this hub takes over when "
-                      "it stops", highlight=False)
-        elif holder is not None:
-            raise fail(f"another hub holds this store: {holder}; several hubs on one store "
-                       "are not supported yet", "stop it, or give this hub a store of its own")
+        if serving and standby:
+            out.print(f"standing by: the store is served by {', '.join(serving)}; this hub "
+                      "starts when no other is left", highlight=False)
+        elif serving:
+            out.print(f"joining {len(serving)} hub(s) serving this store: "
+                      f"{', '.join(serving)}", highlight=False)
     scheme = "wss" if (tls_cert or policy.hub.tls) else "ws"
     out.print(f"hub for [bold]{mesh.root}[/] on "
               f"{scheme}://{host or policy.hub.host}:{port or policy.hub.port}/ws "

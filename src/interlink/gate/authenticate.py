@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -23,14 +23,24 @@ from .context import GateContext
 from .stage import deny
 
 
+class Nonces(Protocol):
+    """Whether a nonce was already used within the freshness window (and, if not, it is now)."""
+
+    async def seen(self, nonce: str, now: float) -> bool: ...
+
+
 class NonceCache:
-    """Nonces seen within the freshness window, oldest first."""
+    """Nonces seen within the freshness window, oldest first: the whole answer for a hub alone
+    on its store; in front of the store's nonce log (`services.nonces`) where hubs share one."""
 
     def __init__(self, window: float) -> None:
         self.window = window
         self._seen: OrderedDict[str, float] = OrderedDict()
 
-    def seen(self, nonce: str, now: float) -> bool:
+    async def seen(self, nonce: str, now: float) -> bool:
+        return self.seen_here(nonce, now)
+
+    def seen_here(self, nonce: str, now: float) -> bool:
         horizon = now - 2 * self.window
         while self._seen:
             _, at = next(iter(self._seen.items()))
@@ -50,14 +60,15 @@ class Authenticate:
     name = "authenticate"
 
     def __init__(self, hub: HubKey, *, skew: float, started: float,
-                 clock: Callable[[], float] = time.time, policy: Any = None) -> None:
+                 clock: Callable[[], float] = time.time, policy: Any = None,
+                 nonces: Nonces | None = None) -> None:
         self.hub = hub
         self.policy = policy
         """The policy file, for revoked credentials (`revoked:` in mesh.yaml)."""
         self.skew = skew
         self.started = started
         self.clock = clock
-        self.nonces = NonceCache(skew)
+        self.nonces: Nonces = nonces if nonces is not None else NonceCache(skew)
 
     async def __call__(self, ctx: GateContext) -> GateDenied | None:
         env, wire, session = ctx.env, ctx.wire, ctx.session
@@ -105,7 +116,7 @@ class Authenticate:
         if env.ts < self.started:
             return deny(self.name, "stale",
                         "the envelope was signed before this hub started; re-sign and resend")
-        if self.nonces.seen(env.nonce, now):
+        if await self.nonces.seen(env.nonce, now):
             return deny(self.name, "replay",
                         f"nonce {env.nonce} was already used: this envelope is a replay")
         ctx.credential = credential

@@ -38,7 +38,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..errors import InterlinkError
+from ..errors import InterlinkError, RevisionMismatch
 from ..gate.context import GateContext
 from ..identity import HubKey, canonical, verify
 from ..store import Log
@@ -83,7 +83,8 @@ def write_head(path: Path, checkpoint: dict[str, Any]) -> None:
 
 
 class AuditLog:
-    """Writes the chain. One writer per store (the hub)."""
+    """Writes the chain: one per hub; hubs sharing a store extend one chain (appends expect
+    the last record and checkpoint, and catch up when another hub wrote first)."""
 
     def __init__(self, log: Log, hub: HubKey, *, checkpoint_every: int = 256,
                  head_path: Path | None = None,
@@ -101,6 +102,11 @@ class AuditLog:
         self._k = 0
         self._cp_hash = GENESIS
         self._cp_hashes: dict[int, str] = {}
+        self._record_seq = 0
+        """Log sequence of the last record and checkpoint this writer knows: its next appends
+        expect them (another hub on the same store may have written since: then it catches up
+        and chains after that, so hubs extend one chain and never fork it)."""
+        self._cp_seq = 0
         self._lock = asyncio.Lock()
 
     @property
@@ -111,28 +117,14 @@ class AuditLog:
     def unsealed(self) -> int:
         return self._n - self._sealed
 
-    async def open(self, *, accept_gap: bool = False) -> None:
+    async def open(self, *, accept_gap: bool = False, alone: bool = True) -> None:
         """Continue the chain where the store left it. Checks the store against the signed
         head first (AuditCut if records or checkpoints were cut off, unless `accept_gap`, which
-        records the gap instead), then records an unclean stop if the last hub did not stop."""
+        records the gap instead), then, `alone` on the store (no other hub writing), records
+        an unclean stop if the last hub did not stop."""
         last = await self.log.last_seq()
         window = max(1, last - 4 * self.checkpoint_every)
-        start = window
-        while True:
-            batch = await self.log.read(start, subject="audit.>", limit=1000)
-            if not batch:
-                break
-            for message in batch:
-                item = json.loads(message.data)
-                if message.subject == CHECKPOINT:
-                    self._k = item.get("k", self._k + 1)
-                    self._cp_hash = checkpoint_hash(item)
-                    self._cp_hashes[self._k] = self._cp_hash
-                    self._sealed = item["upto"]
-                else:
-                    self._n, self._head = item["n"], item["hash"]
-                    self._last_event = item.get("event")
-            start = batch[-1].seq + 1
+        await self._catch_up(window)
         problem = self._against_head(window_complete=window == 1)
         if problem is not None:
             if not accept_gap:
@@ -140,11 +132,35 @@ class AuditLog:
                                "`interlink serve --accept-audit-gap` starts anyway, recording "
                                "the gap in the chain for good")
             await self.append("audit_gap", problem=problem)
-        if self._n and self._last_event not in ("hub_stopped", "audit_gap"):
+        if alone and self._n and self._last_event not in ("hub_stopped", "audit_gap"):
             await self.append("unclean_stop", last_record=self._n - 0, last_sealed=self._sealed,
                               unsealed=self._n - self._sealed,
                               note="the previous hub did not stop cleanly (killed or crashed); "
                                    "its records after the last checkpoint were not sealed")
+
+    async def _catch_up(self, start: int | None = None) -> None:
+        """Read the chain from `start` (default: past what this writer knows) to its end."""
+        if start is None:
+            start = min(self._record_seq, self._cp_seq) + 1
+        while True:
+            batch = await self.log.read(start, subject="audit.>", limit=1000)
+            if not batch:
+                return
+            for message in batch:
+                item = json.loads(message.data)
+                if message.subject == CHECKPOINT:
+                    if message.seq <= self._cp_seq:
+                        continue
+                    self._k = item.get("k", self._k + 1)
+                    self._cp_hash = checkpoint_hash(item)
+                    self._cp_hashes[self._k] = self._cp_hash
+                    self._sealed = item["upto"]
+                    self._cp_seq = message.seq
+                elif message.seq > self._record_seq:
+                    self._n, self._head = item["n"], item["hash"]
+                    self._last_event = item.get("event")
+                    self._record_seq = message.seq
+            start = batch[-1].seq + 1
 
     def _against_head(self, *, window_complete: bool) -> str | None:
         if self.head_path is None:
@@ -175,11 +191,19 @@ class AuditLog:
 
     async def append(self, event: str, **fields: Any) -> dict[str, Any]:
         async with self._lock:  # one record at a time: n and prev must follow the store order
-            record = {"n": self._n + 1, "ts": round(time.time(), 6), "event": event, **fields,
-                      "prev": self._head}
-            record["hash"] = record_hash(record)
-            await self.log.append(RECORD, canonical(record))
+            while True:
+                record = {"n": self._n + 1, "ts": round(time.time(), 6), "event": event,
+                          **fields, "prev": self._head}
+                record["hash"] = record_hash(record)
+                try:
+                    result = await self.log.append(RECORD, canonical(record),
+                                                   expect_last=self._record_seq)
+                except RevisionMismatch:  # another hub appended: chain after its records
+                    await self._catch_up()
+                    continue
+                break
             self._n, self._head, self._last_event = record["n"], record["hash"], event
+            self._record_seq = result.seq
             if self._n - self._sealed >= self.checkpoint_every:
                 await self._checkpoint()
             return record
@@ -191,14 +215,22 @@ class AuditLog:
             await self._checkpoint()
 
     async def _checkpoint(self) -> None:
-        if self._n == self._sealed:
-            return
-        k = self._k + 1
-        body: dict[str, Any] = {"k": k, "upto": self._n, "head": self._head,
-                                "prev": self._cp_hash, "ts": round(time.time(), 6),
-                                "hub": self.hub.id}
-        body["sig"] = self.hub.sign(canonical(body))
-        await self.log.append(CHECKPOINT, canonical(body))
+        while True:
+            if self._n <= self._sealed:
+                return
+            k = self._k + 1
+            body: dict[str, Any] = {"k": k, "upto": self._n, "head": self._head,
+                                    "prev": self._cp_hash, "ts": round(time.time(), 6),
+                                    "hub": self.hub.id}
+            body["sig"] = self.hub.sign(canonical(body))
+            try:
+                result = await self.log.append(CHECKPOINT, canonical(body),
+                                               expect_last=self._cp_seq)
+            except RevisionMismatch:  # another hub sealed meanwhile: seal after its seal
+                await self._catch_up()
+                continue
+            break
+        self._cp_seq = result.seq
         self._k, self._sealed, self._cp_hash = k, self._n, checkpoint_hash(body)
         self._cp_hashes[self._k] = self._cp_hash
         if self.head_path is not None:
@@ -301,7 +333,8 @@ async def verify_chain(log: Log, hub_public: Ed25519PublicKey, *,
                                        "(its content does not match its hash)")
                 break
             event = item.get("event")
-            if event == "hub_started" and n > 1 and last_event not in STOPS:
+            if (event == "hub_started" and n > 1 and last_event not in STOPS
+                    and not item.get("joined")):  # a hub joining others that are running
                 report.problems.append(
                     f"record {n} starts a hub, but record {n - 1} is {last_event!r}, not a stop: "
                     "the record of the previous hub's stop was removed")

@@ -75,6 +75,9 @@ class CallRecord(BaseModel):
     held: dict[str, Any] | None = None
     """A call waiting for an approver: what to deliver once approved, and why it waits."""
     error: dict[str, Any] | None = None
+    settled_by: str | None = None
+    """The hub that ended the call: it tells the caller if the caller is connected to it;
+    another hub serving the caller learns of the end from the bucket (see `_follow`)."""
 
     def dump(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()
@@ -89,7 +92,9 @@ class CallService:
                  sessions: SessionLookup, session_by_id: SessionById, taint: Taint, *,
                  on_outcome: Callable[[str, bool], None] = lambda target, ok: None,
                  suspended: Callable[[str], bool] = lambda agent: False,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, hub_id: str = "hub") -> None:
+        self.hub_id = hub_id
+        """This hub process among the hubs sharing the store (`settled_by`)."""
         self.log = log_
         self.suspended = suspended
         self.taint = taint
@@ -110,11 +115,14 @@ class CallService:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Re-arm deadlines and put back calls that were out for delivery when the hub stopped,
-        and every call a dead hub's dispatchers had claimed but not yet offered (one hub per
-        store: nothing claimed before this start is in anyone's hands now)."""
-        await reclaim_held(self.log, lambda name: name.startswith("to-"))
+    async def start(self, *, alone: bool = True, shared: bool = False) -> None:
+        """Re-arm deadlines. A hub `alone` on its store also puts back calls that were out for
+        delivery when the hub stopped, and every call a dead hub's dispatchers had claimed but
+        not yet offered (nothing claimed before this start is in anyone's hands now); a hub
+        joining others leaves what they delivered alone. On a `shared` store the hub follows
+        the calls bucket, for outcomes other hubs settle and deadlines they armed."""
+        if alone:
+            await reclaim_held(self.log, lambda name: name.startswith("to-"))
         for entry in await self.kv.items(""):
             try:
                 rec = CallRecord.model_validate_json(entry.value or b"{}")
@@ -122,6 +130,9 @@ class CallService:
                 log.error("call record %s is unreadable; skipped", entry.key)
                 continue
             if rec.state in TERMINAL:
+                continue
+            self._arm(rec.id, rec.deadline)
+            if not alone:
                 continue
             self._opened(rec.id, rec.caller)
             if rec.state == "delivered" and rec.seq is not None:
@@ -132,7 +143,36 @@ class CallService:
                 # dispatcher: its message is then still waiting to be offered, nothing to put
                 # back (a nak would be refused: never delivered)
                 await quietly(consumer.nak(rec.seq))
-            self._arm(rec.id, rec.deadline)
+        if shared:
+            self._spawn(self._follow())
+
+    async def _follow(self) -> None:
+        """Calls other hubs changed: a new unfinished one gets a deadline here too (should its
+        hub die, someone still times it out: the compare-and-swap lets one win); one another
+        hub ended is told to its caller if the caller is connected here."""
+        while True:
+            try:
+                async for entry in self.kv.watch(""):
+                    if entry.value:
+                        await self._followed(CallRecord.model_validate_json(entry.value))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("following the calls bucket failed; following again")
+                await asyncio.sleep(1.0)
+
+    async def _followed(self, rec: CallRecord) -> None:
+        if rec.state not in TERMINAL:
+            if rec.id not in self._timers:
+                self._arm(rec.id, rec.deadline)
+            return
+        if rec.settled_by == self.hub_id:
+            return  # this hub ended it and told the caller itself
+        self._disarm(rec.id)
+        self._closed(rec.id)
+        caller = self.session_by_id(rec.caller_session)
+        if caller is not None and not caller.closed:
+            await self._send_outcome(rec, caller)
 
     async def aclose(self) -> None:
         for handle in self._timers.values():
@@ -247,7 +287,8 @@ class CallService:
                            + (f": {reason}" if reason else "")}
         done = await self._cas(env.target, lambda r: r.model_copy(update=(
             {"state": "pending", "held": None} if approved else
-            {"state": "failed", "held": None, "error": error})) if r.state == "held" else None)
+            {"state": "failed", "held": None, "error": error, "settled_by": self.hub_id}))
+            if r.state == "held" else None)
         if done is None:
             return deny("commit", "not_held", f"call {env.target} was decided meanwhile")
         ctx.audit_detail = {"call": env.target, "approved": approved, "reason": reason}
@@ -295,6 +336,7 @@ class CallService:
                 return deny("commit", "duplicate_reply", f"call {rec.id} was already answered")
             done = rec.model_copy(update={
                 "state": "failed" if failed else "done", "reply": wire,
+                "settled_by": self.hub_id,
                 "reply_origin": ctx.credential.model_dump(),
                 "reply_label": ctx.label.to_dict(),
                 "error": env.body.get("error") if failed else None})
@@ -500,7 +542,8 @@ class CallService:
         """End a call as failed because the hub refused its reply (e.g. output that does not
         match the skill's schema): the caller hears why instead of waiting for the deadline."""
         rec = await self._cas(call_id, lambda r: r.model_copy(update={
-            "state": "failed", "error": error, "held": None}) if r.state not in TERMINAL
+            "state": "failed", "error": error, "held": None, "settled_by": self.hub_id})
+            if r.state not in TERMINAL
             else None, ttl=self.settings.keep_results_seconds)
         if rec is None:
             return False
@@ -575,7 +618,8 @@ class CallService:
                            + (" (it was offline)" if rec.state == "pending" else ""),
                  "rule": None}
         done = await self._cas(call_id, lambda r: r.model_copy(update={
-            "state": "timeout", "error": error}) if r.state not in TERMINAL
+            "state": "timeout", "error": error, "settled_by": self.hub_id})
+            if r.state not in TERMINAL
             and now >= r.deadline else None, ttl=self.settings.keep_results_seconds)
         if done is None:
             return

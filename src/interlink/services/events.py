@@ -101,7 +101,9 @@ class EventBus:
         self.schemas_kv = schemas
         self.audit = audit
         self.settings = settings
-        self._topic_seq: dict[str, int] = {}
+        self._topic_last: dict[str, tuple[int, int]] = {}
+        """A cache, per topic: the log sequence and topic number of its last event (another
+        hub on the same store may have moved on: appends expect it, and re-read on conflict)."""
         self._publish_lock = asyncio.Lock()
         self._schemas: dict[str, TopicSchema] = {}
         self._consumers: dict[str, Consumer] = {}
@@ -112,11 +114,12 @@ class EventBus:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Continue per-topic numbering where the store left it; load topic schemas; make the
-        events an earlier hub process had handed out and nobody settled deliverable now."""
-        await reclaim_held(self.log, lambda name: True)
-        self._topic_seq = await self.log.subjects()
+    async def start(self, *, alone: bool = True) -> None:
+        """Load topic schemas; a hub `alone` on its store makes the events an earlier hub
+        process had handed out and nobody settled deliverable now (a hub joining others leaves
+        their deliveries alone). Numbering continues from each topic's last event."""
+        if alone:
+            await reclaim_held(self.log, lambda name: True)
         for entry in await self.schemas_kv.items():
             versions = json.loads(entry.value or b"{}").get("versions") or []
             if versions:
@@ -158,12 +161,20 @@ class EventBus:
         topic = env.target
         data = json.dumps({"wire": wire, "origin": cred.model_dump(),
                            "label": ctx.label.to_dict()}, separators=(",", ":")).encode()
-        async with self._publish_lock:
-            n = self._topic_seq.get(topic, 0) + 1
-            result = await self.log.append(topic, data, msg_id=f"{env.sender}:{env.id}",
-                                           headers={"topic_seq": str(n)})
-            if not result.duplicate:
-                self._topic_seq[topic] = n
+        async with self._publish_lock:  # in this hub; between hubs, by expect_last
+            while True:
+                last_seq, n = self._topic_last.get(topic) or await self._last_of(topic)
+                n += 1
+                try:
+                    result = await self.log.append(
+                        topic, data, msg_id=f"{env.sender}:{env.id}",
+                        headers={"topic_seq": str(n)}, expect_last=last_seq)
+                except RevisionMismatch:  # another hub published to it: number after that
+                    self._topic_last.pop(topic, None)
+                    continue
+                if not result.duplicate:
+                    self._topic_last[topic] = (result.seq, n)
+                break
         if result.duplicate:
             first = (await self.log.read(result.seq, limit=1))[0]
             n = int(first.headers.get("topic_seq", "0"))
@@ -172,6 +183,13 @@ class EventBus:
         ctx.answer.update(seq=result.seq, topic=topic, topic_seq=n,
                           duplicate=result.duplicate)
         return None
+
+    async def _last_of(self, topic: str) -> tuple[int, int]:
+        """The log sequence and topic number of the topic's last event, as stored."""
+        last = await self.log.last(topic)
+        if last is None:
+            return 0, 0
+        return last.seq, int(last.headers.get("topic_seq", "0"))
 
     async def _subscribe(self, ctx: GateContext) -> GateDenied | None:
         env = ctx.env
