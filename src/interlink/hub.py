@@ -45,6 +45,7 @@ from .services.audit import AuditLog
 from .services.calls import CallService
 from .services.events import EVENTS_LOG, SCHEMAS_BUCKET, EventBus
 from .services.hubs import HubRoster, Peer
+from .services.ledger import CONTAINMENT_BUCKET, StoreLedger
 from .services.memory import MEMORY_BUCKET, SharedMemory
 from .services.nonces import SharedNonces
 from .services.registry import PRESENCE_REFRESH, Registry
@@ -175,6 +176,11 @@ class Hub:
             raise
         return self
 
+    @property
+    def hub_id(self) -> str:
+        """This hub process among the hubs serving the store ("hub" when alone on it)."""
+        return self._roster.id if self._roster is not None else "hub"
+
     def owner(self) -> str:
         """Who holds the store, for a second hub's error message."""
         return (f"hub pid {os.getpid()}" + (f" serving {self.where}" if self.where else "")
@@ -194,7 +200,7 @@ class Hub:
                                  self.registry.session_by_id, self.taint,
                                  on_outcome=self.containment.outcome,
                                  suspended=self.is_suspended,
-                                 hub_id=self._roster.id if self._roster else "hub")
+                                 hub_id=self.hub_id)
         self.events = EventBus(
             await self._store.log(EVENTS_LOG, dedup_window=self.settings.event_dedup_seconds),
             await self._store.kv(SCHEMAS_BUCKET), self.audit, self.settings, self.policy,
@@ -202,9 +208,12 @@ class Hub:
         self.memory = SharedMemory(await self._store.kv(
             MEMORY_BUCKET, history=self.settings.memory_history), self.policy, self.taint)
         self._hub_kv = await self._store.kv("hub")
-        # hubs sharing the store share their nonces; one alone keeps them in memory
-        self._nonces = (await SharedNonces.open(self._store, self.settings.clock_skew_seconds)
-                        if self._roster is not None else None)
+        # hubs sharing the store share their nonces, budgets and workflows; a hub alone on
+        # its store keeps them in memory
+        if self._roster is not None:
+            self._nonces = await SharedNonces.open(self._store, self.settings.clock_skew_seconds)
+            self.containment.ledger = StoreLedger(await self._store.kv(CONTAINMENT_BUCKET,
+                                                                       history=1))
         hello = HelloService(self.registry, self.calls)
         services: dict[str, Service] = {
             "hello": hello, "call": self.calls, "reply": self.calls, "progress": self.calls,
@@ -387,7 +396,7 @@ class Hub:
 
     def _breaker_changed(self, target: str, state: str) -> None:
         async def record() -> None:
-            await self.registry.set_breaker(target, state)
+            await self.registry.set_breaker(target, state, hub=self.hub_id)
             await self.audit.append("breaker", target=target, state=state)
         self._spawn(record())
 

@@ -11,7 +11,9 @@ import collections
 from pathlib import Path
 from typing import Any
 
-from interlink import Agent, SkillContext, connect
+import pytest
+
+from interlink import Agent, GateDenied, SkillContext, SkillFailed, connect
 from interlink.home import MeshHome
 from interlink.identity import CredentialFile
 from interlink.sdk import StaleRevision
@@ -193,3 +195,69 @@ async def test_a_hub_killed_during_traffic_loses_nothing_accepted(tmp_path: Path
     assert sorted(int(k) for k in runs) == list(range(150))
     assert max(runs.values()) == 1, [k for k, n in runs.items() if n > 1]
     assert sorted(handled) == list(range(150)) and max(handled.values()) == 1
+
+
+async def test_progress_budgets_and_breakers_hold_across_hubs(tmp_path: Path,
+                                                              nats_server: str) -> None:
+    """What containment counts is counted once for the mesh: a conversation's budget spent
+    through two hubs, a breaker opened by the hub that saw the failures refusing calls made
+    through another hub; and a callee's progress reaches a caller on another hub."""
+    home = mesh_home(tmp_path / "home", nats_server)
+    policy = home.load_policy()
+    policy.hub.conversation_max_messages = 5
+    policy.hub.breaker_min_calls, policy.hub.breaker_window = 3, 4
+    policy.hub.breaker_open_seconds = 60.0
+    home.save_policy(policy)
+    one, two = await hubs(home, 2)
+    worker = Agent("worker", credential=home.credential_path("worker"), hub=two.url)
+
+    @worker.skill("slow")
+    async def slow(ctx: SkillContext, req: Any) -> Any:
+        await ctx.progress("half way", extend=5)
+        await asyncio.sleep(0.5)
+        return "done"
+
+    @worker.skill("broken")
+    async def broken(ctx: SkillContext, req: Any) -> Any:
+        raise RuntimeError("always fails")
+
+    try:
+        await worker.start(wait=True)
+        async with connect("alice", credential=home.credential_path("alice"),
+                           hub=one.url) as alice, \
+                connect("worker", credential=home.credential_path("worker"),
+                        hub=two.url) as publisher:
+            notes: list[dict[str, Any]] = []
+            assert await alice.call("worker", "slow", None, timeout=10,
+                                    on_progress=notes.append) == "done"
+            assert [n.get("note") for n in notes] == ["half way"]
+
+            # a budget of 5 messages, spent through both hubs
+            for i in range(5):
+                mesh = alice if i % 2 else publisher
+                await mesh.connection.publish("news.today", {"i": i}, conversation="budget-1")
+            for mesh in (alice, publisher):
+                with pytest.raises(GateDenied) as over:
+                    await mesh.connection.publish("news.today", {"i": 5},
+                                                 conversation="budget-1")
+                assert (over.value.stage, over.value.code) == ("guard", "budget_exhausted")
+
+            # the failures are settled on hub 2 (the callee's); hub 1 counts them too: with 3
+            # outcomes (the slow call's success among them) its breaker opens
+            failures = 0
+            while True:
+                try:
+                    await alice.call("worker", "broken", None, timeout=10)
+                except SkillFailed:
+                    failures += 1
+                    assert failures <= 3, "hub 1 never counted the failures hub 2 settled"
+                    await asyncio.sleep(0.3)
+                    continue
+                except GateDenied as exc:
+                    assert exc.code == "circuit_open", exc
+                    break
+            assert failures >= 2
+    finally:
+        await worker.stop()
+        one.stop()
+        two.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from interlink.gate.containment import Containment
@@ -72,7 +74,7 @@ def test_breaker_opens_then_probes_then_closes() -> None:
     assert guard.admit("other") is None
 
 
-def test_rate_limit_and_budget() -> None:
+async def test_rate_limit_and_budget() -> None:
     clock = Clock()
     guard = Containment(HubSettings(rate_per_agent=10, rate_burst=5,
                                     conversation_max_messages=3,
@@ -82,11 +84,35 @@ def test_rate_limit_and_budget() -> None:
     assert guard.take("b")           # per agent
     clock.now = 0.2                  # two tokens back at 10/s
     assert guard.take("a") and guard.take("a") and not guard.take("a")
-    assert guard.spend("c1") is None and guard.spend("c1", tokens=50) is None
-    assert "tokens" in (guard.spend("c1", tokens=60) or "")
-    assert guard.spend("c2") is None
-    assert "messages" in (guard.spend("c3") or guard.spend("c3") or guard.spend("c3")
-                          or guard.spend("c3") or "")
+    assert await guard.spend("c1") is None and await guard.spend("c1", tokens=50) is None
+    assert "tokens" in (await guard.spend("c1", tokens=60) or "")
+    assert await guard.spend("c2") is None
+    said = [await guard.spend("c3") for _ in range(4)]
+    assert said[:3] == [None, None, None] and "messages" in (said[3] or "")
+
+
+async def test_hubs_sharing_a_ledger_count_one_budget_and_one_workflow(tmp_path: Path) -> None:
+    """Two hubs' containment over one store: a conversation spread over both is charged once
+    (3 messages allowed in all, not 3 per hub), and keeps the workflow the first call fixed,
+    whichever hub sees the next call."""
+    from interlink.services.ledger import CONTAINMENT_BUCKET, StoreLedger
+    from interlink.store import open_store
+    settings = HubSettings(conversation_max_messages=3, conversation_max_tokens=100)
+    one, two = Containment(settings), Containment(settings)
+    flows = {"review": type("Flow", (), {"entry": "writer.draft"})()}
+    async with open_store(f"sqlite:///{tmp_path / 'mesh.db'}") as store:
+        kv = await store.kv(CONTAINMENT_BUCKET, history=1)
+        one.ledger, two.ledger = StoreLedger(kv), StoreLedger(kv)
+        said = [await one.spend("c"), await two.spend("c"), await one.spend("c"),
+                await two.spend("c")]
+        assert said[:3] == [None, None, None] and "messages" in (said[3] or "")
+        assert "tokens" in ((await two.spend("d", tokens=60) and "")
+                            or await one.spend("d", tokens=60) or "")
+        assert await one.workflow("w", "writer.draft", flows) == "review"
+        # on the other hub a later call of that conversation does not start a new one
+        assert await two.workflow("w", "editor.publish", flows) == "review"
+        assert await two.workflow("x", "editor.publish", flows) is None
+        assert await one.workflow("x", "writer.draft", flows) is None  # fixed: no workflow
 
 
 def test_no_rate_is_set_by_default_and_an_agents_own_rate_still_applies() -> None:

@@ -14,6 +14,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
+from typing import Protocol
 
 from ..policy import HubSettings
 
@@ -24,6 +25,21 @@ class Breaker:
     outcomes: deque[bool] = field(default_factory=deque)
     opened_at: float = 0.0
     probing: bool = False
+
+
+class Ledger(Protocol):
+    """Containment state that hubs sharing a store must agree on, kept in the store
+    (`services.ledger`); without one, a hub alone keeps it in memory."""
+
+    async def spend(self, conversation: str, messages: int, tokens: float
+                    ) -> tuple[int, float]:
+        """Add to the conversation's spending; what it has spent now, in all."""
+        ...
+
+    async def fix_workflow(self, conversation: str, workflow: str) -> str:
+        """Fix the conversation's workflow ("" for none) unless some hub fixed it first;
+        the one it follows."""
+        ...
 
 
 class Containment:
@@ -37,6 +53,8 @@ class Containment:
         self._violations: dict[str, deque[float]] = defaultdict(deque)
         self._workflows: dict[str, str] = {}  # conversation -> workflow name ("" for none)
         self.on_change: Callable[[str, str], None] | None = None
+        self.ledger: Ledger | None = None
+        """Where budgets and workflows are counted when hubs share a store."""
 
     # -- breakers ------------------------------------------------------------------------------
 
@@ -114,14 +132,18 @@ class Containment:
         self._buckets[key] = (tokens - 1.0, now)
         return True
 
-    def spend(self, conversation: str, tokens: float = 0.0) -> str | None:
+    async def spend(self, conversation: str, tokens: float = 0.0) -> str | None:
         """Count one message (and reported model tokens) against the conversation's budget;
         why it is over budget, or None."""
-        if conversation not in self._spent and len(self._spent) > 100_000:
-            self._spent.clear()  # bounded memory; long-lived conversations start counting anew
-        spent = self._spent[conversation]
-        spent[0] += 1
-        spent[1] += tokens
+        if self.ledger is not None:
+            messages, used = await self.ledger.spend(conversation, 1, tokens)
+            spent: list[float] = [messages, used]
+        else:
+            if conversation not in self._spent and len(self._spent) > 100_000:
+                self._spent.clear()  # bounded memory; long conversations start counting anew
+            spent = self._spent[conversation]
+            spent[0] += 1
+            spent[1] += tokens
         if spent[0] > self.settings.conversation_max_messages:
             return (f"conversation {conversation} has used its budget of "
                     f"{self.settings.conversation_max_messages} messages")
@@ -132,18 +154,21 @@ class Containment:
 
     # -- call graphs ---------------------------------------------------------------------------
 
-    def workflow(self, conversation: str, entry_call: str | None,
-                 workflows: Mapping[str, object]) -> str | None:
-        """The workflow a conversation follows: fixed by the call that started it."""
+    async def workflow(self, conversation: str, entry_call: str | None,
+                       workflows: Mapping[str, object]) -> str | None:
+        """The workflow a conversation follows: fixed by the call that started it (on
+        whichever hub it came; a fixed workflow never changes, so this hub keeps a copy)."""
         known = self._workflows.get(conversation)
         if known is None and entry_call is not None:
             for name, flow in workflows.items():
                 if fnmatchcase(entry_call, getattr(flow, "entry", "")):
                     known = name
                     break
-            self._workflows[conversation] = known or ""
+            if self.ledger is not None:
+                known = await self.ledger.fix_workflow(conversation, known or "")
             if len(self._workflows) > 100_000:
                 self._workflows.clear()
+            self._workflows[conversation] = known or ""
         return known or None
 
     # -- violations ----------------------------------------------------------------------------

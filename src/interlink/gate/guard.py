@@ -75,7 +75,7 @@ class Guard:
                             "hub.max_hops")
             target, skill = env.call_target()
             workflows = self.policy.current().workflows
-            flow = self.containment.workflow(env.conversation, f"{target}.{skill}", workflows)
+            flow = await self.containment.workflow(env.conversation, f"{target}.{skill}", workflows)
             if flow is not None:
                 edge = workflows[flow].allows(env.sender, f"{target}.{skill}")
                 if edge is None:
@@ -95,7 +95,7 @@ class Guard:
             if env.kind == "reply" and env.parent:  # charged to the call's conversation
                 answered = await ctx.call(self.calls, env.parent)
                 conversation = answered.conversation if answered is not None else conversation
-            over = self.containment.spend(conversation, tokens)
+            over = await self.containment.spend(conversation, tokens)
             if over and env.kind != "reply":  # a reply finishes work already paid for
                 return deny(self.name, "budget_exhausted", over,
                             "hub.conversation_max_messages / conversation_max_tokens")

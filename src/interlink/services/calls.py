@@ -75,6 +75,9 @@ class CallRecord(BaseModel):
     held: dict[str, Any] | None = None
     """A call waiting for an approver: what to deliver once approved, and why it waits."""
     error: dict[str, Any] | None = None
+    progress: dict[str, Any] | None = None
+    """The callee's latest progress note as delivered (wire, origin, label) and the hub that
+    took it: a hub serving the caller elsewhere forwards it (see `_followed`)."""
     settled_by: str | None = None
     """The hub that ended the call: it tells the caller if the caller is connected to it;
     another hub serving the caller learns of the end from the bucket (see `_follow`)."""
@@ -111,6 +114,7 @@ class CallService:
         self._dispatchers: dict[str, asyncio.Task[None]] = {}
         self._inflight: dict[str, dict[str, int]] = {}  # session id -> call id -> log seq
         self._consumers: dict[str, Consumer] = {}
+        self._forwarded: dict[str, str] = {}  # call id -> the last progress note forwarded
         self._tasks = Tasks(log, "the call service")
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -165,11 +169,26 @@ class CallService:
         if rec.state not in TERMINAL:
             if rec.id not in self._timers:
                 self._arm(rec.id, rec.deadline)
+            note = rec.progress
+            if note and note.get("by") != self.hub_id and isinstance(note.get("wire"), dict):
+                note_id = note["wire"].get("id")
+                caller = self.session_by_id(rec.caller_session)
+                if caller is not None and self._forwarded.get(rec.id) != note_id:
+                    self._forwarded[rec.id] = note_id
+                    label = Label.parse(note.get("label"))
+                    await self.taint.add(caller.agent or rec.caller, rec.conversation, label)
+                    await _send(caller, frames.deliver(note["wire"], note.get("origin"),
+                                                       label.to_dict()))
             return
+        self._forwarded.pop(rec.id, None)
         if rec.settled_by == self.hub_id:
             return  # this hub ended it and told the caller itself
         self._disarm(rec.id)
         self._closed(rec.id)
+        counted = rec.error is None or (rec.error.get("stage"), rec.error.get("code")) not in (
+            ("calls", "suspended"), ("calls", "not_enrolled"), ("approval", "denied"))
+        if counted:  # every hub's breakers count every outcome, wherever it was settled
+            self.on_outcome(rec.target, rec.state == "done")
         caller = self.session_by_id(rec.caller_session)
         if caller is not None and not caller.closed:
             await self._send_outcome(rec, caller)
@@ -371,9 +390,11 @@ class CallService:
             extend = rec.timeout if not isinstance(extend_raw, int | float) else float(extend_raw)
             extend = max(0.0, min(extend, self.settings.max_call_timeout_seconds))
             deadline = max(rec.deadline, self.clock() + extend)
+            note = {"wire": ctx.wire, "origin": ctx.credential.model_dump()
+                    if ctx.credential else None, "label": ctx.label.to_dict(), "by": self.hub_id}
             try:
-                await self.kv.update(rec.id, rec.model_copy(update={"deadline": deadline}).dump(),
-                                     expect=entry.revision)
+                await self.kv.update(rec.id, rec.model_copy(update={
+                    "deadline": deadline, "progress": note}).dump(), expect=entry.revision)
             except RevisionMismatch:
                 continue
             if rec.seq is not None:

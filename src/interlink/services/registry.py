@@ -183,10 +183,11 @@ class Registry:
                 self._cards[agent] = card
         return card
 
-    async def set_breaker(self, agent: str, state: str) -> None:
-        """Record a target's circuit-breaker state where `interlink agents` reads it."""
+    async def set_breaker(self, agent: str, state: str, *, hub: str = "hub") -> None:
+        """Record a target's circuit-breaker state where `interlink agents` reads it, and other
+        hubs on the store follow it (`hub` says which hub's breaker changed)."""
         await self.kv.put(f"breakers/{agent}", json.dumps({
-            "state": state, "since": time.time()}).encode())
+            "state": state, "since": time.time(), "hub": hub}).encode())
 
     async def statuses(self, policy: Policy) -> list[AgentStatus]:
         cards = {e.key.removeprefix("cards/"): e for e in await self.kv.items("cards/")}
