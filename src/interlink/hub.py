@@ -191,7 +191,7 @@ class Hub:
         self.audit = AuditLog(await self._store.log("audit"), self.key,
                               head_path=self.home.audit_head_path, flush=self._store.flush)
         await self.audit.open(accept_gap=self.accept_audit_gap, alone=not self.peers)
-        self.registry = Registry(await self._store.kv("registry"))
+        self.registry = Registry(await self._store.kv("registry"), hub=self.hub_id)
         self.taint = Taint(await self._store.kv("taint"), self.policy)
         self.containment = Containment(self.settings)
         self.containment.on_change = self._breaker_changed
@@ -231,6 +231,8 @@ class Hub:
         self.policy.listeners.append(self._policy_listener)
         self._background = [asyncio.ensure_future(self._housekeeping()),
                             asyncio.ensure_future(self._ticker())]
+        if self._roster is not None:  # what other hubs change that this one keeps copies of
+            self._background.append(asyncio.ensure_future(self.registry.follow()))
 
     async def __aexit__(self, *exc: Any) -> None:
         if self._listening():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 from pathlib import Path
 from typing import Any
 
@@ -259,5 +260,36 @@ async def test_progress_budgets_and_breakers_hold_across_hubs(tmp_path: Path,
             assert failures >= 2
     finally:
         await worker.stop()
+        one.stop()
+        two.stop()
+
+
+async def test_an_agent_that_moved_to_another_hub_stays_present(tmp_path: Path,
+                                                                nats_server: str) -> None:
+    """The worker connects to hub 2 while its old connection on hub 1 is still open, then the
+    old one closes: hub 1 must not mark the agent offline (its presence is hub 2's now), and
+    calls through hub 1 still reach it."""
+    home = mesh_home(tmp_path / "home", nats_server)
+    one, two = await hubs(home, 2)
+    old = Agent("worker", credential=home.credential_path("worker"), hub=one.url)
+    new = Agent("worker", credential=home.credential_path("worker"), hub=two.url)
+    for agent in (old, new):
+        @agent.skill("echo")
+        async def echo(ctx: SkillContext, req: Any) -> Any:
+            return req
+    try:
+        await old.start(wait=True)
+        await new.start(wait=True)
+        await old.stop()
+        await asyncio.sleep(0.5)  # hub 1 has handled the disconnect
+        listed = interlink_cli(home)("agents", "--json")
+        assert listed.returncode == 0, listed.stderr
+        status = {a["name"]: a for a in json.loads(listed.stdout)}
+        assert status["worker"]["connected"] is True, status["worker"]
+        async with connect("alice", credential=home.credential_path("alice"),
+                           hub=one.url) as alice:
+            assert await alice.call("worker", "echo", "still here", timeout=10) == "still here"
+    finally:
+        await new.stop()
         one.stop()
         two.stop()

@@ -10,6 +10,7 @@ an agent as connected only while a hub really holds it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -20,7 +21,7 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..envelope import SKILL_NAME
-from ..errors import GateDenied
+from ..errors import GateDenied, RevisionMismatch
 from ..gate.context import GateContext, Session
 from ..gate.stage import deny
 from ..labels import Label, LabelError
@@ -99,8 +100,10 @@ class AgentStatus:
 class Registry:
     """Cards and presence; also the hub-local table of live sessions."""
 
-    def __init__(self, kv: KV) -> None:
+    def __init__(self, kv: KV, *, hub: str = "hub") -> None:
         self.kv = kv
+        self.hub = hub
+        """This hub among those sharing the store: presence says which hub an agent is on."""
         self.sessions: dict[str, Session] = {}
         """Each agent's serving connection (the one its calls are delivered to)."""
         self.by_id: dict[str, Session] = {}
@@ -162,11 +165,31 @@ class Registry:
         self.by_id.pop(session.id, None)
         if session.agent and self.sessions.get(session.agent) is session:
             del self.sessions[session.agent]
-            await self.kv.delete(f"presence/{session.agent}")
+            key = f"presence/{session.agent}"
+            entry = await self.kv.get(key)  # the agent may be on another hub by now
+            if entry is not None and json.loads(entry.value or b"{}").get("hub",
+                                                                          self.hub) == self.hub:
+                try:
+                    await self.kv.delete(key, expect=entry.revision)
+                except RevisionMismatch:
+                    pass  # it came back (here or elsewhere) meanwhile
 
     async def _touch(self, agent: str) -> None:
-        await self.kv.put(f"presence/{agent}", json.dumps({"seen": time.time()}).encode(),
-                          ttl=PRESENCE_TTL)
+        await self.kv.put(f"presence/{agent}", json.dumps({
+            "seen": time.time(), "hub": self.hub}).encode(), ttl=PRESENCE_TTL)
+
+    async def follow(self) -> None:
+        """Cards other hubs stored (an agent that reconnected elsewhere with new skills): this
+        hub's copies are dropped, so it reads the new card (hubs sharing a store run this)."""
+        while True:
+            try:
+                async for entry in self.kv.watch("cards/"):
+                    self._cards.pop(entry.key.removeprefix("cards/"), None)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("following agent cards failed; following again")
+                await asyncio.sleep(1.0)
 
     async def refresh_presence(self) -> None:
         for agent in list(self.sessions):
