@@ -92,6 +92,11 @@ class StoreClaimed(StoreError):
     """Another hub process holds the store (one hub per embedded store)."""
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached now (its server is down or unreachable); the engine keeps
+    trying to reconnect. Nothing was written: retry once it is back."""
+
+
 class RevisionMismatch(StoreError):
     """Compare-and-swap failed: the key is at `current` (None when absent), not at `expected`."""
 

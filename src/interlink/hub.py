@@ -17,7 +17,7 @@ from typing import Any
 
 from .delegation import mint
 from .envelope import BUS_KINDS
-from .errors import ConfigError, GateDenied
+from .errors import ConfigError, GateDenied, StoreUnavailable
 from .gate import (
     Authenticate,
     Authorize,
@@ -443,6 +443,8 @@ class Hub:
                 if time.monotonic() - last_presence >= PRESENCE_REFRESH - 0.01:
                     last_presence = time.monotonic()
                     await self.registry.refresh_presence()
+            except StoreUnavailable:
+                pass  # the store said it is away (and says when it is back)
             except Exception:
                 log.exception("housekeeping failed; will retry")
 
@@ -457,5 +459,7 @@ class Hub:
                 if time.monotonic() - last_seal >= self.settings.audit_seal_seconds:
                     last_seal = time.monotonic()
                     await self.audit.checkpoint()
+            except StoreUnavailable:
+                pass  # sealed once the store is back
             except Exception:
                 log.exception("policy reload or audit seal failed; will retry")

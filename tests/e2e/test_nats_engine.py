@@ -11,9 +11,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
-from interlink import Agent, CallError, SkillContext, connect
+from interlink import Agent, CallError, GateDenied, SkillContext, connect
 from interlink.errors import StoreError
 from interlink.home import MeshHome
 from interlink.identity import CredentialFile
@@ -254,3 +255,54 @@ async def test_an_envelope_accepted_before_a_failover_is_refused_by_the_standby(
     finally:
         standby.terminate()
         standby.wait(15)
+
+
+async def test_the_store_going_away_mid_run_is_said_and_nothing_is_lost(tmp_path: Path) -> None:
+    """The NATS server dies under a running hub: `/healthz` says so (503), a call is refused
+    at once saying the store is unreachable (not after timeouts, not as a hub bug), and
+    `interlink agents` says it cannot reach NATS. When the server is back, the hub carries
+    on by itself: the durable event published before the outage is handled, the live memory
+    watch and the worker's call dispatch resume, and calls work again."""
+    server = NatsServer(tmp_path / "nats").start()
+    home = nats_home(tmp_path / "home", server.url)
+    hub = HubProcess(home)
+    await hub.start()
+    health = hub.url.replace("ws://", "http://").replace("/ws", "/healthz")
+    got: list[Any] = []
+    worker = worker_agent(home, hub.url, got)
+    try:
+        await worker.start(wait=True)
+        async with connect("alice", credential=home.credential_path("alice"),
+                           hub=hub.url) as alice:
+            watch = await alice.memory("notes").watch("")
+            assert await alice.call("worker", "echo", "before", timeout=10) == "before"
+            server.stop(kill=True)
+
+            async def said_down() -> bool:
+                return httpx.get(health, timeout=5).status_code == 503
+            await wait_until(said_down, timeout=10, interval=0.2)
+            body = httpx.get(health, timeout=5).json()
+            assert body["status"] == "store_unreachable" and "NATS" in body["store"]
+            with pytest.raises(GateDenied) as refused:
+                await asyncio.wait_for(alice.call("worker", "echo", "during", timeout=10), 15)
+            assert refused.value.code == "store_unavailable"
+            assert "cannot reach its store" in refused.value.reason
+            listed = interlink_cli(home)("agents")
+            assert listed.returncode != 0 and "cannot reach NATS" in listed.stderr
+
+            server.start()
+
+            async def said_up() -> bool:
+                return httpx.get(health, timeout=5).status_code == 200
+            await wait_until(said_up, timeout=20, interval=0.2)
+            assert await alice.call("worker", "echo", "after", timeout=20) == "after"
+            await alice.publish("news.today", {"n": 2})
+            await alice.memory("notes").put("k", {"v": "after"})
+            change = await watch.get(timeout=20)
+            assert (change.key, change.value) == ("k", {"v": "after"})
+            await wait_until(lambda: {"n": 2} in got, timeout=20)
+            await watch.close()
+    finally:
+        await worker.stop()
+        hub.stop()
+        server.stop()

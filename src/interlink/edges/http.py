@@ -80,9 +80,11 @@ def create_app(home: MeshHome, *, store_url: str | None = None,
         await serve_connection(hub, ws)
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse({"status": "ok", "hub": hub.key.id, "policy": hub.policy.digest,
-                             "connections": len(hub.registry.by_id),
-                             "tasks": len(asyncio.all_tasks())})
+        problem = hub.store.health()
+        body = {"status": "ok" if problem is None else "store_unreachable", "hub": hub.key.id,
+                "policy": hub.policy.digest, "connections": len(hub.registry.by_id),
+                "tasks": len(asyncio.all_tasks()), "store": problem or "ok"}
+        return JSONResponse(body, status_code=200 if problem is None else 503)
 
     async def hub_card(request: Request) -> JSONResponse:
         base = f"{request.url.scheme}://{request.url.netloc}"

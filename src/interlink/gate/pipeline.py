@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 
 from .. import frames
-from ..errors import GateDenied
+from ..errors import GateDenied, StoreUnavailable
 from ..frames import Frame
 from .context import GateContext, Session
 from .stage import Stage
@@ -42,6 +42,12 @@ class Pipeline:
         for stage in self._stages:
             try:
                 denial = await stage(ctx)
+            except StoreUnavailable as exc:  # not a bug: the store's server is away
+                log.warning("refused an envelope at %s: %s", stage.name, exc)
+                denial = GateDenied(stage.name, "store_unavailable",
+                                    f"the hub cannot reach its store ({exc}); nothing was "
+                                    "accepted: retry once it is back (the hub reconnects by "
+                                    "itself)", detail={"retriable": True})
             except Exception as exc:  # a stage's bug must not take the hub down
                 log.exception("gate stage %s failed", stage.name)
                 denial = GateDenied(stage.name, "internal",

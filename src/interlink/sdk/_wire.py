@@ -34,6 +34,9 @@ REPLACED = 4000
 CallHandler = Callable[[dict[str, Any], Credential], Coroutine[Any, Any, None]]
 
 
+RETRIABLE = ("rate_limited", "store_unavailable")
+"""Refusals that say "not now" rather than "no": what settles admitted work tries again."""
+
 class Wire:
     """The socket, the handshake and the envelopes of one agent's connection. States: new →
     open → closed."""
@@ -342,17 +345,21 @@ class Wire:
     async def settling(self, fields: dict[str, Any], *, durable: bool = True,
                        timeout: float = 30.0) -> dict[str, Any]:
         """`request` for envelopes that settle admitted work (replies, acks): a retriable
-        refusal (the hub's control rate limit) is retried with backoff, not dropped."""
+        refusal (the hub's control rate limit; its store briefly unreachable) is retried with
+        backoff for up to `timeout` seconds, not dropped."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + timeout
         delay = 0.05
-        for attempt in range(8):
+        while True:
             try:
                 return await self.request(fields, durable=durable, timeout=timeout)
             except GateDenied as exc:
-                if exc.code != "rate_limited" or attempt == 7:
+                if (exc.code not in RETRIABLE
+                        and not (exc.detail or {}).get("retriable")) or loop.time() >= end:
                     raise
-                await asyncio.sleep(delay * (1 + random.random()))
+                await asyncio.sleep(min(delay * (1 + random.random()),
+                                        max(0.0, end - loop.time())))
                 delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")
 
     def _control(self, kind: str, target: str, body: dict[str, Any]) -> dict[str, Any]:
         return {"id": new_id(), "kind": kind, "sender": self.agent, "target": target,

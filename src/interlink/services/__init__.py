@@ -8,6 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from ..errors import StoreUnavailable
 from ..store import Log
 
 log = logging.getLogger("interlink.services")
@@ -34,3 +35,25 @@ async def reclaim_held(log_: Log, which: Callable[[str], bool]) -> None:
         await (await log_.open_consumer(name)).reclaim()
 
     await asyncio.gather(*(reclaim(name) for name in held))
+
+
+class Outage:
+    """How a service's long-running loop (a dispatcher, an event pump, a watch) rides out its
+    store being unreachable: it says so once, waits with backoff, and carries on where it was
+    when the store is back, instead of ending (which would leave an agent's calls or events
+    stopped until it reconnects)."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.pause = 0.0
+
+    async def wait(self, exc: StoreUnavailable) -> None:
+        if not self.pause:
+            log.warning("%s paused: %s; resuming when the store is back", self.what, exc)
+        self.pause = min(max(self.pause * 2, 0.25), 2.0)
+        await asyncio.sleep(self.pause)
+
+    def over(self) -> None:
+        if self.pause:
+            log.warning("%s resumed", self.what)
+            self.pause = 0.0

@@ -38,7 +38,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from ..errors import InterlinkError, RevisionMismatch
+from ..errors import InterlinkError, RevisionMismatch, StoreUnavailable
 from ..gate.context import GateContext
 from ..identity import HubKey, canonical, verify
 from ..store import Log
@@ -46,6 +46,8 @@ from ..store import Log
 GENESIS = "0" * 64
 RECORD = "audit.record"
 CHECKPOINT = "audit.checkpoint"
+STORE_PATIENCE = 30.0
+"""How long a record waits for an unreachable store before the append fails (logged)."""
 STOPS = ("hub_stopped", "unclean_stop", "audit_gap")
 """What a `hub_started` record must follow (unless it opens the chain)."""
 
@@ -191,6 +193,7 @@ class AuditLog:
 
     async def append(self, event: str, **fields: Any) -> dict[str, Any]:
         async with self._lock:  # one record at a time: n and prev must follow the store order
+            pause, waited = 0.0, 0.0
             while True:
                 record = {"n": self._n + 1, "ts": round(time.time(), 6), "event": event,
                           **fields, "prev": self._head}
@@ -200,6 +203,15 @@ class AuditLog:
                                                    expect_last=self._record_seq)
                 except RevisionMismatch:  # another hub appended: chain after its records
                     await self._catch_up()
+                    continue
+                except StoreUnavailable:
+                    # what happened is done; its record waits for the store (and so does
+                    # the answer to whoever caused it), up to `STORE_PATIENCE`
+                    if waited >= STORE_PATIENCE:
+                        raise
+                    pause = min(max(pause * 2, 0.25), 2.0)
+                    await asyncio.sleep(pause)
+                    waited += pause
                     continue
                 break
             self._n, self._head, self._last_event = record["n"], record["hash"], event
@@ -239,6 +251,8 @@ class AuditLog:
             write_head(self.head_path, body)
 
     async def record_gate(self, ctx: GateContext) -> None:
+        if ctx.denial is not None and ctx.denial.code == "store_unavailable":
+            return  # nothing happened, and the store that would record it is away (logged)
         env = ctx.env
         fields: dict[str, Any] = {
             "decision": "refused" if ctx.denial else "accepted",

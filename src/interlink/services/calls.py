@@ -35,14 +35,14 @@ from pydantic import BaseModel
 
 from .. import frames
 from ..envelope import ENVELOPE_ID
-from ..errors import GateDenied, KeyExists, RevisionMismatch
+from ..errors import GateDenied, KeyExists, RevisionMismatch, StoreUnavailable
 from ..gate.context import GateContext, Session
 from ..gate.stage import deny
 from ..labels import Label
 from ..policy import HubSettings
 from ..store import KV, Consumer, Log, LogMessage
 from ..tasks import Tasks
-from . import quietly, reclaim_held
+from . import Outage, quietly, reclaim_held
 from .audit import AuditLog
 from .taint import Taint
 
@@ -154,13 +154,19 @@ class CallService:
         """Calls other hubs changed: a new unfinished one gets a deadline here too (should its
         hub die, someone still times it out: the compare-and-swap lets one win); one another
         hub ended is told to its caller if the caller is connected here."""
+        after: int | None = None  # live changes first; after a failure, from where it was
+        outage = Outage("following the calls of other hubs")
         while True:
             try:
-                async for entry in self.kv.watch(""):
+                async for entry in self.kv.watch("", after_revision=after):
+                    after = entry.revision
+                    outage.over()
                     if entry.value:
                         await self._followed(CallRecord.model_validate_json(entry.value))
             except asyncio.CancelledError:
                 raise
+            except StoreUnavailable as exc:
+                await outage.wait(exc)
             except Exception:
                 log.exception("following the calls bucket failed; following again")
                 await asyncio.sleep(1.0)
@@ -507,10 +513,16 @@ class CallService:
                 await quietly(consumer.nak(seq))
 
     async def _dispatch(self, agent: str, session: Session) -> None:
+        outage = Outage(f"the dispatcher of {agent}'s calls")
         try:
-            consumer = await self._consumer(agent)
             while not session.closed:
-                claimed = await consumer.fetch(32, timeout=30.0)  # woken by its own calls
+                try:
+                    consumer = await self._consumer(agent)
+                    claimed = await consumer.fetch(32, timeout=30.0)  # woken by its own calls
+                except StoreUnavailable as exc:
+                    await outage.wait(exc)
+                    continue
+                outage.over()
                 offered = 0
                 try:
                     for message in claimed:

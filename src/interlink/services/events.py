@@ -27,6 +27,7 @@ compatible with the one before.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -36,14 +37,14 @@ from typing import Any
 import jsonschema
 
 from .. import frames
-from ..errors import GateDenied, KeyExists, NotFound, RevisionMismatch
+from ..errors import GateDenied, KeyExists, NotFound, RevisionMismatch, StoreUnavailable
 from ..gate.context import GateContext, Session
 from ..gate.stage import deny
 from ..labels import Label
 from ..names import consumer_error, dead_letter_topic, matches
 from ..policy import HubSettings, PolicyFile, may_receive
 from ..store import KV, Consumer, Log, LogMessage
-from . import quietly, reclaim_held
+from . import Outage, quietly, reclaim_held
 from .audit import AuditLog
 from .schema_compat import check_schema, compatibility_problems
 from .taint import Taint
@@ -342,11 +343,17 @@ class EventBus:
     async def _pump_live(self, sub: Subscription) -> None:
         """Push every matching event from `sub.start` on, then each new one as it lands."""
         next_seq = sub.start
+        outage = Outage(f"live subscription {sub.id} on {sub.pattern}")
         try:
             while not sub.session.closed:
-                last = await self.log.last_seq()
-                batch = await self.log.read(next_seq, subject=sub.pattern,
-                                            limit=READ_BATCH)
+                try:
+                    last = await self.log.last_seq()
+                    batch = await self.log.read(next_seq, subject=sub.pattern,
+                                                limit=READ_BATCH)
+                except StoreUnavailable as exc:
+                    await outage.wait(exc)
+                    continue
+                outage.over()
                 for message in batch:
                     if matches(sub.pattern, message.subject):
                         try:
@@ -357,7 +364,8 @@ class EventBus:
                 next_seq = batch[-1].seq + 1 if len(batch) == READ_BATCH else max(
                     next_seq, last + 1, batch[-1].seq + 1 if batch else 0)
                 if len(batch) < READ_BATCH:
-                    await self.log.wait_for(next_seq - 1, timeout=5.0)
+                    with contextlib.suppress(StoreUnavailable):  # the next read says so
+                        await self.log.wait_for(next_seq - 1, timeout=5.0)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -367,30 +375,15 @@ class EventBus:
         """Hand out a durable consumer's events to its members on this hub, each member holding
         at most `event_max_inflight` unacknowledged events."""
         limit = self.settings.event_max_inflight
+        outage = Outage(f"durable consumer {group.name}")
         try:
             while group.members:
-                room = sum(max(0, limit - len(m.inflight)) for m in group.members)
-                if room <= 0:  # backpressure: wait for acks, but never for longer than ack_wait
-                    group.room.clear()
-                    try:
-                        await asyncio.wait_for(group.room.wait(), group.ack_wait)
-                    except TimeoutError:
-                        _expire_inflight(group)
+                try:
+                    await self._hand_out(group, limit)
+                except StoreUnavailable as exc:
+                    await outage.wait(exc)
                     continue
-                for message in await group.consumer.fetch(min(room, 64), timeout=5.0):
-                    member = _pick(group, limit)
-                    if member is None:
-                        await group.consumer.nak(message.seq)
-                    elif not matches(member.pattern, message.subject):
-                        await group.consumer.ack(message.seq)
-                    else:
-                        member.inflight[message.seq] = time.monotonic()
-                        try:
-                            await self._send(member, message)
-                        except Exception:  # one bad event never stops the consumer
-                            log.exception("could not hand event %s of %s to a subscriber; it "
-                                          "is redelivered after ack-wait", message.seq,
-                                          group.name)
+                outage.over()
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -398,6 +391,30 @@ class EventBus:
         finally:
             if self._groups.get(group.name) is group:
                 del self._groups[group.name]
+
+    async def _hand_out(self, group: Group, limit: int) -> None:
+        """One round of `_pump_group`: wait for room, or hand out what the consumer has."""
+        room = sum(max(0, limit - len(m.inflight)) for m in group.members)
+        if room <= 0:  # backpressure: wait for acks, but never for longer than ack_wait
+            group.room.clear()
+            try:
+                await asyncio.wait_for(group.room.wait(), group.ack_wait)
+            except TimeoutError:
+                _expire_inflight(group)
+            return
+        for message in await group.consumer.fetch(min(room, 64), timeout=5.0):
+            member = _pick(group, limit)
+            if member is None:
+                await group.consumer.nak(message.seq)
+            elif not matches(member.pattern, message.subject):
+                await group.consumer.ack(message.seq)
+            else:
+                member.inflight[message.seq] = time.monotonic()
+                try:
+                    await self._send(member, message)
+                except Exception:  # one bad event never stops the consumer
+                    log.exception("could not hand event %s of %s to a subscriber; it is "
+                                  "redelivered after ack-wait", message.seq, group.name)
 
     async def _send(self, sub: Subscription, message: LogMessage) -> None:
         item = json.loads(message.data)

@@ -34,13 +34,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import frames
-from ..errors import GateDenied, KeyExists, RevisionMismatch
+from ..errors import GateDenied, KeyExists, RevisionMismatch, StoreUnavailable
 from ..gate.context import GateContext, Session
 from ..gate.stage import deny
 from ..labels import Label
 from ..names import MEMORY_WRITES
 from ..policy import PolicyFile, may_receive
 from ..store import KV, KVEntry
+from . import Outage
 from .taint import Taint
 
 log = logging.getLogger("interlink.memory")
@@ -216,12 +217,24 @@ class SharedMemory:
         watch.task = asyncio.ensure_future(self._push(watch, ctx.watch_after))
 
     async def _push(self, watch: Watch, after: int) -> None:
-        """Send every change under the watch's prefix after `after`, in revision order."""
+        """Send every change under the watch's prefix after `after`, in revision order (an
+        outage of the store pauses it; it goes on from the last change sent)."""
+        outage = Outage(f"memory watch {watch.id} on {watch.namespace}/{watch.prefix}")
+        while not watch.session.closed:
+            try:
+                after = await self._push_from(watch, after, outage)
+                return
+            except StoreUnavailable as exc:
+                await outage.wait(exc)
+
+    async def _push_from(self, watch: Watch, after: int, outage: Outage) -> int:
         changes = self.kv.watch(f"{watch.namespace}/{watch.prefix}", after_revision=after)
         try:
             async for entry in changes:
+                outage.over()
                 if watch.session.closed:
-                    return
+                    return after
+                after = entry.revision
                 item = entry_dict(watch.namespace, entry)
                 label = Label.parse(item["labels"]) if item["labels"] else Label()
                 if may_receive(self.policy.current(), watch.session.agent or "", label):
@@ -232,13 +245,14 @@ class SharedMemory:
                     await watch.session.send(frame)
                 except Exception as exc:
                     log.debug("memory change to %s failed: %r", watch.session.agent, exc)
-                    return
-        except asyncio.CancelledError:
+                    return after
+        except (asyncio.CancelledError, StoreUnavailable):
             raise
         except Exception:
             log.exception("watch %s on %s/%s stopped", watch.id, watch.namespace, watch.prefix)
         finally:
             await changes.aclose()  # type: ignore[attr-defined]
+        return after
 
     async def disconnected(self, session: Session) -> None:
         for watch in [w for w in self._watches.values() if w.session is session]:

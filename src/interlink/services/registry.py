@@ -181,14 +181,17 @@ class Registry:
     async def follow(self) -> None:
         """Cards other hubs stored (an agent that reconnected elsewhere with new skills): this
         hub's copies are dropped, so it reads the new card (hubs sharing a store run this)."""
+        after: int | None = None
         while True:
             try:
-                async for entry in self.kv.watch("cards/"):
+                async for entry in self.kv.watch("cards/", after_revision=after):
+                    after = entry.revision
                     self._cards.pop(entry.key.removeprefix("cards/"), None)
             except asyncio.CancelledError:
                 raise
-            except Exception:
-                log.exception("following agent cards failed; following again")
+            except Exception as exc:
+                log.warning("following agent cards stopped (%s); following again", exc)
+                self._cards.clear()  # what changed meanwhile is read afresh
                 await asyncio.sleep(1.0)
 
     async def refresh_presence(self) -> None:

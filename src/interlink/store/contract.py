@@ -251,6 +251,10 @@ class Store(Protocol):
         what it wrote or read to anyone outside the process flushes first. Without that
         option, writes are durable when they return and `flush()` does nothing."""
 
+    def health(self) -> str | None:
+        """None while the store is usable; otherwise what is wrong, in words (the server is
+        unreachable and the engine is reconnecting; a failed commit stopped it)."""
+
     async def aclose(self) -> None:
         """Flush, then release the engine; idempotent. Afterwards every operation raises
         StoreClosed."""

@@ -53,7 +53,7 @@ from urllib.parse import urlsplit
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError, NoServersError
+from nats.errors import ConnectionClosedError, NoServersError, OutboundBufferLimitError
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -67,7 +67,14 @@ from nats.js.api import DeliverPolicy as JsDeliver
 from nats.js.errors import APIError, BadRequestError
 from nats.js.errors import NotFoundError as JsNotFound
 
-from interlink.errors import KeyExists, NotFound, RevisionMismatch, StoreClosed, StoreError
+from interlink.errors import (
+    KeyExists,
+    NotFound,
+    RevisionMismatch,
+    StoreClosed,
+    StoreError,
+    StoreUnavailable,
+)
 from interlink.store.checks import (
     as_bytes,
     check_consumer,
@@ -94,7 +101,7 @@ HEADERS = "Il-Headers"
 OP = "Il-Op"
 TTL = "Il-Ttl"
 _WRONG_LAST = 10071
-_FAILED = (APIError, NatsTimeout, TimeoutError, ConnectionClosedError)
+_FAILED = (APIError, NatsTimeout, TimeoutError, ConnectionClosedError, OutboundBufferLimitError)
 """What a request to the server can fail with: each becomes a StoreError (`_failed`)."""
 MAX_HISTORY = 64
 """The most revisions a JetStream stream keeps per subject (a bucket asking for more keeps
@@ -181,6 +188,7 @@ class JetStreamStore:
         self._closed = False
         self._last_error: Exception | None = None
         self._streams: dict[str, tuple[int | None, float, float | None]] = {}
+        self._down_since: float | None = None
         self._delivered: dict[tuple[str, str, int], Msg] = {}
         """Messages this store fetched and has not settled: (stream, consumer, seq) → msg."""
 
@@ -212,6 +220,9 @@ class JetStreamStore:
                 servers=self.servers, name="interlink",
                 connect_timeout=max(1, round(self._connect_timeout)),
                 max_reconnect_attempts=-1, reconnect_time_wait=1,
+                # nothing is buffered while reconnecting: a write that fails now must not
+                # land later, after its caller was told it failed
+                pending_size=0,
                 allow_reconnect=True, error_cb=self._on_error,
                 disconnected_cb=self._on_disconnect, reconnected_cb=self._on_reconnect,
                 **options), self._connect_timeout + 2)
@@ -269,11 +280,23 @@ class JetStreamStore:
 
     async def _on_disconnect(self) -> None:
         if not self._closed:
-            log.warning("lost the connection to NATS at %s; reconnecting",
-                        ", ".join(self.servers))
+            self._down_since = time.time()
+            log.warning("lost the connection to NATS at %s; reconnecting every second "
+                        "(what needs the store is refused until then)", ", ".join(self.servers))
 
     async def _on_reconnect(self) -> None:
-        log.warning("reconnected to NATS")
+        down = time.time() - self._down_since if self._down_since else 0.0
+        self._down_since = None
+        log.warning("reconnected to NATS after %.1fs", down)
+
+    def health(self) -> str | None:
+        if self._closed:
+            return "the store is closed"
+        if self._down_since is not None or (self._nc is not None and not self._nc.is_connected):
+            since = time.time() - (self._down_since or time.time())
+            return (f"NATS at {', '.join(self.servers)} is unreachable (for {since:.0f}s); "
+                    "reconnecting")
+        return None
 
     async def aclose(self) -> None:
         if self._closed:
@@ -308,9 +331,12 @@ class JetStreamStore:
     def _failed(self, what: str, exc: BaseException) -> StoreError:
         if self._closed or isinstance(exc, ConnectionClosedError):
             return StoreClosed("the nats store is closed; open a new one")
+        problem = self.health()
+        if problem is not None or isinstance(exc, OutboundBufferLimitError):
+            return StoreUnavailable(f"{what}: {problem or 'NATS is unreachable'}")
         if isinstance(exc, (NatsTimeout, TimeoutError)):
-            return StoreError(f"{what}: NATS did not answer within {API_TIMEOUT:g}s "
-                              f"(is the server at {', '.join(self.servers)} up?)")
+            return StoreUnavailable(f"{what}: NATS did not answer within {API_TIMEOUT:g}s "
+                                    f"(is the server at {', '.join(self.servers)} up?)")
         return StoreError(f"{what}: {exc}")
 
     async def _stream(self, name: str, subjects: str, *, dedup: float,
@@ -457,7 +483,7 @@ class JetStreamStore:
         _, js = self._client()
         try:
             return await js.publish(subject, data, headers=headers or None, stream=stream)
-        except (NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+        except (NatsTimeout, TimeoutError, ConnectionClosedError, OutboundBufferLimitError) as exc:
             raise self._failed(f"cannot write to {stream}", exc) from exc
 
     # -- the contract ---------------------------------------------------------------------------
@@ -1012,22 +1038,41 @@ class JetStreamKV:
 
     async def _changes(self, prefix: str, after: int | None,
                        since: datetime.datetime) -> AsyncGenerator[KVEntry, None]:
-        if after is not None:
-            name, _ = await self._store._ephemeral(self._stream, self._root + ">",
-                                                   JsDeliver.BY_START_SEQUENCE,
-                                                   start_seq=after + 1)
-        else:
-            name, _ = await self._store._ephemeral(self._stream, self._root + ">",
-                                                   JsDeliver.BY_START_TIME, start_time=since)
+        async def follow() -> str:
+            """An ephemeral consumer from just past what was seen (or from the start)."""
+            if after is not None:
+                name, _ = await self._store._ephemeral(self._stream, self._root + ">",
+                                                       JsDeliver.BY_START_SEQUENCE,
+                                                       start_seq=after + 1)
+            else:
+                name, _ = await self._store._ephemeral(self._stream, self._root + ">",
+                                                       JsDeliver.BY_START_TIME,
+                                                       start_time=since)
+            return name
+
+        name = await follow()
         expiring: dict[str, KVEntry] = {}
+        pause = 0.0
         try:
             while True:
                 wait = 5.0
                 if expiring:
                     soonest = min(e.expires or 0.0 for e in expiring.values())
                     wait = max(0.01, min(wait, soonest - time.time()))
-                got = await self._store._pull(self._stream, name, 256, wait=wait)
+                try:
+                    if not name:
+                        name = await follow()
+                    got = await self._store._pull(self._stream, name, 256, wait=wait)
+                    pause = 0.0
+                except NotFound:  # the server lost it (restarted, or it idled out): again
+                    name = ""
+                    continue
+                except StoreUnavailable:  # the server is away: wait for it, then go on
+                    pause = min(max(pause * 2, 0.25), 2.0)
+                    await asyncio.sleep(pause)
+                    continue
                 for msg in got:
+                    after = int(msg.metadata.sequence.stream)
                     entry = self._from_msg(msg)
                     if not entry.key.startswith(prefix):
                         continue
@@ -1048,4 +1093,5 @@ class JetStreamKV:
                             with contextlib.suppress(RevisionMismatch, KeyExists):
                                 await self._cas(key, None, None, entry.revision, entry.revision)
         finally:
-            await self._store._forget_consumer(self._stream, name)
+            if name:
+                await self._store._forget_consumer(self._stream, name)

@@ -620,6 +620,10 @@ class SqliteStore:
         self.commits += 1
         self._written()
 
+    def health(self) -> str | None:
+        """What stopped the store (a failed group commit), or None."""
+        return str(self._failed) if self._failed is not None else None
+
     async def flush(self) -> None:
         """Return once every write this store has reported done is durable (with group
         commit: commit the open batch now; otherwise there is nothing to do). Raises only if
