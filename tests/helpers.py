@@ -32,7 +32,9 @@ class NatsServer:
     storage directory (`.ci/run` installs the package). `stop()` kills it (SIGKILL with
     `kill=True`); `start()` brings it back on the same port and storage."""
 
-    def __init__(self, storage: Path, *, tls: tuple[Path, Path] | None = None) -> None:
+    def __init__(self, storage: Path, *, tls: tuple[Path, Path] | None = None,
+                 cluster: tuple[str, int, list[int]] | None = None) -> None:
+        """`cluster`: (this server's name, its route port, every route port of the cluster)."""
         binary = shutil.which("nats-server") or next(
             (p for p in ("/usr/sbin/nats-server", "/usr/bin/nats-server")
              if Path(p).exists()), None)
@@ -44,11 +46,17 @@ class NatsServer:
         self.port = free_port()
         self.tls = tls
         self.url = f"{'tls' if tls else 'nats'}://127.0.0.1:{self.port}"
+        self.cluster = cluster
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> NatsServer:
         tls = ["--tls", "--tlscert", str(self.tls[0]), "--tlskey", str(self.tls[1])] \
             if self.tls else []
+        if self.cluster is not None:
+            name, route, routes = self.cluster
+            tls += ["--server_name", name, "--cluster_name", "interlink-test",
+                    "--cluster", f"nats://127.0.0.1:{route}",
+                    "--routes", ",".join(f"nats://127.0.0.1:{r}" for r in routes if r != route)]
         self.proc = subprocess.Popen([self.binary, "-js", "-sd", str(self.storage), "-a",
                                       "127.0.0.1", "-p", str(self.port), *tls],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -70,6 +78,13 @@ class NatsServer:
             else:
                 self.proc.terminate()
             self.proc.wait(10)
+
+
+def nats_cluster(root: Path, size: int = 3) -> list[NatsServer]:
+    """`size` JetStream servers routed into one cluster on loopback, each with its storage."""
+    routes = [free_port() for _ in range(size)]
+    return [NatsServer(root / f"n{i}", cluster=(f"n{i}", routes[i], routes)).start()
+            for i in range(size)]
 
 
 def make_home(root: Path, agents: dict[str, list[str]], port: int | None = None) -> MeshHome:

@@ -40,7 +40,8 @@ def nats_home(root: Path, server: str) -> MeshHome:
     home.grant("alice", publish=["news.*"], memory={"notes": "read-write"})
     home.grant("worker", subscribe=["news.*"])
     policy = home.load_policy()
-    policy.hub.store = f"{server}?prefix=E{uuid.uuid4().hex[:10]}"  # streams of its own
+    joint = "&" if "?" in server else "?"
+    policy.hub.store = f"{server}{joint}prefix=E{uuid.uuid4().hex[:10]}"  # streams of its own
     home.save_policy(policy)
     return home
 
@@ -306,3 +307,24 @@ async def test_the_store_going_away_mid_run_is_said_and_nothing_is_lost(tmp_path
         await worker.stop()
         hub.stop()
         server.stop()
+
+
+async def test_a_call_is_handed_to_its_callee_once(tmp_path: Path, nats_server: str) -> None:
+    """A call is delivered from its commit step while the callee's dispatcher may already hold
+    the same message (JetStream hands a waiting pull the message at once): only one of them
+    may hand it over. Each extra delivery shows in the hub's log as a second reply refused."""
+    home = nats_home(tmp_path / "home", nats_server)
+    hub = HubProcess(home)
+    await hub.start()
+    worker = worker_agent(home, hub.url, [])
+    try:
+        await worker.start(wait=True)
+        async with connect("alice", credential=home.credential_path("alice"),
+                           hub=hub.url) as alice:
+            for i in range(30):
+                assert await alice.call("worker", "echo", i, timeout=10) == i
+    finally:
+        await worker.stop()
+        hub.stop()
+    said = hub.log.read_text()
+    assert "refused reply" not in said, said[-2000:]

@@ -561,11 +561,20 @@ class CallService:
             if message.deliveries > 1:  # still running after an ack-wait: keep it claimed
                 await consumer.in_progress(message.seq)
             return  # the first claim of a call delivered from its commit step: nothing to do
-        updated = await self._cas(call_id, lambda r: r.model_copy(update={
-            "state": "delivered", "session": session.id, "seq": message.seq,
-            "deliveries": message.deliveries}) if r.state not in TERMINAL else None)
+        handed: list[bool] = []
+
+        def claim(r: CallRecord) -> CallRecord | None:
+            if r.state in TERMINAL:
+                return None
+            if r.state == "delivered" and r.session == session.id and r.seq == message.seq:
+                handed.append(True)  # its commit step delivered it since we read the record
+                return None
+            return r.model_copy(update={"state": "delivered", "session": session.id,
+                                        "seq": message.seq, "deliveries": message.deliveries})
+        updated = await self._cas(call_id, claim)
         if updated is None:
-            await consumer.ack(message.seq)
+            if not handed:  # finished meanwhile
+                await consumer.ack(message.seq)
             return
         await self._hand_over(session, updated, message.seq, message.deliveries, wire,
                               item["origin"], Label.parse(item.get("label")))

@@ -53,7 +53,12 @@ from urllib.parse import urlsplit
 
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError, NoServersError, OutboundBufferLimitError
+from nats.errors import (
+    ConnectionClosedError,
+    NoRespondersError,
+    NoServersError,
+    OutboundBufferLimitError,
+)
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
 from nats.js.api import (
@@ -64,7 +69,7 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.api import DeliverPolicy as JsDeliver
-from nats.js.errors import APIError, BadRequestError
+from nats.js.errors import APIError, BadRequestError, NoStreamResponseError
 from nats.js.errors import NotFoundError as JsNotFound
 
 from interlink.errors import (
@@ -101,7 +106,10 @@ HEADERS = "Il-Headers"
 OP = "Il-Op"
 TTL = "Il-Ttl"
 _WRONG_LAST = 10071
-_FAILED = (APIError, NatsTimeout, TimeoutError, ConnectionClosedError, OutboundBufferLimitError)
+_AWAY = (NatsTimeout, TimeoutError, OutboundBufferLimitError, NoRespondersError,
+         NoStreamResponseError)
+"""The server (or, in a cluster, the stream's leader) is not answering now: StoreUnavailable."""
+_FAILED = (APIError, ConnectionClosedError, *_AWAY)
 """What a request to the server can fail with: each becomes a StoreError (`_failed`)."""
 MAX_HISTORY = 64
 """The most revisions a JetStream stream keeps per subject (a bucket asking for more keeps
@@ -334,6 +342,9 @@ class JetStreamStore:
         problem = self.health()
         if problem is not None or isinstance(exc, OutboundBufferLimitError):
             return StoreUnavailable(f"{what}: {problem or 'NATS is unreachable'}")
+        if isinstance(exc, (NoRespondersError, NoStreamResponseError)):
+            return StoreUnavailable(f"{what}: no JetStream server answered for it (a cluster "
+                                    "electing a leader, or the stream's servers are down)")
         if isinstance(exc, (NatsTimeout, TimeoutError)):
             return StoreUnavailable(f"{what}: NATS did not answer within {API_TIMEOUT:g}s "
                                     f"(is the server at {', '.join(self.servers)} up?)")
@@ -483,7 +494,7 @@ class JetStreamStore:
         _, js = self._client()
         try:
             return await js.publish(subject, data, headers=headers or None, stream=stream)
-        except (NatsTimeout, TimeoutError, ConnectionClosedError, OutboundBufferLimitError) as exc:
+        except (ConnectionClosedError, *_AWAY) as exc:
             raise self._failed(f"cannot write to {stream}", exc) from exc
 
     # -- the contract ---------------------------------------------------------------------------
