@@ -14,7 +14,7 @@ from typing import Any
 
 from ..home import MeshHome
 from ..sdk import Agent, SkillContext, connect
-from ..server import background_hub
+from ..server import HubProcess
 from . import Figure, rate
 
 IN_FLIGHT = 16
@@ -35,27 +35,34 @@ async def _flood(count: int, one: Callable[[int], Awaitable[Any]]) -> float:
 
 async def _mesh(work: Path, name: str, store_url: str | None, events: int,
                 calls: int) -> tuple[float, float]:
-    """(durable publishes/s, calls/s) through a hub on `store_url` (None: embedded)."""
+    """(durable publishes/s, calls/s) through a hub process on `store_url` (None: embedded)."""
     home = MeshHome(work / name)
     home.init()
     home.add_agent("pub", calls=["echo.echo"])
     home.add_agent("echo")
     home.grant("pub", publish=["bench.>"])
-    async with background_hub(home, store_url=store_url) as hub:
-        echo = Agent("echo", credential=home.credential_path("echo"), hub=hub.url)
+    hub = HubProcess(home.root, args=("--store", store_url) if store_url else ())
+    await asyncio.to_thread(hub.start)  # its own process, as a user runs it
+    try:
+        return await _through(home, hub.url, events, calls)
+    finally:
+        hub.stop()
 
-        @echo.skill("echo")
-        async def answer(ctx: SkillContext, req: Any) -> Any:
-            return req
 
-        async with echo, connect("pub", credential=home.credential_path("pub"),
-                                 hub=hub.url) as pub:
-            for _ in range(20):  # warm up
-                await pub.publish("bench.warmup", {"n": -1})
-                await pub.call("echo", "echo", {"n": -1})
-            published = await _flood(events, lambda n: pub.publish(
-                f"bench.firehose.{n % 8}", {"n": n, "pad": "x" * 200}))
-            called = await _flood(calls, lambda n: pub.call("echo", "echo", {"n": n}))
+async def _through(home: MeshHome, url: str, events: int, calls: int) -> tuple[float, float]:
+    echo = Agent("echo", credential=home.credential_path("echo"), hub=url)
+
+    @echo.skill("echo")
+    async def answer(ctx: SkillContext, req: Any) -> Any:
+        return req
+
+    async with echo, connect("pub", credential=home.credential_path("pub"), hub=url) as pub:
+        for _ in range(20):  # warm up
+            await pub.publish("bench.warmup", {"n": -1})
+            await pub.call("echo", "echo", {"n": -1})
+        published = await _flood(events, lambda n: pub.publish(
+            f"bench.firehose.{n % 8}", {"n": n, "pad": "x" * 200}))
+        called = await _flood(calls, lambda n: pub.call("echo", "echo", {"n": n}))
     return published, called
 
 

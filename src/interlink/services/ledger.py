@@ -24,28 +24,44 @@ class StoreLedger:
     def __init__(self, kv: KV, *, seconds: float = LEDGER_SECONDS) -> None:
         self.kv = kv
         self.seconds = seconds
+        self._known: dict[str, tuple[int, tuple[int, float]]] = {}
+        """A cache: the revision and spending last written or read here, per conversation
+        (one round trip a message while no other hub writes the same conversation)."""
 
     async def spend(self, conversation: str, messages: int, tokens: float
                     ) -> tuple[int, float]:
         key = f"budget/{conversation}"
+        known = self._known.pop(conversation, None)
         for _ in range(64):
-            entry = await self.kv.get(key)
-            if entry is None or entry.value is None:
+            if known is None:  # a new conversation, most likely: create it outright
                 spent = (messages, tokens)
                 try:
-                    await self.kv.create(key, _dump(spent), ttl=self.seconds)
+                    revision = await self.kv.create(key, _dump(spent), ttl=self.seconds)
                 except KeyExists:
+                    known = await self._read(key)
                     continue
-                return spent
-            was = json.loads(entry.value)
-            spent = (int(was["m"]) + messages, float(was["t"]) + tokens)
-            try:
-                await self.kv.update(key, _dump(spent), expect=entry.revision, ttl=self.seconds)
-            except RevisionMismatch:
-                continue
+            else:
+                revision, was = known
+                spent = (was[0] + messages, was[1] + tokens)
+                try:
+                    revision = await self.kv.update(key, _dump(spent), expect=revision,
+                                                    ttl=self.seconds)
+                except RevisionMismatch:  # another hub counted meanwhile
+                    known = await self._read(key)
+                    continue
+            if len(self._known) >= 10_000:
+                self._known.clear()
+            self._known[conversation] = (revision, spent)
             return spent
         raise StoreError(f"the budget of conversation {conversation} is changing too fast to "
                          "count; retry")
+
+    async def _read(self, key: str) -> tuple[int, tuple[int, float]] | None:
+        entry = await self.kv.get(key)
+        if entry is None or entry.value is None:
+            return None
+        was = json.loads(entry.value)
+        return entry.revision, (int(was["m"]), float(was["t"]))
 
     async def fix_workflow(self, conversation: str, workflow: str) -> str:
         key = f"workflow/{conversation}"
