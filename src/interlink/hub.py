@@ -43,7 +43,7 @@ from .logs import logged
 from .policy import RELOAD_CHECK_SECONDS, Policy, PolicyFile, policy_changes
 from .services.audit import AuditLog
 from .services.calls import CallService
-from .services.events import EVENTS_LOG, SCHEMAS_BUCKET, EventBus
+from .services.events import SCHEMAS_BUCKET, EventBus, events_log
 from .services.hubs import HubRoster, Peer
 from .services.ledger import CONTAINMENT_BUCKET, StoreLedger
 from .services.memory import MEMORY_BUCKET, SharedMemory
@@ -202,7 +202,7 @@ class Hub:
                                  suspended=self.is_suspended,
                                  hub_id=self.hub_id)
         self.events = EventBus(
-            await self._store.log(EVENTS_LOG, dedup_window=self.settings.event_dedup_seconds),
+            await events_log(self._store, self.settings),
             await self._store.kv(SCHEMAS_BUCKET), self.audit, self.settings, self.policy,
             self.taint)
         self.memory = SharedMemory(await self._store.kv(

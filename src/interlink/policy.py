@@ -140,6 +140,9 @@ class HubSettings(BaseModel):
     """The largest event payload (its JSON data) a publish may carry."""
     event_dedup_seconds: float = Field(default=120.0, gt=0)
     """A publish retried with the same id within this window is not a second event."""
+    event_retention_seconds: float | None = Field(default=None, gt=0)
+    """Events older than this are removed from the log (never sooner than the dedup window);
+    unset keeps every event. A durable consumer further behind skips what was removed."""
     event_ack_wait_seconds: float = Field(default=30.0, gt=0)
     """Durable consumers: an event not acked within this is redelivered."""
     event_max_deliver: int = Field(default=5, ge=1)

@@ -405,3 +405,22 @@ async def test_defaults_do_not_cap_one_agent_below_the_hub(bus_home: MeshHome,
 
         answers = await asyncio.gather(*(one(i) for i in range(1500)))
     assert sorted(a["topic_seq"] for a in answers) == list(range(1, 1501))
+
+
+async def test_event_retention_removes_old_events_and_numbering_goes_on(
+        bus_home: MeshHome) -> None:
+    """`hub.event_retention_seconds`: events older than it leave the log (a replaying
+    subscriber no longer sees them), and the topic's numbering continues past them (a topic
+    idle for longer than the retention, its every event gone, numbers afresh: see README)."""
+    policy = bus_home.load_policy()
+    policy.hub.event_dedup_seconds, policy.hub.event_retention_seconds = 0.2, 0.5
+    bus_home.save_policy(policy)
+    async with background_hub(bus_home) as hub, client(bus_home, hub, "drafter") as pub:
+        assert (await pub.publish("blog.drafts.old", {"n": 1}))["topic_seq"] == 1
+        await asyncio.sleep(1.0)
+        assert (await pub.publish("blog.drafts.old", {"n": 2}))["topic_seq"] == 2
+        replay = await pub.subscribe("blog.>", deliver="all")
+        [kept] = await drain(replay, 1)
+        assert kept.data == {"n": 2}
+        with pytest.raises(TimeoutError):
+            await replay.get(0.5)

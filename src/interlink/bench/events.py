@@ -13,7 +13,7 @@ from pathlib import Path
 from ..home import MeshHome
 from ..sdk import connect
 from ..server import background_hub
-from ..services.events import EVENTS_LOG
+from ..services.events import events_log
 from ..store import Log, open_store
 from . import Figure, Samples, latency, rate
 
@@ -59,7 +59,7 @@ async def run(work: Path, quick: bool = False, progress: Callable[[str], None] =
     async with background_hub(home) as hub, \
             connect("pub", credential=home.credential_path("pub"), hub=hub.url) as pub, \
             connect("sub", credential=home.credential_path("sub"), hub=hub.url) as sub:
-        log = await hub.hub.store.log(EVENTS_LOG)
+        log = await events_log(hub.hub.store, hub.hub.settings)
         for _ in range(50):  # warm up
             await pub.publish("bench.warmup", {"n": -1})
         stream = await sub.subscribe("bench.latency")

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..envelope import body_data
 from ..home import MeshHome
+from ..services.events import events_log
 from .base import (
     ActingAgent,
     HomeOption,
@@ -83,7 +84,7 @@ def tail(pattern: Annotated[str, typer.Argument(help="Topic pattern: * one token
     async def go() -> None:
         shown = 0
         async with home_store(mesh) as store:
-            log_ = await store.log("events", dedup_window=settings.event_dedup_seconds)
+            log_ = await events_log(store, settings)
             last = await log_.last_seq()
             next_seq = (from_seq if from_seq is not None else
                         await log_.seq_at(time.time() - since) if since is not None else last + 1)
@@ -119,7 +120,7 @@ def topics(home: HomeOption = None,
 
     async def read() -> tuple[dict[str, int], list[Any], dict[str, int]]:
         async with home_store(mesh) as store:
-            log_ = await store.log("events", dedup_window=settings.event_dedup_seconds)
+            log_ = await events_log(store, settings)
             schemas = {e.key: len(json.loads(e.value or b"{}").get("versions", []))
                        for e in await (await store.kv("schemas")).items()}
             return await log_.subjects(), await log_.consumers(), schemas

@@ -43,7 +43,7 @@ from ..gate.stage import deny
 from ..labels import Label
 from ..names import consumer_error, dead_letter_topic, matches
 from ..policy import HubSettings, PolicyFile, may_receive
-from ..store import KV, Consumer, Log, LogMessage
+from ..store import KV, Consumer, Log, LogMessage, Store
 from . import Outage, quietly, reclaim_held
 from .audit import AuditLog
 from .schema_compat import check_schema, compatibility_problems
@@ -56,6 +56,15 @@ SCHEMAS_BUCKET = "schemas"
 READ_BATCH = 256
 ACK_ACTIONS = ("ack", "nak", "term", "progress")
 
+
+
+async def events_log(store: Store, settings: HubSettings) -> Log:
+    """The mesh's events log, opened with its settings (every opener states the same ones: a
+    log's settings are stored for all its users)."""
+    keep = settings.event_retention_seconds
+    return await store.log(EVENTS_LOG, dedup_window=settings.event_dedup_seconds,
+                           max_age=None if keep is None else max(keep,
+                                                                 settings.event_dedup_seconds))
 
 @dataclass(eq=False)
 class Subscription:

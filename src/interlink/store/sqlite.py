@@ -775,8 +775,12 @@ def _append(db: sqlite3.Connection, log: str, subject: str, data: bytes, msg_id:
                           (log, subject)).fetchone()[0] or 0
         if last != expect_last:
             raise RevisionMismatch(subject, expect_last, last)
-    if row[1] is not None:
-        db.execute("DELETE FROM messages WHERE log = ? AND ts < ?", (log, now - row[1]))
+    if row[1] is not None:  # retention: what is older goes, with any delivery of it
+        cut = db.execute("SELECT MAX(seq) FROM messages WHERE log = ? AND ts < ?",
+                         (log, now - row[1])).fetchone()[0]
+        if cut is not None:
+            db.execute("DELETE FROM messages WHERE log = ? AND seq <= ?", (log, cut))
+            db.execute("DELETE FROM pending WHERE log = ? AND seq <= ?", (log, cut))
     seq = db.execute("UPDATE logs SET last_seq = last_seq + 1 WHERE name = ? RETURNING last_seq",
                      (log,)).fetchone()[0]
     db.execute("INSERT INTO messages (log, seq, subject, msg_id, ts, headers, data) "
