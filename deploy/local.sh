@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# deploy/compose.yaml without containers: NATS with JetStream, an active and a standby hub on
-# it, and the example agents listing both hubs. Ctrl-C stops everything.
+# deploy/compose.yaml without containers: NATS with JetStream, two hubs serving it together,
+# and the example agents listing both hubs. Ctrl-C stops everything.
 #
 #   deploy/local.sh [MESH_HOME]          (default ./mesh; made, with the example's agents,
 #                                         when it does not exist)
@@ -21,10 +21,10 @@ nats-server -js -sd "$home/nats" -a 127.0.0.1 -p "$nats_port" &
 store="nats://127.0.0.1:$nats_port"
 interlink serve --home "$home" --port "$hub_a" --store "$store" &
 sleep 2
-interlink serve --home "$home" --port "$hub_b" --store "$store" --standby &
+interlink serve --home "$home" --port "$hub_b" --store "$store" &
 export INTERLINK_HOME=$home INTERLINK_HUB="wss://127.0.0.1:$hub_a/ws,wss://127.0.0.1:$hub_b/ws"
 interlink example blog-team &
-echo "NATS on $store; hub A on :$hub_a (active), hub B on :$hub_b (standby); agents on both."
-echo "Try: INTERLINK_HUB=$INTERLINK_HUB interlink call --home $home ideator drafter draft '{\"topic\": \"x\"}'"
-echo "     then stop hub A (kill its process) and call again: hub B answers."
+echo "NATS on $store; hubs A on :$hub_a and B on :$hub_b, serving one mesh; agents list both."
+echo "Try: INTERLINK_HUB=wss://127.0.0.1:$hub_b/ws interlink call --home $home ideator drafter draft '{\"topic\": \"x\"}'"
+echo "     (through hub B, to the drafter on hub A); then kill hub A and call again."
 wait
