@@ -15,6 +15,11 @@ import time
 from collections.abc import Coroutine
 from typing import Any
 
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Tracer
+
 from .delegation import mint
 from .envelope import BUS_KINDS
 from .errors import ConfigError, GateDenied, StoreUnavailable
@@ -50,6 +55,7 @@ from .services.memory import MEMORY_BUCKET, SharedMemory
 from .services.nonces import SharedNonces
 from .services.registry import PRESENCE_REFRESH, Registry
 from .services.taint import Relabel, Taint
+from .services.traces import TraceStore
 from .store import Claim, Store, open_store
 from .tasks import Tasks
 
@@ -138,6 +144,9 @@ class Hub:
         self._store: Store | None = None
         self._roster: HubRoster | None = None
         self._nonces: SharedNonces | None = None
+        self.traces: TraceStore | None = None
+        self._tracing: TracerProvider | None = None
+        self._tracer: Tracer | None = None
         self.peers: list[Peer] = []
         """The other hubs serving the store when this one started (empty: alone)."""
         self._background: list[asyncio.Task[None]] = []
@@ -175,6 +184,26 @@ class Hub:
             self._claim = None
             raise
         return self
+
+    async def _open_tracing(self) -> None:
+        """Spans of every crossing, to the hub's trace store; with a collector configured,
+        through an OpenTelemetry provider of the hub's own (never the process's global one)
+        that also batches them to it over OTLP/HTTP."""
+        assert self._store is not None
+        if not self.settings.tracing:
+            return
+        self.traces = await TraceStore.open(self._store, self.settings.trace_retention_seconds)
+        if not self.settings.otlp_endpoint:
+            return  # the gate hands the trace store its records directly
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        provider = TracerProvider(resource=Resource.create({
+            "service.name": "interlink-hub", "service.instance.id": self.hub_id,
+            "interlink.hub": self.key.id}))
+        provider.add_span_processor(self.traces)
+        provider.add_span_processor(BatchSpanProcessor(
+            OTLPSpanExporter(endpoint=self.settings.otlp_endpoint)))
+        self._tracing = provider
+        self._tracer = provider.get_tracer("interlink.hub")
 
     @property
     def hub_id(self) -> str:
@@ -214,6 +243,7 @@ class Hub:
             self._nonces = await SharedNonces.open(self._store, self.settings.clock_skew_seconds)
             self.containment.ledger = StoreLedger(await self._store.kv(CONTAINMENT_BUCKET,
                                                                        history=1))
+        await self._open_tracing()
         hello = HelloService(self.registry, self.calls)
         services: dict[str, Service] = {
             "hello": hello, "call": self.calls, "reply": self.calls, "progress": self.calls,
@@ -244,7 +274,12 @@ class Hub:
         await self.calls.aclose()
         await self.events.aclose()
         await self.memory.aclose()
+        if self._tracing is not None:
+            self._tracing.shutdown()  # the collector gets what is batched
         if self._store is not None:
+            if self.traces is not None:
+                with logged(log, "writing the last spans to the trace store"):
+                    await self.traces.flush()
             try:
                 await self.audit.append("hub_stopped", hub=self.key.id)
                 await self.audit.checkpoint()
@@ -284,7 +319,8 @@ class Hub:
             *checks,
             Commit(services),
             Deliver(services),
-            Observe(self.audit),
+            Observe(self.audit, tracer=self._tracer,
+                    spans=self.traces if self._tracer is None else None),
         ]
 
     async def _after_gate(self, ctx: GateContext) -> None:
@@ -455,6 +491,8 @@ class Hub:
         while True:
             await asyncio.sleep(RELOAD_CHECK_SECONDS)
             try:
+                if self.traces is not None:
+                    await self.traces.flush()
                 self.policy.reload_if_changed()
                 if time.monotonic() - last_seal >= self.settings.audit_seal_seconds:
                     last_seal = time.monotonic()

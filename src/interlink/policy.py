@@ -134,6 +134,14 @@ class HubSettings(BaseModel):
     audit_seal_seconds: float = Field(default=1.0, gt=0)
     """How often the hub seals new audit records with a signed checkpoint (and the signed head
     file): at most this much of the chain is unsealed when a hub is killed."""
+    tracing: bool = True
+    """An OpenTelemetry span for every envelope the gate decides, kept in the hub's trace
+    store (`interlink trace`, `interlink tail`) and sent to `otlp_endpoint` when set."""
+    trace_retention_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    """How long the hub's trace store keeps spans."""
+    otlp_endpoint: str | None = None
+    """An OTLP/HTTP traces endpoint (e.g. http://collector:4318/v1/traces) the hub also sends
+    its spans to, in batches; unset, they stay in the hub's own trace store."""
     max_depth: int = Field(default=32, ge=1)
     """Deepest nesting of JSON in a call's input or output."""
     max_event_bytes: int = Field(default=256 * 1024, ge=256)

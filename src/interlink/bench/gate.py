@@ -57,15 +57,25 @@ async def throughput(home: MeshHome, full: bool, calls: int, concurrency: int) -
 async def run(work: Path, quick: bool = False, progress: Callable[[str], None] = print
               ) -> list[Figure]:
     calls, rounds = (300, 2) if quick else (1000, 3)
-    progress(f"gate: {calls} calls x {rounds} rounds per gate, 8 in flight, alternating")
-    results: dict[bool, list[float]] = {True: [], False: []}
+    progress(f"gate: {calls} calls x {rounds} rounds per variant (full gate; security stages "
+             "off; tracing off), 8 in flight, alternating")
+    variants = ("full", "no-security", "no-tracing")
+    results: dict[str, list[float]] = {v: [] for v in variants}
     for r in range(rounds):
-        for full in (True, False):
-            home = MeshHome(work / f"gate-{r}-{int(full)}")
+        for variant in variants:
+            home = MeshHome(work / f"gate-{r}-{variant}")
             home.init()
             home.add_agent("shop")
             home.add_agent("buyer", calls=["shop.buy"])
-            results[full].append(await throughput(home, full, calls, 8))
-    return [rate("gate", "call throughput, full gate", statistics.median(results[True]),
-                 "security stages off", statistics.median(results[False]),
-                 note="label, validate and guard off; one process")]
+            if variant == "no-tracing":
+                policy = home.load_policy()
+                policy.hub.tracing = False
+                home.save_policy(policy)
+            results[variant].append(await throughput(home, variant != "no-security", calls, 8))
+    full = statistics.median(results["full"])
+    return [rate("gate", "call throughput, full gate", full,
+                 "security stages off", statistics.median(results["no-security"]),
+                 note="label, validate and guard off; one process"),
+            rate("gate", "call throughput, tracing to the hub's trace store", full,
+                 "tracing off", statistics.median(results["no-tracing"]), target=0.9,
+                 note="a span per crossing, kept in the store; one process")]

@@ -62,23 +62,45 @@ def publish(as_agent: ActingAgent,
 
 @app.command(rich_help_panel=PANEL)
 @friendly
-def tail(pattern: Annotated[str, typer.Argument(help="Topic pattern: * one token, > the rest.")]
-         = ">",
+def tail(pattern: Annotated[str | None, typer.Argument(
+             help="A topic pattern (* one token, > the rest): show those events with their "
+                  "data. Without one, show all traffic.")] = None,
          home: HomeOption = None,
+         agent: Annotated[str | None, typer.Option(
+             help="Traffic from or to this agent.")] = None,
+         kind: Annotated[str | None, typer.Option(
+             help="Traffic of this kind: call, reply, publish, memory, hello, ...")] = None,
+         topic: Annotated[str | None, typer.Option(
+             help="Publishes and subscriptions on topics matching this pattern.")] = None,
+         conversation: Annotated[str | None, typer.Option(
+             help="Traffic of this conversation.")] = None,
+         refused: Annotated[bool, typer.Option(
+             "--refused", help="Refusals only (with the stage, code and rule).")] = False,
          from_seq: Annotated[int | None, typer.Option(
-             "--from-seq", help="Start at this log sequence (1 = everything).")] = None,
+             "--from-seq", help="Events: start at this log sequence (1 = everything).")]
+         = None,
          since: Annotated[float | None, typer.Option(
              help="Start this many seconds ago.")] = None,
-         count: Annotated[int | None, typer.Option(help="Stop after this many events.")] = None,
-         follow: Annotated[bool, typer.Option(help="Keep waiting for new events.")] = True
+         count: Annotated[int | None, typer.Option(help="Stop after this many lines.")] = None,
+         follow: Annotated[bool, typer.Option(help="Keep waiting for more.")] = True
          ) -> None:
-    """Show events as they land: sequence, time, topic and its number, sender, data.
+    """Follow the mesh live: every call, reply, event, memory operation and refusal as the hub
+    decides it (filter by agent, kind, topic, conversation, refusals) — or, given a topic
+    pattern, the events on those topics with their data.
 
-    Example: interlink tail 'blog.>' --from-seq 1 --no-follow"""
+    Example: interlink tail --refused      interlink tail 'blog.>' --from-seq 1 --no-follow"""
     from ..names import matches, pattern_error
+    mesh = MeshHome(home)
+    if pattern is None:
+        from .traces import follow_traffic
+        for given in (topic,):
+            if given is not None and (problem := pattern_error(given)):
+                raise fail(problem, "e.g. `interlink tail --topic 'blog.>'`", code=2)
+        follow_traffic(mesh, agent=agent, kind=kind, topic=topic, conversation=conversation,
+                       refused=refused, since=since, count=count, follow=follow)
+        return
     if problem := pattern_error(pattern):
         raise fail(problem, "e.g. `interlink tail 'blog.>'`", code=2)
-    mesh = MeshHome(home)
     settings = mesh.load_policy().hub
 
     async def go() -> None:

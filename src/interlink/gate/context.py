@@ -57,6 +57,8 @@ class GateContext:
     """The envelope's effective label (set by the label stage)."""
     answer: dict[str, Any] = field(default_factory=dict)
     """Extra fields for the sender's `accepted` answer (set by services)."""
+    passed: list[str] = field(default_factory=list)
+    """The gate stages this envelope passed, in order (the pipeline's record, for its span)."""
     # What stages and services learned on the way, for the stages after them (typed fields,
     # not a bag of string keys: a misspelt one is a type error).
     audit_detail: dict[str, Any] | None = None

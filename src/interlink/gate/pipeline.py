@@ -57,6 +57,7 @@ class Pipeline:
                 ctx.denial = denial
                 ctx.failed_stage = stage.name
                 break
+            ctx.passed.append(stage.name)
         try:
             await self._observe(ctx)
         except Exception:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opentelemetry.trace import SpanKind
 from pydantic import BaseModel, ValidationError
 
 from ..envelope import body_data, error_body, reply_body, valid_agent_name
@@ -36,6 +37,7 @@ from ..identity import Credential, CredentialFile
 from ._connection import Connection, Reply
 from ._events import Event, Subscription
 from ._memory import Memory
+from ._tracing import handling
 from ._transport import Transport
 
 log = logging.getLogger("interlink.agent")
@@ -374,9 +376,16 @@ class Agent:
                 await _settle(event.ack())
                 continue
             try:
-                result = handler.fn(EventContext(self.connection, event), event)
-                if inspect.isawaitable(result):
-                    await result
+                ctx = EventContext(self.connection, event)
+                with handling(f"event {event.topic}", ctx.traceparent, {
+                        "gen_ai.agent.name": self.name,
+                        "gen_ai.conversation.id": event.conversation,
+                        "interlink.event.id": event.id, "interlink.topic": event.topic,
+                        "interlink.event.seq": event.seq}, SpanKind.CONSUMER) as inside:
+                    ctx.traceparent = inside
+                    result = handler.fn(ctx, event)
+                    if inspect.isawaitable(result):
+                        await result
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -431,9 +440,15 @@ class Agent:
                                   f"input does not match {skill.input_model.__name__}: {exc}")
         ctx = SkillContext(self.connection, call, origin)
         try:
-            result = skill.fn(ctx, data)
-            if inspect.isawaitable(result):
-                result = await result
+            with handling(f"skill {self.name}.{skill_id}", call["traceparent"], {
+                    "gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": self.name,
+                    "gen_ai.conversation.id": call["conversation"],
+                    "interlink.call.id": call["id"], "interlink.caller": call["sender"],
+                    "interlink.skill": skill_id}) as inside:
+                ctx.traceparent = inside
+                result = skill.fn(ctx, data)
+                if inspect.isawaitable(result):
+                    result = await result
         except InputRequired as exc:
             return {**reply_body(exc.prompt, call["id"] + ":input"), "state": "input_required"}
         except (GateDenied, InterlinkError) as exc:

@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..envelope import body_data, call_body, child_traceparent, new_id, new_traceparent
+from ..envelope import body_data, call_body, child_traceparent, new_id
 from ..errors import CallError, CallTimeout, GateDenied, InputRequired, InterlinkError, SkillFailed
+from ._tracing import outgoing
 from ._wire import Wire, log
 
 RESULT_GRACE = 5.0
@@ -95,7 +96,7 @@ class Calls(Wire):
         fields: dict[str, Any] = {
             "id": call_id, "kind": "call", "sender": self.agent, "target": f"{agent}.{skill}",
             "conversation": conversation or call_id, "parent": parent, "hops": hops,
-            "traceparent": child_traceparent(traceparent) if traceparent else new_traceparent(),
+            "traceparent": outgoing(traceparent),
             "deadline": round(deadline, 6),
             "body": {"message": message} if message is not None else call_body(data, call_id)}
         if delegation is not None:  # acting for another agent, with the token it gave us

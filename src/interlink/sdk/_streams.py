@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import frames
-from ..envelope import child_traceparent, event_body, new_id, new_traceparent
+from ..envelope import event_body, new_id
 from ..errors import GateDenied, InterlinkError
 from ._events import Event, Subscription
 from ._memory import MemoryEntry, MemoryWatch, StaleRevision
+from ._tracing import outgoing
 from ._wire import Wire, log
 
 LIVE_BACKLOG = 10_000
@@ -70,7 +71,7 @@ class Streams(Wire):
         return await self.request({
             "id": event_id, "kind": "publish", "sender": self.agent, "target": topic,
             "conversation": conversation or event_id, "parent": parent, "hops": hops,
-            "traceparent": child_traceparent(traceparent) if traceparent else new_traceparent(),
+            "traceparent": outgoing(traceparent),
             "body": event_body(data, event_id)})
 
     async def register_schema(self, topic: str, schema: dict[str, Any]) -> dict[str, Any]:
