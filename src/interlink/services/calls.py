@@ -522,6 +522,11 @@ class CallService:
                 except StoreUnavailable as exc:
                     await outage.wait(exc)
                     continue
+                except Exception:  # the agent must not be left without its calls
+                    log.exception("dispatcher for %s failed fetching; trying again in a "
+                                  "second", agent)
+                    await asyncio.sleep(1.0)
+                    continue
                 outage.over()
                 offered = 0
                 try:

@@ -362,6 +362,11 @@ class EventBus:
                 except StoreUnavailable as exc:
                     await outage.wait(exc)
                     continue
+                except Exception:  # the subscriber must not be left without events
+                    log.exception("live subscription %s failed reading; trying again in a "
+                                  "second", sub.id)
+                    await asyncio.sleep(1.0)
+                    continue
                 outage.over()
                 for message in batch:
                     if matches(sub.pattern, message.subject):
@@ -391,6 +396,11 @@ class EventBus:
                     await self._hand_out(group, limit)
                 except StoreUnavailable as exc:
                     await outage.wait(exc)
+                    continue
+                except Exception:  # its subscribers must not be left without events
+                    log.exception("durable consumer %s failed handing out events; trying "
+                                  "again in a second", group.name)
+                    await asyncio.sleep(1.0)
                     continue
                 outage.over()
         except asyncio.CancelledError:

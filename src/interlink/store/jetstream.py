@@ -435,7 +435,7 @@ class JetStreamStore:
                     break
                 else:
                     break
-        except ConnectionClosedError as exc:
+        except (ConnectionClosedError, *_AWAY) as exc:
             raise self._failed("fetch", exc) from exc
         finally:
             with contextlib.suppress(Exception):
@@ -645,7 +645,7 @@ class JetStreamLog:
                     await sub.next_msg(timeout=left)
                 except (NatsTimeout, TimeoutError):
                     break
-                except ConnectionClosedError as exc:
+                except (ConnectionClosedError, OutboundBufferLimitError) as exc:
                     raise self._store._failed("wait_for", exc) from exc
                 if await self.last_seq() > after_seq:
                     return True
@@ -788,7 +788,7 @@ class JetStreamConsumer:
         nc, _ = self._store._client()
         try:
             await nc.request(msg.reply, body, timeout=API_TIMEOUT)
-        except (NatsTimeout, TimeoutError, ConnectionClosedError) as exc:
+        except (ConnectionClosedError, *_AWAY) as exc:
             raise self._store._failed("acknowledging a message", exc) from exc
 
     async def _settled_or_unknown(self, seq: int) -> None:
