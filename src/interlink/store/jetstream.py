@@ -69,7 +69,12 @@ from nats.js.api import (
     StreamConfig,
 )
 from nats.js.api import DeliverPolicy as JsDeliver
-from nats.js.errors import APIError, BadRequestError, NoStreamResponseError
+from nats.js.errors import (
+    APIError,
+    BadRequestError,
+    NoStreamResponseError,
+    ServiceUnavailableError,
+)
 from nats.js.errors import NotFoundError as JsNotFound
 
 from interlink.errors import (
@@ -342,7 +347,7 @@ class JetStreamStore:
         problem = self.health()
         if problem is not None or isinstance(exc, OutboundBufferLimitError):
             return StoreUnavailable(f"{what}: {problem or 'NATS is unreachable'}")
-        if isinstance(exc, (NoRespondersError, NoStreamResponseError)):
+        if isinstance(exc, (NoRespondersError, NoStreamResponseError, ServiceUnavailableError)):
             return StoreUnavailable(f"{what}: no JetStream server answered for it (a cluster "
                                     "electing a leader, or the stream's servers are down)")
         if isinstance(exc, (NatsTimeout, TimeoutError)):
