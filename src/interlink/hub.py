@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import secrets
 import time
 from collections.abc import Coroutine
 from typing import Any
@@ -144,6 +145,8 @@ class Hub:
         self._store: Store | None = None
         self._roster: HubRoster | None = None
         self._nonces: SharedNonces | None = None
+        self.console_token = secrets.token_urlsafe(18)
+        """The web console's login token for this run of the hub (logged at start)."""
         self.traces: TraceStore | None = None
         self._tracing: TracerProvider | None = None
         self._tracer: Tracer | None = None
@@ -419,6 +422,16 @@ class Hub:
                 await self.calls.fail_all_to(name)
 
     # -- operator acts -----------------------------------------------------------------------
+
+    async def decide_held(self, call_id: str, approved: bool, *, by: str,
+                          reason: str = "") -> str | None:
+        """An operator's decision on a held call (the console), audited naming who; why it
+        cannot be decided, or None."""
+        problem = await self.calls.decide(call_id, approved, by=by, reason=reason[:500])
+        if problem is None:
+            await self.audit.append("approval", call=call_id, approved=approved, by=by,
+                                    reason=reason[:500])
+        return problem
 
     async def clear_taint(self, agent: str, *, by: str, reason: str = "") -> Label:
         """Forget what `agent` was given (an operator's act, audited with the label it had)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -23,8 +24,11 @@ from .a2a import A2ARouter, Edge, card_json
 from .a2a_remote import RemoteAgents
 from .acp import AcpEdge
 from .admin import admin_routes
+from .console import console_routes
 from .openapi import SPEC
 from .ws import serve_connection
+
+log = logging.getLogger("interlink.hub")
 
 
 class Durable:
@@ -68,6 +72,10 @@ def create_app(home: MeshHome, *, store_url: str | None = None,
 
             remotes.sync(hub.policy.current())
             hub.policy.listeners.append(follow)
+            if hub.where:
+                log.warning("console: %s/console#token=%s (this run's login)",
+                            hub.where.replace("wss://", "https://").replace("ws://", "http://")
+                            .removesuffix("/ws"), hub.console_token)
             try:
                 yield
             finally:
@@ -102,6 +110,7 @@ def create_app(home: MeshHome, *, store_url: str | None = None,
         WebSocketRoute("/ws", websocket),
         Route("/openapi.json", openapi),
         *admin_routes(hub),
+        *console_routes(hub),
         Route("/healthz", health),
         Route("/.well-known/interlink-hub.json", identity),
         Route("/.well-known/agent-card.json", hub_card),

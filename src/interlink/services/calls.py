@@ -295,39 +295,45 @@ class CallService:
         return None
 
     async def _commit_approval(self, ctx: GateContext) -> GateDenied | None:
-        """An approver's decision on a held call: approved, it goes on (its label now says who
-        vouched for it); refused, the caller is told why."""
+        """An approver agent's decision on a held call (see `decide`)."""
         env = ctx.env
         assert env is not None
         approved = env.body.get("decision") == "approve"
         reason = str(env.body.get("reason", ""))[:500]
-        record = await self._get(env.target)
+        problem = await self.decide(env.target, approved, by=env.sender, reason=reason)
+        if problem is not None:
+            return deny("commit", "not_held", problem)
+        ctx.audit_detail = {"call": env.target, "approved": approved, "reason": reason}
+        return None
+
+    async def decide(self, call_id: str, approved: bool, *, by: str,
+                     reason: str = "") -> str | None:
+        """Decide a held call: approved, it goes on (its label now says who vouched for it);
+        refused, the caller is told why. Why it cannot be decided, or None."""
+        record = await self._get(call_id)
         if record is None or record.state != "held" or record.held is None:
-            return deny("commit", "not_held",
-                        f"call {env.target} is not waiting for approval "
-                        f"({record.state if record else 'unknown'})")
+            return (f"call {call_id} is not waiting for approval "
+                    f"({record.state if record else 'unknown'})")
         held = record.held
         error = {"stage": "approval", "code": "denied", "rule": held.get("rule"),
-                 "reason": f"{env.sender} refused this call"
-                           + (f": {reason}" if reason else "")}
-        done = await self._cas(env.target, lambda r: r.model_copy(update=(
+                 "reason": f"{by} refused this call" + (f": {reason}" if reason else "")}
+        done = await self._cas(call_id, lambda r: r.model_copy(update=(
             {"state": "pending", "held": None} if approved else
             {"state": "failed", "held": None, "error": error, "settled_by": self.hub_id}))
             if r.state == "held" else None)
         if done is None:
-            return deny("commit", "not_held", f"call {env.target} was decided meanwhile")
-        ctx.audit_detail = {"call": env.target, "approved": approved, "reason": reason}
+            return f"call {call_id} was decided meanwhile"
         if approved:
             label = Label.parse(held["label"])
             label = Label(label.level, label.tags, "trusted",
-                          label.provenance | {f"approved:{env.sender}"})
-            await self._append(env.target, record.target, held["wire"], held["origin"],
+                          label.provenance | {f"approved:{by}"})
+            await self._append(call_id, record.target, held["wire"], held["origin"],
                                label.to_dict())
         else:
-            self._disarm(env.target)
+            self._disarm(call_id)
             caller = self._caller(record, record.caller)
             if caller is not None:
-                self._spawn(_send(caller, {"op": "failed", "id": env.target, "error": error}))
+                self._spawn(_send(caller, {"op": "failed", "id": call_id, "error": error}))
         return None
 
     async def held(self) -> list[CallRecord]:
