@@ -317,7 +317,20 @@ async def run_demo(home: Path, out: Console) -> int:
     else:
         out.print(f"[red]✗ audit chain broken: {report.problems[0]}[/]")
         ok = False
+    story = next((r["envelope"]["conversation"] for r in records
+                  if (r.get("envelope") or {}).get("kind") == "call"
+                  and r["envelope"].get("sender") == "ideator"), None)
     out.print()
+    out.print(Panel.fit(
+        (f"interlink trace {story} --home {home}\n"
+         f"  (the ideator's request as a timeline across the agents; --mermaid for a "
+         f"diagram)\n" if story else "")
+        + f"interlink tail --since 3600 --no-follow --home {home}     (all traffic; "
+        "--refused for refusals)\n"
+        f"interlink serve --home {home}\n"
+        "  then open the console URL it prints (/console#token=…): the agents and their "
+        "calls,\n  every conversation as a diagram, the refusal above with its rule",
+        title="see it", border_style="cyan"))
     out.print(Panel.fit(
         f"mesh home        {mesh.root}\n"
         f"policy           {mesh.policy_path}\n"
