@@ -16,7 +16,7 @@ from . import hub  # noqa: F401
 from . import agents, calls, events  # noqa: F401
 
 # isort: split
-from . import audit, memory, traces  # noqa: F401
+from . import audit, memory, replay, traces  # noqa: F401
 from .base import app, out
 
 
