@@ -272,3 +272,21 @@ async def test_without_a_hub_the_bridge_stops_and_says_why(mcp_home: MeshHome) -
             pass
     said = log.read_text()
     assert "cannot reach the hub" in said and "interlink serve" in said  # the CLI's own words
+
+
+async def test_an_mcp_hosts_trace_continues_through_the_mesh(mcp_home: MeshHome,
+                                                            hub: RunningHub) -> None:
+    """An MCP host that sends W3C trace context in a request's `_meta` (as the MCP SDKs do)
+    finds the mesh call the bridge made for it in the same trace."""
+    trace_id = "5e" * 16
+    async with writer(mcp_home, hub), stdio_bridge(mcp_home, hub) as client:
+        result = await client.call_tool(
+            "call_skill", {"agent": "writer", "skill": "draft", "input": {"topic": "t"}},
+            meta={"traceparent": f"00-{trace_id}-{'7a' * 8}-01"})  # type: ignore[typeddict-unknown-key]
+        assert not result.is_error, text(result)
+    assert hub.hub.traces is not None
+    await hub.hub.traces.flush()
+    from interlink.services.traces import spans_of
+    spans = spans_of(await hub.hub.traces.log.read(limit=10_000))
+    calls = [s for s in spans if s["name"] == "call writer.draft"]
+    assert calls and all(s["trace_id"] == trace_id for s in calls), calls

@@ -41,17 +41,20 @@ def handling(name: str, traceparent: str, attributes: dict[str, Any],
 
 def outgoing(traceparent: str | None) -> str:
     """The traceparent of an envelope sent now, in the trace it belongs to (`traceparent`'s
-    when given): the current span when one is recording in that trace (the hub's span of the
-    envelope becomes its child), else that trace carried on with a new span id."""
-    current = _traceparent_of(trace.get_current_span())
+    when given): the current span when there is one in that trace — a recording one (the
+    hub's span of the envelope becomes its child), or the context a library extracted from
+    its caller (an MCP request's `_meta.traceparent`, say) — else that trace carried on with
+    a new span id."""
+    current = _traceparent_of(trace.get_current_span(), ambient=True)
     if current is not None and (traceparent is None
                                 or current.split("-")[1] == traceparent.split("-")[1]):
         return current
     return child_traceparent(traceparent) if traceparent else new_traceparent()
 
 
-def _traceparent_of(span: trace.Span) -> str | None:
-    if not span.is_recording():
+def _traceparent_of(span: trace.Span, *, ambient: bool = False) -> str | None:
+    """The span's traceparent if it records (or, `ambient`, if it is any valid context)."""
+    if not (span.is_recording() or (ambient and span.get_span_context().is_valid)):
         return None
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier, trace.set_span_in_context(span))
