@@ -50,6 +50,10 @@ class Shouter(AgentExecutor):
         await TaskUpdater(queue, ctx.task_id or "", ctx.context_id or "").cancel()
 
 
+SEEN: list[str] = []
+"""The traceparent headers the remote agent was sent."""
+
+
 @contextlib.asynccontextmanager
 async def remote_agent(key: Ed25519PrivateKey | None) -> AsyncIterator[str]:
     port = free_port()
@@ -68,7 +72,13 @@ async def remote_agent(key: Ed25519PrivateKey | None) -> AsyncIterator[str]:
                                     agent_card=card)
     app = Starlette(routes=[*create_agent_card_routes(card),
                             *create_jsonrpc_routes(handler, rpc_url="/rpc")])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
+    inner = app
+
+    async def seeing(scope: Any, receive: Any, send: Any) -> None:  # what the remote got
+        if scope["type"] == "http" and scope["path"] == "/rpc":
+            SEEN.append(dict(scope["headers"]).get(b"traceparent", b"").decode())
+        await inner(scope, receive, send)
+    server = uvicorn.Server(uvicorn.Config(seeing, host="127.0.0.1", port=port,
                                            log_level="warning", lifespan="off"))
     server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
     task = asyncio.ensure_future(server.serve())
@@ -152,3 +162,24 @@ async def test_badly_signed_card_is_refused(home: MeshHome) -> None:
             assert "unavailable" in running.remotes.status["shouter"]
             assert "signature" in running.remotes.status["shouter"].lower()
             assert running.hub.registry.session("shouter") is None
+
+
+async def test_the_remote_agent_is_called_in_the_callers_trace(home: MeshHome) -> None:
+    from opentelemetry import context, trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+    trace_id = 0x1F * (16 ** 30) + 0xAB
+    caller_span = NonRecordingSpan(SpanContext(trace_id, 0xC0FFEE, is_remote=True,
+                                               trace_flags=TraceFlags(1)))
+    async with remote_agent(None) as url:
+        home.add_agent("shouter", a2a={"url": url})
+        async with background_hub(home) as running:
+            await remote_ready(running, "shouter")
+            async with connect("caller", credential=home.credential_path("caller"),
+                               hub=running.url) as mesh:
+                SEEN.clear()
+                token = context.attach(trace.set_span_in_context(caller_span))
+                try:
+                    assert await mesh.call("shouter", "shout", "traced") == "TRACED"
+                finally:
+                    context.detach(token)
+    assert SEEN and all(h.split("-")[1] == f"{trace_id:032x}" for h in SEEN), SEEN

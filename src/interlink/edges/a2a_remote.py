@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +29,7 @@ from a2a.utils.signing import create_signature_verifier
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from google.protobuf.json_format import MessageToDict, ParseDict
 
+from ..envelope import child_traceparent
 from ..errors import InputRequired
 from ..identity import CredentialFile
 from ..logs import logged
@@ -94,7 +96,8 @@ class RemoteAgents:
             if not token:
                 raise RuntimeError(f"${config.token_env} (its bearer token) is not set")
             headers["Authorization"] = f"Bearer {token}"
-        async with httpx.AsyncClient(headers=headers, timeout=CALL_TIMEOUT) as http:
+        async with httpx.AsyncClient(headers=headers, timeout=CALL_TIMEOUT,
+                                     event_hooks={"request": [_carry_trace]}) as http:
             card, verified = await self._card(http, config)
             client = await create_client(card, client_config=ClientConfig(
                 streaming=False, httpx_client=http))
@@ -131,8 +134,20 @@ class RemoteAgents:
         return proxy
 
 
+_TRACE: ContextVar[str | None] = ContextVar("interlink_remote_trace", default=None)
+"""The trace of the call being forwarded (its skill context's), for `_carry_trace`."""
+
+
+async def _carry_trace(request: httpx.Request) -> None:
+    """The remote agent's request carries the mesh call's trace (W3C `traceparent`)."""
+    traceparent = _TRACE.get()
+    if traceparent:
+        request.headers["traceparent"] = child_traceparent(traceparent)
+
+
 def _forwarder(client: Any, skill: str, url: str) -> Any:
     async def forward(ctx: SkillContext, req: Any) -> Any:
+        _TRACE.set(ctx.traceparent)
         message = Message(role=Role.ROLE_USER, message_id=ctx.call_id,
                           parts=[Part(text=req) if isinstance(req, str)
                                  else ParseDict({"data": req}, Part())])
