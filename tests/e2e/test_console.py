@@ -85,6 +85,7 @@ async def test_the_console_shows_the_mesh_and_approves_a_held_call(
             await held.wait_for(timeout=10_000)
             assert "needs_approval" in await held.inner_text()
             await page.wait_for_selector("#feed tbody tr", timeout=10_000)
+            assert (await page.locator("#audit").inner_text()).startswith("✓ verified")
             await page.screenshot(path=str(ARTIFACTS / "console-overview.png"), full_page=True)
 
             # a conversation, as a sequence diagram

@@ -103,8 +103,10 @@ async function refreshOverview() {
   fill("topics", o.topics.map((t) => row([t.topic, t.events])));
   fill("consumers", o.consumers.map((c) => row([c.name, c.filter, c.lag, c.unacked, c.dead])));
   fill("memory", o.memory.map((m) => row([m.namespace, m.keys])));
-  document.getElementById("audit").textContent =
-    `${o.audit.records} records, ${o.audit.unsealed} not yet sealed by a checkpoint`;
+  const audit = document.getElementById("audit");
+  audit.textContent = (o.audit.verified ? "✓ verified: " : `✗ broken: ${o.audit.problem} — `)
+    + `${o.audit.records} records, ${o.audit.unsealed} not yet sealed by a checkpoint`;
+  audit.className = o.audit.verified ? "ok" : "bad";
 }
 
 function drawGraph(agents, links) {

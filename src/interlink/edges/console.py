@@ -187,6 +187,25 @@ async def _overview(hub: Hub) -> dict[str, Any]:
                        if not t.startswith("$")],
             "consumers": consumers,
             "memory": [{"namespace": n, "keys": k} for n, k in sorted(namespaces.items())],
-            "audit": {"records": hub.audit.records, "unsealed": hub.audit.unsealed},
+            "audit": {"records": hub.audit.records, "unsealed": hub.audit.unsealed,
+                      **await _verified(hub)},
             "tracing": hub.traces is not None}
 
+
+
+_VERIFIED: dict[int, tuple[float, dict[str, Any]]] = {}
+VERIFY_EVERY = 30.0
+"""The chain is replayed whole to verify it: at most this often, the last result shown."""
+
+
+async def _verified(hub: Hub) -> dict[str, Any]:
+    from ..services.audit import verify_chain
+    known = _VERIFIED.get(id(hub))
+    if known is not None and time.monotonic() - known[0] < VERIFY_EVERY:
+        return known[1]
+    report = await verify_chain(hub.audit.log, hub.key.public,
+                                head_path=hub.home.audit_head_path)
+    result = {"verified": report.ok, "problem": report.problems[0] if report.problems else None,
+              "checked": time.time()}
+    _VERIFIED[id(hub)] = (time.monotonic(), result)
+    return result
