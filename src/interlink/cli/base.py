@@ -124,6 +124,26 @@ def json_argument(data: str) -> Any:
         raise fail(f"the input is not JSON: {exc}", "quote it: '{\"topic\": \"x\"}'") from None
 
 
+async def follow_log(log_: Any, next_seq: int, lines: Callable[[Any], list[str]], *,
+                     subject: str = ">", count: int | None = None, follow: bool = True) -> None:
+    """Print `lines(message)` for a log's messages from `next_seq` on, then (with `follow`)
+    as they land, until `count` lines were printed (`interlink tail`, either view)."""
+    shown = 0
+    while count is None or shown < count:
+        last = await log_.last_seq()
+        batch = await log_.read(next_seq, subject=subject, limit=256)
+        for message in batch:
+            for line in lines(message):
+                out.print(line, highlight=False, soft_wrap=True)
+                shown += 1
+                if count is not None and shown >= count:
+                    return
+        next_seq = max(next_seq, last + 1) if len(batch) < 256 else batch[-1].seq + 1
+        if not follow:
+            return
+        await log_.wait_for(next_seq - 1, timeout=1.0)
+
+
 @contextlib.contextmanager
 def interruptible() -> Iterator[None]:
     """Ctrl-C ends a following command quietly."""

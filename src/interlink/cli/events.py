@@ -19,6 +19,7 @@ from .base import (
     app,
     err,
     fail,
+    follow_log,
     friendly,
     home_store,
     interruptible,
@@ -104,7 +105,6 @@ def tail(pattern: Annotated[str | None, typer.Argument(
     settings = mesh.load_policy().hub
 
     async def go() -> None:
-        shown = 0
         async with home_store(mesh) as store:
             log_ = await events_log(store, settings)
             last = await log_.last_seq()
@@ -112,19 +112,9 @@ def tail(pattern: Annotated[str | None, typer.Argument(
                         await log_.seq_at(time.time() - since) if since is not None else last + 1)
             err.print(f"[dim]events matching {pattern} from log seq {next_seq}"
                       + (" (Ctrl-C stops)" if follow else "") + "[/]")
-            while count is None or shown < count:
-                last = await log_.last_seq()
-                batch = await log_.read(next_seq, subject=pattern, limit=256)
-                for message in batch:
-                    if matches(pattern, message.subject):
-                        out.print(_event_line(message), highlight=False, soft_wrap=True)
-                        shown += 1
-                        if count is not None and shown >= count:
-                            return
-                next_seq = max(next_seq, last + 1) if len(batch) < 256 else batch[-1].seq + 1
-                if not follow:
-                    return
-                await log_.wait_for(next_seq - 1, timeout=1.0)
+            await follow_log(log_, next_seq, lambda message: [_event_line(message)]
+                             if matches(pattern, message.subject) else [],
+                             subject=pattern, count=count, follow=follow)
 
     with interruptible():
         run(go())

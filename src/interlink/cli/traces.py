@@ -13,7 +13,18 @@ from rich.markup import escape as rich_escape
 from rich.table import Table
 
 from ..home import MeshHome
-from .base import HomeOption, app, err, fail, friendly, home_store, interruptible, out, run
+from .base import (
+    HomeOption,
+    app,
+    err,
+    fail,
+    follow_log,
+    friendly,
+    home_store,
+    interruptible,
+    out,
+    run,
+)
 
 PANEL = "Observability"
 
@@ -171,28 +182,19 @@ def follow_traffic(mesh: MeshHome, *, agent: str | None, kind: str | None,
         raise fail("hub.tracing is off in mesh.yaml: the hub keeps no spans to show",
                    "turn it on, or `interlink tail PATTERN` for events")
 
+    def lines(message: Any) -> list[str]:
+        return [traffic_line(span) for span in spans_of([message])
+                if wanted(span, agent=agent, kind=kind, topic=topic,
+                          conversation=conversation, refused=refused)]
+
     async def go() -> None:
-        shown = 0
         async with home_store(mesh) as store:
             log_ = await store.log(TRACES_LOG, dedup_window=0.0, max_age=retention(mesh))
             last = await log_.last_seq()
             next_seq = await log_.seq_at(time.time() - since) if since is not None else last + 1
             err.print("[dim]traffic as the hub decides it" + (" (Ctrl-C stops)" if follow else "")
                       + "[/]")
-            while count is None or shown < count:
-                last = await log_.last_seq()
-                batch = await log_.read(next_seq, limit=256)
-                for span in spans_of(batch):
-                    if wanted(span, agent=agent, kind=kind, topic=topic,
-                              conversation=conversation, refused=refused):
-                        out.print(traffic_line(span), highlight=False, soft_wrap=True)
-                        shown += 1
-                        if count is not None and shown >= count:
-                            return
-                next_seq = max(next_seq, last + 1) if len(batch) < 256 else batch[-1].seq + 1
-                if not follow:
-                    return
-                await log_.wait_for(next_seq - 1, timeout=1.0)
+            await follow_log(log_, next_seq, lines, count=count, follow=follow)
 
     with interruptible():
         run(go())

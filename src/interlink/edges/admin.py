@@ -29,14 +29,10 @@ def admin_routes(hub: Hub) -> list[Route]:
         if refused is not None:
             return refused
         agent = request.path_params["agent"]
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return _error(413, "too_large", f"the request is over {MAX_BODY} bytes")
-        try:
-            data: Any = strictjson.loads(body or b"{}")
-        except strictjson.BadJSON as exc:
-            return _error(400, "bad_request", f"the body must be JSON {{by, reason}}: {exc}")
-        if not isinstance(data, dict) or not valid_agent_name(agent):
+        data = await json_object(request, "{by, reason}")
+        if isinstance(data, JSONResponse):
+            return data
+        if not valid_agent_name(agent):
             return _error(400, "bad_request", "the body must be a JSON object: {by, reason}, "
                           "and the path must name an agent")
         try:
@@ -47,6 +43,21 @@ def admin_routes(hub: Hub) -> list[Route]:
         return JSONResponse({"agent": agent, "before": before.to_dict()})
 
     return [Route("/admin/agents/{agent}/clear-taint", clear_taint, methods=["POST"])]
+
+
+async def json_object(request: Request, shape: str) -> dict[str, Any] | JSONResponse:
+    """A request's body as a JSON object (at most `MAX_BODY` bytes, strict JSON), or the
+    refusal saying what is wrong and what `shape` to send."""
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        return _error(413, "too_large", f"the request is over {MAX_BODY} bytes")
+    try:
+        data: Any = strictjson.loads(body or b"{}")
+    except strictjson.BadJSON as exc:
+        return _error(400, "bad_request", f"the body must be JSON {shape}: {exc}")
+    if not isinstance(data, dict):
+        return _error(400, "bad_request", f"the body must be a JSON object: {shape}")
+    return data
 
 
 def _authenticate(hub: Hub, request: Request) -> JSONResponse | None:

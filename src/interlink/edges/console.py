@@ -25,15 +25,14 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from .. import strictjson
 from ..envelope import ENVELOPE_ID
 from ..errors import ConfigError
 from ..hub import Hub
 from ..identity import ADMIN_AUDIENCE, check_token
+from .admin import json_object
 
 ASSETS = Path(__file__).resolve().parent.parent / "console"
 FEED_LIMIT = 200
-MAX_BODY = 16 * 1024
 
 
 def console_routes(hub: Hub) -> list[Route]:
@@ -89,15 +88,11 @@ def console_routes(hub: Hub) -> list[Route]:
         if isinstance(who, Response):
             return who
         call_id = request.path_params["call"]
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return _error(413, "too_large", f"the request is over {MAX_BODY} bytes")
-        try:
-            data: Any = strictjson.loads(body or b"{}")
-        except strictjson.BadJSON as exc:
-            return _error(400, "bad_request", f"the body must be JSON: {exc}")
-        if not isinstance(data, dict) or data.get("decision") not in ("approve", "refuse") \
-                or not ENVELOPE_ID.fullmatch(call_id):
+        data = await json_object(request, '{"decision": "approve" | "refuse", "reason"}')
+        if isinstance(data, JSONResponse):
+            return data
+        if data.get("decision") not in ("approve", "refuse") or not ENVELOPE_ID.fullmatch(
+                call_id):
             return _error(400, "bad_request",
                           'send {"decision": "approve" | "refuse", "reason": "..."}')
         problem = await hub.decide_held(call_id, data["decision"] == "approve", by=who,
