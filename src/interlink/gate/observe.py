@@ -63,6 +63,8 @@ def _span(ctx: GateContext, tracer: Tracer | None, spans: SpanSink | None) -> No
             "interlink.kind": env.kind, "interlink.sender": env.sender,
             "interlink.target": env.target, "interlink.envelope.id": env.id,
             "interlink.hops": env.hops, "interlink.label": json.dumps(ctx.label.to_dict())})
+        if env.labels:  # the label before the gate (declared) beside the one after it
+            attributes["interlink.label.declared"] = json.dumps(env.labels)
         if env.parent:
             attributes["interlink.parent"] = env.parent
         usage = env.body.get("usage") if env.kind == "reply" else None
