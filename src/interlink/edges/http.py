@@ -73,7 +73,7 @@ def create_app(home: MeshHome, *, store_url: str | None = None,
             remotes.sync(hub.policy.current())
             hub.policy.listeners.append(follow)
             if hub.where:
-                log.warning("console: %s/console#token=%s (this run's login)",
+                log.info("console: %s/console#token=%s (this run's login)",
                             hub.where.replace("wss://", "https://").replace("ws://", "http://")
                             .removesuffix("/ws"), hub.console_token)
             try:
