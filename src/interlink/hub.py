@@ -195,7 +195,7 @@ class Hub:
         assert self._store is not None
         if not self.settings.tracing:
             return
-        self.traces = await TraceStore.open(self._store, self.settings.trace_retention_seconds)
+        self.traces = await TraceStore.open(self._store, self.settings)
         if not self.settings.otlp_endpoint:
             return  # the gate hands the trace store its records directly
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -24,7 +24,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from interlink import Agent, EventContext, GateDenied, SkillContext, connect
 from interlink.identity import issue_token
 from interlink.server import background_hub
-from interlink.services.traces import TRACES_LOG
 
 from ..helpers import interlink_cli, make_home, wait_until
 
@@ -94,9 +93,7 @@ async def test_one_trace_across_the_edge_a_skill_and_an_event_handler(
             await asyncio.sleep(0.3)  # the handler's span ends after it returns
         assert running.hub.traces is not None
         await running.hub.traces.flush()
-        log_ = await running.hub.store.log(TRACES_LOG, dedup_window=0.0,
-                                           max_age=home.load_policy().hub
-                                           .trace_retention_seconds)
+        log_ = running.hub.traces.log
         everything = [s for m in await log_.read(limit=10_000)
                       for s in json.loads(m.data)]
     hub_spans = [s for s in everything if s["trace_id"] == TRACE_ID]

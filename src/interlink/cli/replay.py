@@ -23,7 +23,7 @@ from rich.markup import escape as rich_escape
 from ..envelope import body_data, new_id
 from ..home import MeshHome
 from .base import HomeOption, app, fail, friendly, home_store, out, run
-from .traces import PANEL, crossing, retention
+from .traces import PANEL, crossing
 
 
 @dataclass
@@ -47,7 +47,7 @@ async def recorded(mesh: MeshHome, conversation: str) -> tuple[list[Step], list[
                                                               list[dict[str, Any]]]:
     """The conversation's calls (in log order), its events, and its spans."""
     from ..services.events import events_log
-    from ..services.traces import TRACES_LOG, conversation_spans
+    from ..services.traces import conversation_spans, traces_log
     settings = mesh.load_policy().hub
     steps: dict[str, Step] = {}
     events: list[dict[str, Any]] = []
@@ -94,9 +94,7 @@ async def recorded(mesh: MeshHome, conversation: str) -> tuple[list[Step], list[
                     events.append({"topic": message.subject, "sender": wire.get("sender"),
                                    "data": data, "seq": message.seq})
             start = batch[-1].seq + 1
-        spans = await conversation_spans(
-            await store.log(TRACES_LOG, dedup_window=0.0, max_age=retention(mesh)),
-            conversation)
+        spans = await conversation_spans(await traces_log(store, settings), conversation)
     return sorted(steps.values(), key=lambda s: s.seq), events, spans
 
 
@@ -176,7 +174,7 @@ async def _live(mesh: MeshHome, conversation: str, entry: list[Step],
                 spans: list[dict[str, Any]], hub: str | None, timeout: float) -> list[str]:
     from ..errors import GateDenied, InterlinkError
     from ..sdk import connect
-    from ..services.traces import TRACES_LOG, conversation_spans
+    from ..services.traces import conversation_spans, traces_log
     differences: list[str] = []
     fresh = f"replay-{new_id()[:12]}"
     out.print(f"replaying {len(entry)} call(s) of {rich_escape(conversation)} in "
@@ -203,7 +201,7 @@ async def _live(mesh: MeshHome, conversation: str, entry: list[Step],
     await asyncio.sleep(1.0)  # the hub writes its spans every quarter second
     async with home_store(mesh) as store:
         now = await conversation_spans(
-            await store.log(TRACES_LOG, dedup_window=0.0, max_age=retention(mesh)), fresh)
+            await traces_log(store, mesh.load_policy().hub), fresh)
     before, after = _crossings(spans), _crossings(now)
     if before != after:
         for n in range(max(len(before), len(after))):

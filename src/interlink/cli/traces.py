@@ -42,14 +42,13 @@ def trace(conversation: Annotated[str, typer.Argument(help="The conversation id.
     operation the gate decided, when, how long, with its labels, and refusals with the rule.
 
     Example: interlink trace 3f2a… --mermaid > run.mmd"""
-    from ..services.traces import TRACES_LOG, conversation_spans
+    from ..services.traces import conversation_spans, traces_log
     mesh = MeshHome(home)
 
     async def read() -> list[dict[str, Any]]:
         async with home_store(mesh) as store:
-            return await conversation_spans(await store.log(TRACES_LOG, dedup_window=0.0,
-                                                            max_age=retention(mesh)),
-                                            conversation)
+            return await conversation_spans(
+                await traces_log(store, mesh.load_policy().hub), conversation)
     spans = run(read())
     if not spans:
         raise fail(f"no spans for conversation {conversation!r}",
@@ -61,10 +60,6 @@ def trace(conversation: Annotated[str, typer.Argument(help="The conversation id.
         out.print(sequence_diagram(spans), highlight=False, markup=False, soft_wrap=True)
     else:
         out.print(timeline(conversation, spans))
-
-
-def retention(mesh: MeshHome) -> float:
-    return mesh.load_policy().hub.trace_retention_seconds
 
 
 def crossing(span: dict[str, Any]) -> tuple[str, str, str]:
@@ -177,7 +172,7 @@ def follow_traffic(mesh: MeshHome, *, agent: str | None, kind: str | None,
                    topic: str | None, conversation: str | None, refused: bool,
                    since: float | None, count: int | None, follow: bool) -> None:
     """`interlink tail` without a topic pattern: every crossing as the hub decides it."""
-    from ..services.traces import TRACES_LOG, spans_of
+    from ..services.traces import spans_of, traces_log
     if not mesh.load_policy().hub.tracing:
         raise fail("hub.tracing is off in mesh.yaml: the hub keeps no spans to show",
                    "turn it on, or `interlink tail PATTERN` for events")
@@ -189,7 +184,7 @@ def follow_traffic(mesh: MeshHome, *, agent: str | None, kind: str | None,
 
     async def go() -> None:
         async with home_store(mesh) as store:
-            log_ = await store.log(TRACES_LOG, dedup_window=0.0, max_age=retention(mesh))
+            log_ = await traces_log(store, mesh.load_policy().hub)
             last = await log_.last_seq()
             next_seq = await log_.seq_at(time.time() - since) if since is not None else last + 1
             err.print("[dim]traffic as the hub decides it" + (" (Ctrl-C stops)" if follow else "")

@@ -25,7 +25,7 @@ MAX_BODY = 16 * 1024
 
 def admin_routes(hub: Hub) -> list[Route]:
     async def clear_taint(request: Request) -> JSONResponse:
-        refused = _authenticate(hub, request)
+        refused = authenticate(hub, request)
         if refused is not None:
             return refused
         agent = request.path_params["agent"]
@@ -60,7 +60,7 @@ async def json_object(request: Request, shape: str) -> dict[str, Any] | JSONResp
     return data
 
 
-def _authenticate(hub: Hub, request: Request) -> JSONResponse | None:
+def authenticate(hub: Hub, request: Request) -> JSONResponse | None:
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("bearer "):
         return _error(401, "unauthenticated", "an operator token is needed (the CLI sends one "

@@ -53,6 +53,15 @@ class Outage:
         self.pause = min(max(self.pause * 2, 0.25), 2.0)
         await asyncio.sleep(self.pause)
 
+    async def survive(self, exc: Exception) -> None:
+        """After a failed step: wait out an unreachable store; anything else is logged (a bug
+        must not leave an agent without its calls or events) and retried after a second."""
+        if isinstance(exc, StoreUnavailable):
+            await self.wait(exc)
+            return
+        log.error("%s failed; trying again in a second", self.what, exc_info=exc)
+        await asyncio.sleep(1.0)
+
     def over(self) -> None:
         if self.pause:
             log.warning("%s resumed", self.what)

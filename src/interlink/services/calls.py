@@ -35,7 +35,7 @@ from pydantic import BaseModel
 
 from .. import frames
 from ..envelope import ENVELOPE_ID
-from ..errors import GateDenied, KeyExists, RevisionMismatch, StoreUnavailable
+from ..errors import GateDenied, KeyExists, RevisionMismatch
 from ..gate.context import GateContext, Session
 from ..gate.stage import deny
 from ..labels import Label
@@ -165,11 +165,8 @@ class CallService:
                         await self._followed(CallRecord.model_validate_json(entry.value))
             except asyncio.CancelledError:
                 raise
-            except StoreUnavailable as exc:
-                await outage.wait(exc)
-            except Exception:
-                log.exception("following the calls bucket failed; following again")
-                await asyncio.sleep(1.0)
+            except Exception as exc:
+                await outage.survive(exc)
 
     async def _followed(self, rec: CallRecord) -> None:
         if rec.state not in TERMINAL:
@@ -525,13 +522,8 @@ class CallService:
                 try:
                     consumer = await self._consumer(agent)
                     claimed = await consumer.fetch(32, timeout=30.0)  # woken by its own calls
-                except StoreUnavailable as exc:
-                    await outage.wait(exc)
-                    continue
-                except Exception:  # the agent must not be left without its calls
-                    log.exception("dispatcher for %s failed fetching; trying again in a "
-                                  "second", agent)
-                    await asyncio.sleep(1.0)
+                except Exception as exc:
+                    await outage.survive(exc)
                     continue
                 outage.over()
                 offered = 0

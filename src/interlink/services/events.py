@@ -359,13 +359,8 @@ class EventBus:
                     last = await self.log.last_seq()
                     batch = await self.log.read(next_seq, subject=sub.pattern,
                                                 limit=READ_BATCH)
-                except StoreUnavailable as exc:
-                    await outage.wait(exc)
-                    continue
-                except Exception:  # the subscriber must not be left without events
-                    log.exception("live subscription %s failed reading; trying again in a "
-                                  "second", sub.id)
-                    await asyncio.sleep(1.0)
+                except Exception as exc:
+                    await outage.survive(exc)
                     continue
                 outage.over()
                 for message in batch:
@@ -394,13 +389,8 @@ class EventBus:
             while group.members:
                 try:
                     await self._hand_out(group, limit)
-                except StoreUnavailable as exc:
-                    await outage.wait(exc)
-                    continue
-                except Exception:  # its subscribers must not be left without events
-                    log.exception("durable consumer %s failed handing out events; trying "
-                                  "again in a second", group.name)
-                    await asyncio.sleep(1.0)
+                except Exception as exc:
+                    await outage.survive(exc)
                     continue
                 outage.over()
         except asyncio.CancelledError:

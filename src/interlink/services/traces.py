@@ -20,6 +20,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from ..policy import HubSettings
 from ..store import Log, LogMessage, Store
 
 log = logging.getLogger("interlink.traces")
@@ -28,6 +29,13 @@ TRACES_LOG = "traces"
 FLUSH_SECONDS = 0.5
 KEPT_AT_MOST = 100_000
 """Spans waiting for the store; past this the oldest go (said in the log), never the hub."""
+
+
+async def traces_log(store: Store, settings: HubSettings) -> Log:
+    """The trace store's log, opened with its settings (every opener states the same ones: a
+    log's settings are stored for all its users)."""
+    return await store.log(TRACES_LOG, dedup_window=0.0,
+                           max_age=settings.trace_retention_seconds)
 
 
 def conversation_subject(conversation: str) -> str:
@@ -56,8 +64,8 @@ class TraceStore(SpanProcessor):
         self.dropped = 0
 
     @classmethod
-    async def open(cls, store: Store, retention: float) -> TraceStore:
-        return cls(await store.log(TRACES_LOG, dedup_window=0.0, max_age=retention))
+    async def open(cls, store: Store, settings: HubSettings) -> TraceStore:
+        return cls(await traces_log(store, settings))
 
     # -- the span processor ---------------------------------------------------------------------
 
