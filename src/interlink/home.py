@@ -44,6 +44,26 @@ def _connectable(host: str) -> str:
     return "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
 
 
+_HUB_ADDRESSES: dict[Path, tuple[tuple[int, int], tuple[str, Path | None]]] = {}
+
+
+def hub_address(root: Path) -> tuple[str, Path | None]:
+    """(the hub's WebSocket URL, the CA its clients trust or None) from the home's mesh.yaml,
+    parsed once per version of the file: every agent a process starts asks, and parsing a
+    policy of a thousand agents a thousand times made connecting them take half a minute."""
+    path = root / "mesh.yaml"
+    stat = path.stat()
+    version = (stat.st_mtime_ns, stat.st_size)
+    known = _HUB_ADDRESSES.get(path)
+    if known is not None and known[0] == version:
+        return known[1]
+    home = MeshHome(root)
+    policy = home.load_policy()
+    found = (home.hub_url(policy), home.tls_ca(policy))
+    _HUB_ADDRESSES[path] = (version, found)
+    return found
+
+
 class MeshHome:
     def __init__(self, root: str | os.PathLike[str] | None = None) -> None:
         self.root = resolve_home(root)

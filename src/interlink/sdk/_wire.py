@@ -444,9 +444,9 @@ def trusted_ca(given: str | os.PathLike[str] | None, home: Path | None) -> str |
     if os.environ.get("INTERLINK_CA"):
         return os.environ["INTERLINK_CA"]
     if home is not None and (home / "mesh.yaml").exists():
-        from ..home import MeshHome
+        from ..home import hub_address
         try:
-            ca = MeshHome(home).tls_ca()
+            ca = hub_address(home)[1]
         except Exception:  # an unreadable mesh.yaml: the system's trust store
             return None
         return str(ca) if ca else None
@@ -464,9 +464,9 @@ def hub_urls(url: str | list[str] | None, credential: CredentialFile,
         urls = given if isinstance(given, list) else given.split(",")
         return [u.strip() for u in urls if u.strip()]
     if home is not None and (home / "mesh.yaml").exists():
-        from ..home import MeshHome
+        from ..home import hub_address
         try:
-            found = MeshHome(home).hub_url()
+            found: str | None = hub_address(home)[0]
         except Exception:  # an unreadable mesh.yaml: fall back to the enrolled URL
             found = None
         if found:
