@@ -16,10 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+# The baseline runs a2a-sdk as the hub's A2A edge does, and as a plain a2a-sdk install (without
+# OpenTelemetry) does: without a2a-sdk's own spans (see `interlink.edges`).
+os.environ.setdefault("OTEL_INSTRUMENTATION_A2A_SDK_ENABLED", "false")
 
 
 async def echo_agent(credential: str, url: str) -> None:
