@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
+
+import orjson
+
+from . import codec
 
 MAX_DEPTH = 64
 """Deepest nesting of arrays and objects accepted from outside."""
@@ -35,6 +40,17 @@ def _constant(name: str) -> Any:
 
 def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Parse `raw` as strict JSON, or raise BadJSON saying why not."""
+    fast_refusal = None
+    if not codec.wide_integer(raw):
+        try:  # the fast parser refuses what this module refuses; the slow one says why
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            fast_refusal = str(exc)
+        else:
+            text = raw if isinstance(raw, str) else raw.decode()
+            if _too_deep(text, max_depth):
+                raise BadJSON(f"the JSON is nested more than {max_depth} levels deep")
+            return value
     if isinstance(raw, bytes | bytearray):
         try:
             raw = raw.decode()
@@ -44,35 +60,30 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     if too_deep:
         raise BadJSON(f"the JSON is nested more than {max_depth} levels deep")
     try:
-        return json.loads(raw, parse_float=_finite, parse_constant=_constant)
+        value = json.loads(raw, parse_float=_finite, parse_constant=_constant)
     except BadJSON:
         raise
     except RecursionError:
         raise BadJSON(f"the JSON is nested more than {max_depth} levels deep") from None
     except ValueError as exc:
         raise BadJSON(f"not valid JSON ({exc})") from None
+    if fast_refusal is not None:  # read by the lenient parser only: lone surrogates
+        raise BadJSON(f"not valid JSON ({fast_refusal}); send UTF-8 text")
+    return value
+
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+_BRACKET = re.compile(r"[\[\]{}]")
 
 
 def _too_deep(text: str, limit: int) -> bool:
-    """Whether brackets outside strings nest deeper than `limit` (a linear scan, before the
-    recursive parser sees the text)."""
+    """Whether brackets outside strings nest deeper than `limit` (strings taken out and the
+    brackets found by regular expressions, so only the brackets are walked in Python)."""
     if text.count("[") + text.count("{") <= limit:
         return False
-    depth, in_string, escaped = 0, False, False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif char in "]}":
-            depth -= 1
+    depth = 0
+    for bracket in _BRACKET.findall(_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > limit:
+            return True
     return False

@@ -20,12 +20,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from interlink import strictjson
+from interlink import codec, strictjson
 from interlink.envelope import KINDS, new_id, new_traceparent, seal
 from interlink.gate import Session
 from interlink.home import MeshHome
 from interlink.hub import Hub
-from interlink.identity import CredentialFile
+from interlink.identity import CredentialFile, canonical
 from interlink.sdk import Connection
 
 settings.register_profile("default", max_examples=150, deadline=None,
@@ -53,6 +53,31 @@ def test_strict_json_answers_a_value_or_says_why(raw: bytes) -> None:
 @given(json_values)
 def test_strict_json_reads_back_what_json_writes(value: Any) -> None:
     assert strictjson.loads(json.dumps(value)) == value
+
+
+@given(json_values)
+def test_the_fast_codec_keeps_every_value_and_its_signed_form(value: Any) -> None:
+    """What the hub parses and writes must sign as the sender signed it: an integer beyond 64
+    bits that came back a float would have a different canonical form (orjson alone does that)."""
+    for text in (codec.dumps(value), json.dumps(value).encode()):
+        for parse in (codec.loads, strictjson.loads):
+            assert canonical(parse(text)) == canonical(value)
+
+
+@pytest.mark.parametrize("number", [2**64, 2**70, -(2**63) - 1, 10**40])
+def test_integers_beyond_64_bits_stay_integers(number: int) -> None:
+    text = codec.dumps({"n": number})
+    assert codec.loads(text)["n"] == number and isinstance(codec.loads(text)["n"], int)
+    assert isinstance(strictjson.loads(text)["n"], int)
+
+
+def test_strict_json_refuses_lone_surrogates_and_counts_no_brackets_in_strings() -> None:
+    with pytest.raises(strictjson.BadJSON, match="surrogate"):
+        strictjson.loads(b'{"text": "\\ud800"}')
+    in_strings = json.dumps({"items": [{"text": "[[[[{{{{" * 20}] * 100})
+    assert len(strictjson.loads(in_strings)["items"]) == 100
+    with pytest.raises(strictjson.BadJSON, match="nested"):
+        strictjson.loads('{"a": "]]]]", "b": ' + "[" * 65 + "]" * 65 + "}")
 
 
 @given(st.integers(min_value=65, max_value=3000))

@@ -12,12 +12,11 @@ signs every envelope with it, and the hub's gate treats it exactly like any othe
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 from typing import TYPE_CHECKING
 
-from .. import frames
+from .. import codec, frames
 from ..envelope import new_id
 from ..errors import ConnectionLost
 from ..gate import Session
@@ -60,13 +59,13 @@ class LocalSocket:
         self.session = Session(id=new_id(), remote=remote, challenge=secrets.token_hex(16),
                                send=self._deliver, close=self._closed_by_hub)
         self._pump = asyncio.ensure_future(self._run())
-        self._inbox.put_nowait(json.dumps(frames.challenge(
+        self._inbox.put_nowait(codec.dumps_text(frames.challenge(
             self.session.challenge, hub.key.id, hub.settings.max_envelope_bytes)))
 
     async def _deliver(self, frame: frames.Frame) -> None:
         await self._hub.durable()  # the edge may act on it outside the hub at once
         if self.close_code is None:
-            self._inbox.put_nowait(json.dumps(frame, separators=(",", ":")))
+            self._inbox.put_nowait(codec.dumps_text(frame))
 
     async def _closed_by_hub(self, code: int, reason: str) -> None:
         self._shut(code, reason)

@@ -13,14 +13,13 @@ The edge only moves frames: every envelope goes to the hub's gate, which decides
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .. import frames
+from .. import codec, frames
 from ..envelope import new_id
 from ..gate import Session
 from ..hub import Hub
@@ -63,7 +62,7 @@ async def serve_connection(hub: Hub, websocket: WebSocket) -> None:
     lock = asyncio.Lock()
 
     async def send(frame: frames.Frame) -> None:
-        text = json.dumps(frame, separators=(",", ":"))
+        text = codec.dumps_text(frame)
         async with lock:
             await websocket.send_text(text)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import random
@@ -17,7 +16,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from .. import frames
+from .. import codec, frames
 from ..envelope import HUB, check_signature, new_id, new_traceparent, seal
 from ..errors import ConnectionLost, GateDenied, UsageError
 from ..identity import Credential, CredentialFile
@@ -174,7 +173,7 @@ class Wire:
     async def _greet(self, ws: Any) -> None:
         """Answer the hub's challenge with a signed hello and wait for its verdict."""
         try:
-            challenge = frames.read(json.loads(
+            challenge = frames.read(codec.loads(
                 await asyncio.wait_for(ws.recv(), self.connect_timeout)))
         except ValueError:  # not JSON, or not a frame
             challenge = None
@@ -189,9 +188,9 @@ class Wire:
             "body": {"credential": self.credential.credential.model_dump(),
                      "challenge": challenge["challenge"], "card": self.card,
                      "serves": self.on_call is not None}})
-        await ws.send(json.dumps(hello))
+        await ws.send(codec.dumps_text(hello))
         while True:
-            answer = json.loads(await asyncio.wait_for(ws.recv(), self.connect_timeout))
+            answer = codec.loads(await asyncio.wait_for(ws.recv(), self.connect_timeout))
             if answer.get("id") == hello["id"]:
                 break
         if answer.get("op") != "accepted":
@@ -207,7 +206,7 @@ class Wire:
             assert ws is not None
             try:
                 async for text in ws:
-                    self._on_frame(json.loads(text))
+                    self._on_frame(codec.loads(text))
             except ConnectionLost:
                 pass
             except Exception:
@@ -289,7 +288,7 @@ class Wire:
         ws = self._ws
         if ws is None or not self._ready.is_set():
             return  # sent again on reconnect
-        text = json.dumps(self._seal(fields), separators=(",", ":"))
+        text = codec.dumps_text(self._seal(fields))
         if self.max_envelope_bytes and len(text.encode()) > self.max_envelope_bytes:
             # the hub would refuse it (and a frame far over the limit closes the socket, so a
             # re-send after the reconnect would loop): refuse it here, at once, with the reason

@@ -25,7 +25,6 @@ Finished records are kept `keep_results_seconds` so that retries get the stored 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -33,7 +32,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from .. import frames
+from .. import codec, frames
 from ..envelope import ENVELOPE_ID
 from ..errors import GateDenied, KeyExists, RevisionMismatch
 from ..gate.context import GateContext, Session
@@ -341,8 +340,7 @@ class CallService:
     async def _append(self, call_id: str, target: str, wire: dict[str, Any],
                       origin: dict[str, Any], label: dict[str, Any]) -> int:
         """Put the call on its target's log (what the target's dispatcher offers); its seq."""
-        data = json.dumps({"wire": wire, "origin": origin, "label": label},
-                          separators=(",", ":")).encode()
+        data = codec.dumps({"wire": wire, "origin": origin, "label": label})
         return (await self.log.append(f"call.{target}", data, msg_id=call_id)).seq
 
     async def _commit_reply(self, ctx: GateContext) -> GateDenied | None:
@@ -546,7 +544,7 @@ class CallService:
             log.exception("dispatcher for %s stopped", agent)
 
     async def _offer(self, session: Session, consumer: Consumer, message: LogMessage) -> None:
-        item = json.loads(message.data)
+        item = codec.loads(message.data)
         wire = item["wire"]
         call_id = wire["id"]
         rec = await self._get(call_id)

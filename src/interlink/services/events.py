@@ -36,7 +36,7 @@ from typing import Any
 
 import jsonschema
 
-from .. import frames
+from .. import codec, frames
 from ..errors import GateDenied, KeyExists, NotFound, RevisionMismatch, StoreUnavailable
 from ..gate.context import GateContext, Session
 from ..gate.stage import deny
@@ -169,8 +169,8 @@ class EventBus:
         env, wire, cred = ctx.env, ctx.wire, ctx.credential
         assert env is not None and wire is not None and cred is not None
         topic = env.target
-        data = json.dumps({"wire": wire, "origin": cred.model_dump(),
-                           "label": ctx.label.to_dict()}, separators=(",", ":")).encode()
+        data = codec.dumps({"wire": wire, "origin": cred.model_dump(),
+                            "label": ctx.label.to_dict()})
         async with self._publish_lock:  # in this hub; between hubs, by expect_last
             while True:
                 last_seq, n = self._topic_last.get(topic) or await self._last_of(topic)
@@ -426,7 +426,7 @@ class EventBus:
                                   "redelivered after ack-wait", message.seq, group.name)
 
     async def _send(self, sub: Subscription, message: LogMessage) -> None:
-        item = json.loads(message.data)
+        item = codec.loads(message.data)
         label = Label.parse(item.get("label"))
         agent = sub.session.agent or ""
         refused = may_receive(self.policy.current(), agent, label)

@@ -12,7 +12,6 @@ removed by the log itself (`max_age`).
 from __future__ import annotations
 
 import base64
-import json
 import logging
 from collections import deque
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
 
+from .. import codec
 from ..policy import HubSettings
 from ..store import Log, LogMessage, Store
 
@@ -105,7 +105,7 @@ class TraceStore(SpanProcessor):
             by_conversation.setdefault(conversation, []).append(span)
         for conversation, batch in by_conversation.items():
             await self.log.append(conversation_subject(conversation),
-                                  json.dumps(batch, separators=(",", ":")).encode())
+                                  codec.dumps(batch))
 
 
 def spans_of(messages: list[LogMessage]) -> list[dict[str, Any]]:
@@ -113,7 +113,7 @@ def spans_of(messages: list[LogMessage]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for message in messages:
         try:
-            out.extend(json.loads(message.data))
+            out.extend(codec.loads(message.data))
         except ValueError:
             log.warning("trace message %d is not JSON; skipped", message.seq)
     return sorted(out, key=lambda s: s["start"])
