@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..sdk._loop import run as run_loop
+
 # The baseline runs a2a-sdk as the hub's A2A edge does, and as a plain a2a-sdk install (without
 # OpenTelemetry) does: without a2a-sdk's own spans (see `interlink.edges`).
 os.environ.setdefault("OTEL_INSTRUMENTATION_A2A_SDK_ENABLED", "false")
@@ -29,7 +31,7 @@ os.environ.setdefault("OTEL_INSTRUMENTATION_A2A_SDK_ENABLED", "false")
 
 async def echo_agent(credential: str, url: str) -> None:
     from .. import Agent, SkillContext
-    agent = Agent("echo", credential=credential, hub=url)
+    agent = Agent(Path(credential).stem, credential=credential, hub=url)  # agents/<name>.cred
 
     @agent.skill("echo")
     async def echo(ctx: SkillContext, req: Any) -> Any:
@@ -110,12 +112,12 @@ async def many_agents(home: Path, url: str, names: list[str], ready: Path) -> No
 
 def main(argv: list[str]) -> None:
     what, *args = argv
-    if what == "echo-agent":
-        asyncio.run(echo_agent(args[0], args[1]))
+    if what == "echo-agent":  # as `Agent.run()` runs one
+        run_loop(echo_agent(args[0], args[1]))
     elif what == "a2a-echo":
         a2a_echo(int(args[0]))
     elif what == "agents":
-        asyncio.run(many_agents(Path(args[0]), args[1], args[2].split(","), Path(args[3])))
+        run_loop(many_agents(Path(args[0]), args[1], args[2].split(","), Path(args[3])))
     else:
         raise SystemExit(f"unknown peer {what!r}: echo-agent, a2a-echo or agents")
 

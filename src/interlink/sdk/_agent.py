@@ -36,6 +36,7 @@ from ..home import resolve_home
 from ..identity import Credential, CredentialFile
 from ._connection import Connection, Reply
 from ._events import Event, Subscription
+from ._loop import run as run_loop
 from ._memory import Memory
 from ._tracing import handling
 from ._transport import Transport
@@ -330,7 +331,7 @@ class Agent:
         """Serve until interrupted (Ctrl-C). A refusal that retrying cannot fix ends the
         process with one line saying why and exit status 1."""
         try:
-            asyncio.run(self.serve_forever())
+            run_loop(self.serve_forever())
         except KeyboardInterrupt:
             pass
         except (GateDenied, ConfigError) as exc:
