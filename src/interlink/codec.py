@@ -22,7 +22,8 @@ JSONDecodeError = orjson.JSONDecodeError
 
 
 def dumps(value: Any) -> bytes:
-    """`value` as compact JSON, UTF-8."""
+    """`value` as compact JSON, UTF-8. NaN and Infinity are written as null (orjson's way):
+    what passes here came through strict JSON or was signed first, and neither lets them by."""
     try:
         return orjson.dumps(value)
     except orjson.JSONEncodeError:  # e.g. an integer beyond 64 bits, which JSON allows

@@ -40,8 +40,11 @@ def b64d(text: str) -> bytes:
 
 
 def canonical(obj: Any) -> bytes:
-    """The one byte form that is signed and hashed: sorted keys, no whitespace, UTF-8."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """The one byte form that is signed and hashed: sorted keys, no whitespace, UTF-8.
+    Raises ValueError for NaN and Infinity, which are not JSON: nothing holding them can be
+    sent (the hub would refuse it), so it is refused before it is signed."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False).encode()
 
 
 def public_raw(key: Ed25519PublicKey) -> bytes:

@@ -281,7 +281,7 @@ async def test_an_agent_that_moved_to_another_hub_stays_present(tmp_path: Path,
         await old.start(wait=True)
         await new.start(wait=True)
         await old.stop()
-        await asyncio.sleep(0.5)  # hub 1 has handled the disconnect
+        await wait_until(lambda: "disconnected worker" in one.log.read_text(), timeout=10)
         listed = interlink_cli(home)("agents", "--json")
         assert listed.returncode == 0, listed.stderr
         status = {a["name"]: a for a in json.loads(listed.stdout)}

@@ -12,7 +12,7 @@ from typing import Any
 from interlink import Agent, SkillContext, connect
 from interlink.home import MeshHome
 
-from ..helpers import HubProcess, interlink_cli
+from ..helpers import HubProcess, interlink_cli, wait_until
 
 
 def planner_and_writer(home: MeshHome, url: str, version: str) -> tuple[Agent, Agent]:
@@ -51,9 +51,14 @@ async def test_replay_reproduces_reports_a_change_and_simulates_offline(
                 assert await alice.call("planner", "plan", {"topic": "tides"},
                                         conversation="recorded-1") == {
                     "plan": "v1: all about tides"}
-            await asyncio.sleep(0.6)  # the hub writes its spans four times a second
-            dry = await asyncio.to_thread(cli, "replay", "recorded-1", "--dry-run")
-            assert dry.returncode == 0, dry.stderr
+
+            async def recorded() -> bool:  # the hub writes its spans four times a second
+                nonlocal dry
+                dry = await asyncio.to_thread(cli, "replay", "recorded-1", "--dry-run")
+                return dry.returncode == 0
+            dry = None
+            await wait_until(recorded, timeout=15, interval=0.1)
+            assert dry is not None
             assert "alice → planner.plan" in dry.stdout and "tides" in dry.stdout
             assert "writer.write" not in dry.stdout  # nested calls are made again by agents
             same = await asyncio.to_thread(cli, "replay", "recorded-1", "--hub", hub.url)

@@ -90,7 +90,8 @@ async def test_one_trace_across_the_edge_a_skill_and_an_event_handler(
                         "metadata": {"skill": "plan"}}})
             assert answer.status_code == 200, answer.text
             await asyncio.wait_for(handled.wait(), 10)
-            await asyncio.sleep(0.3)  # the handler's span ends after it returns
+            await wait_until(lambda: any(  # the handler's span ends after it returns
+                s.name == "event plans.new" for s in agent_spans.get_finished_spans()))
         assert running.hub.traces is not None
         await running.hub.traces.flush()
         log_ = running.hub.traces.log

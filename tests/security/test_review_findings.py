@@ -16,7 +16,7 @@ import pytest
 from interlink import Agent, CallError, GateDenied, SkillContext, connect
 from interlink.envelope import new_id, new_traceparent, reply_body, seal
 from interlink.home import MeshHome
-from interlink.identity import CredentialFile
+from interlink.identity import CredentialFile, sign
 from interlink.policy import Clearance
 from interlink.server import RunningHub, background_hub
 
@@ -51,7 +51,12 @@ async def test_nan_deadline_is_refused_and_poisons_nothing(tmp_path: Path) -> No
         async with victim, connect("friend", credential=home.credential_path("friend"),
                                    hub=hub.url) as friend, RawClient.open(hub.url) as raw:
             await raw.hello(cred(home, "mal"))
-            env = call_env(cred(home, "mal"), "victim.work", {}, deadline=float("nan"))
+            # the SDK refuses to sign NaN; an attacker signs it anyway, in its own way
+            env = call_env(cred(home, "mal"), "victim.work", {})
+            env["deadline"] = float("nan")
+            env["sig"] = sign(cred(home, "mal").private(), json.dumps(
+                {k: v for k, v in env.items() if k != "sig"}, sort_keys=True,
+                separators=(",", ":"), ensure_ascii=False).encode())
             await raw.send(json.dumps(env))
             answer = await raw.answer_to(env["id"])
             assert answer["op"] == "refused" and answer["error"]["code"] == "malformed"

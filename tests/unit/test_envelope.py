@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
 from interlink.envelope import (
@@ -95,3 +96,14 @@ def test_every_error_the_library_raises_on_purpose_is_an_interlink_error() -> No
     import pytest
     with pytest.raises(interlink.UsageError, match="async with"):
         _ = interlink.connect("nobody", credential="/nonexistent").connection
+
+
+@pytest.mark.parametrize("number", [float("nan"), float("inf"), -float("inf")])
+def test_nothing_holding_nan_or_infinity_is_signed(number: float) -> None:
+    """Not JSON, so the hub would refuse it; the wire codec would even write it as null, and
+    the signature would then fail at the hub for a reason the sender cannot see."""
+    private = Ed25519PrivateKey.generate()
+    with pytest.raises(ValueError):
+        seal({"id": "x1", "kind": "call", "sender": "a", "target": "b.c", "conversation": "x1",
+              "traceparent": new_traceparent(), "body": call_body({"n": number}, "m1")},
+             private)
