@@ -15,12 +15,14 @@ import functools
 import hashlib
 import json
 import os
+import re
 import secrets
 import time
 from pathlib import Path
 from typing import Any
 
 import jwt
+import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -45,6 +47,25 @@ def canonical(obj: Any) -> bytes:
     sent (the hub would refuse it), so it is refused before it is signed."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode()
+
+
+_WRITTEN_OTHERWISE = re.compile(rb"[0-9][eE]|0\.0000")
+"""Where orjson's JSON may differ from `canonical`'s: floats that Python writes with an
+exponent (orjson writes `1e16` where Python writes `1e+16`, and `0.00001` where Python writes
+`1e-05`). Every other JSON value both write byte for byte alike (checked over millions of
+floats, every decade's edges included, in the tests)."""
+
+
+def canonical_of_parsed(obj: Any) -> bytes:
+    """`canonical(obj)` for a value read from JSON text (so no NaN, Infinity or other Python
+    types), several times faster: orjson's sorted compact form, unless it holds a float written
+    in exponent form or an integer beyond 64 bits, which `canonical` writes itself. For
+    checking signatures over what arrived; what is signed goes through `canonical`."""
+    try:
+        fast = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:
+        return canonical(obj)
+    return canonical(obj) if _WRITTEN_OTHERWISE.search(fast) else fast
 
 
 def public_raw(key: Ed25519PublicKey) -> bytes:

@@ -12,6 +12,8 @@ import asyncio
 import json
 import math
 import os
+import random
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from interlink.envelope import KINDS, new_id, new_traceparent, seal
 from interlink.gate import Session
 from interlink.home import MeshHome
 from interlink.hub import Hub
-from interlink.identity import CredentialFile, canonical
+from interlink.identity import CredentialFile, canonical, canonical_of_parsed
 from interlink.sdk import Connection
 
 settings.register_profile("default", max_examples=150, deadline=None,
@@ -62,6 +64,27 @@ def test_the_fast_codec_keeps_every_value_and_its_signed_form(value: Any) -> Non
     for text in (codec.dumps(value), json.dumps(value).encode()):
         for parse in (codec.loads, strictjson.loads):
             assert canonical(parse(text)) == canonical(value)
+
+
+@given(json_values | st.floats(allow_nan=False, allow_infinity=False))
+def test_the_fast_signed_form_of_a_parsed_value_is_the_signed_form(value: Any) -> None:
+    """The hub checks signatures over `canonical_of_parsed`; senders sign `canonical`. One byte
+    apart and every signature fails."""
+    assert canonical_of_parsed(value) == canonical(value)
+    assert canonical_of_parsed(json.loads(json.dumps(value))) == canonical(value)
+
+
+def test_the_fast_signed_form_agrees_at_every_decade_of_floats() -> None:
+    """Where Python and orjson switch between fixed and exponent notation."""
+    rng = random.Random(7)
+    numbers = [m * 10.0**e for e in range(-323, 308)
+               for m in (1.0, 1.5, 5.0, 9.999999999999999, 1.0000000000000002)]
+    numbers += [rng.uniform(-1.0, 1.0) * 10.0 ** rng.randint(-8, 20) for _ in range(20_000)]
+    numbers += [struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0]
+                for _ in range(20_000)]
+    for number in (n for n in numbers if math.isfinite(n)):
+        for value in (number, -number, {"ts": number, "list": [number, 1, "x"]}):
+            assert canonical_of_parsed(value) == canonical(value), value
 
 
 @pytest.mark.parametrize("number", [2**64, 2**70, -(2**63) - 1, 10**40])
