@@ -68,10 +68,29 @@ def test_the_fast_codec_keeps_every_value_and_its_signed_form(value: Any) -> Non
 
 @given(json_values | st.floats(allow_nan=False, allow_infinity=False))
 def test_the_fast_signed_form_of_a_parsed_value_is_the_signed_form(value: Any) -> None:
-    """The hub checks signatures over `canonical_of_parsed`; senders sign `canonical`. One byte
-    apart and every signature fails."""
-    assert canonical_of_parsed(value) == canonical(value)
-    assert canonical_of_parsed(json.loads(json.dumps(value))) == canonical(value)
+    """Signatures and audit hashes are over Python's sorted JSON (what every earlier version
+    wrote); orjson writes it faster where it writes the same bytes. One byte apart and every
+    signature fails."""
+    python = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                        allow_nan=False).encode()
+    assert canonical(value) == python
+    assert canonical_of_parsed(value) == python
+    assert canonical_of_parsed(json.loads(json.dumps(value))) == python
+
+
+nan_anywhere = st.recursive(
+    st.sampled_from([float("nan"), float("inf"), -float("inf")]),
+    lambda inner: st.lists(inner | json_values, min_size=1, max_size=3).map(
+        lambda items: [*items, float("nan")])
+    | st.dictionaries(st.text(max_size=4), inner, min_size=1, max_size=3).map(
+        lambda d: {**d, "p": None}), max_leaves=6)
+
+
+@given(nan_anywhere)
+def test_nothing_holding_nan_or_infinity_has_a_signed_form(value: Any) -> None:
+    """orjson writes NaN as null: its form must not be taken for such a value."""
+    with pytest.raises(ValueError):
+        canonical(value)
 
 
 def test_the_fast_signed_form_agrees_at_every_decade_of_floats() -> None:
@@ -83,8 +102,9 @@ def test_the_fast_signed_form_agrees_at_every_decade_of_floats() -> None:
     numbers += [struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0]
                 for _ in range(20_000)]
     for number in (n for n in numbers if math.isfinite(n)):
-        for value in (number, -number, {"ts": number, "list": [number, 1, "x"]}):
-            assert canonical_of_parsed(value) == canonical(value), value
+        for value in (number, -number, {"ts": number, "list": [number, 1, "x", None]}):
+            python = json.dumps(value, sort_keys=True, separators=(",", ":")).encode()
+            assert canonical_of_parsed(value) == canonical(value) == python, value
 
 
 @pytest.mark.parametrize("number", [2**64, 2**70, -(2**63) - 1, 10**40])
