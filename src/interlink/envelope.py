@@ -22,7 +22,7 @@ from typing import Any, Literal
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .identity import canonical, canonical_of_parsed, sign, verify
+from .identity import canonical, sign, verify
 
 Kind = Literal["hello", "call", "reply", "progress",
                "publish", "subscribe", "ack", "unsubscribe", "schema", "memory", "delegate",
@@ -140,8 +140,7 @@ def seal(fields: dict[str, Any], private: Ed25519PrivateKey) -> dict[str, Any]:
 def check_signature(raw: dict[str, Any], public: Ed25519PublicKey) -> bool:
     """Whether `raw`, an envelope read from JSON text, carries its sender's signature."""
     sig = raw.get("sig")
-    return isinstance(sig, str) and verify(
-        public, canonical_of_parsed({k: v for k, v in raw.items() if k != "sig"}), sig)
+    return isinstance(sig, str) and verify(public, signing_bytes(raw), sig)
 
 
 # -- A2A-shaped bodies --------------------------------------------------------------------

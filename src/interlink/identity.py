@@ -15,7 +15,6 @@ import functools
 import hashlib
 import json
 import os
-import re
 import secrets
 import time
 from pathlib import Path
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from . import codec
 from .errors import ConfigError
 
 DEFAULT_CREDENTIAL_DAYS = 365
@@ -46,54 +46,31 @@ def canonical(obj: Any) -> bytes:
     as Python writes them. Raises ValueError for NaN and Infinity, which are not JSON: nothing
     holding them can be sent (the hub would refuse it), so it is refused before it is signed.
 
-    Written by orjson where that gives the same bytes (see `_sorted_by_orjson`), which is
-    several times faster; orjson writes NaN as null, so its form is taken only when it holds
-    no null but the top level's own None values (a NaN deeper in would be one more)."""
-    fast = _sorted_by_orjson(obj)
-    if fast is not None and fast.count(b"null") == _nones_at_top(obj):
-        return fast
-    return _sorted_by_python(obj)
-
-
-def canonical_of_parsed(obj: Any) -> bytes:
-    """`canonical(obj)` for a value read from JSON text (which holds no NaN or Infinity), for
-    checking signatures over what arrived: faster still, as its nulls need no counting."""
-    fast = _sorted_by_orjson(obj)
-    return fast if fast is not None else _sorted_by_python(obj)
-
-
-def _sorted_by_python(obj: Any) -> bytes:
+    Written by orjson, several times faster, wherever that gives the same bytes: everywhere
+    but floats Python writes in exponent form, NaN and Infinity (orjson writes null), and
+    integers beyond 64 bits (orjson declines them) — Python's encoder writes those."""
+    if not codec.any_float(obj, _written_otherwise):
+        try:
+            return orjson.dumps(obj, option=_ORJSON_OPTIONS)
+        except orjson.JSONEncodeError:
+            pass
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                       allow_nan=False).encode()
 
 
-_WRITTEN_OTHERWISE = re.compile(rb"[0-9][eE]|0\.0000")
-"""Where orjson's JSON may differ from Python's: floats that Python writes with an exponent
-(orjson writes `1e16` where Python writes `1e+16`, and `0.00001` where Python writes `1e-05`).
-Every other JSON value both write byte for byte alike (held to it over millions of floats,
-every decade's edges included, and generated values, in the tests)."""
+def _written_otherwise(number: float) -> bool:
+    """A float orjson writes otherwise than Python: Python writes exponent form from 1e16 up
+    and below 1e-4 (orjson writes `1e16` for `1e+16`, `0.00001` for `1e-05`), and NaN and
+    Infinity are not JSON. In between both write the same shortest digits (held to it over
+    millions of floats, every decade's edges included, in the tests)."""
+    return not (1e-4 <= abs(number) < 1e16 or number == 0.0)
+
 
 _ORJSON_OPTIONS = (orjson.OPT_SORT_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
                    | orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_SUBCLASS)
 """Sorted keys; dates, dataclasses and subclasses of str, int, dict and list declined, so
 Python's encoder decides what becomes of them, as it always did (UUIDs and enums, which it
 refused, orjson writes as their values)."""
-
-
-def _sorted_by_orjson(obj: Any) -> bytes | None:
-    """orjson's sorted compact form when it is Python's byte for byte (NaN aside), or None:
-    it declines integers beyond 64 bits, and may write a float in another notation."""
-    try:
-        fast = orjson.dumps(obj, option=_ORJSON_OPTIONS)
-    except orjson.JSONEncodeError:
-        return None
-    return None if _WRITTEN_OTHERWISE.search(fast) else fast
-
-
-def _nones_at_top(obj: Any) -> int:
-    if isinstance(obj, dict):
-        return sum(value is None for value in obj.values())
-    return 1 if obj is None else 0
 
 
 def public_raw(key: Ed25519PublicKey) -> bytes:

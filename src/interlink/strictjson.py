@@ -41,16 +41,16 @@ def _constant(name: str) -> Any:
 def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Parse `raw` as strict JSON, or raise BadJSON saying why not."""
     fast_refusal = None
-    if not codec.wide_integer(raw):
-        try:  # the fast parser refuses what this module refuses; the slow one says why
-            value = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            fast_refusal = str(exc)
-        else:
-            text = raw if isinstance(raw, str) else raw.decode()
-            if _too_deep(text, max_depth):
-                raise BadJSON(f"the JSON is nested more than {max_depth} levels deep")
+    try:  # the fast parser refuses what this module refuses; the slow one says why
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        fast_refusal = str(exc)
+    else:
+        if _too_deep(raw, max_depth):
+            raise BadJSON(f"the JSON is nested more than {max_depth} levels deep")
+        if not codec.has_wide_float(value):
             return value
+        fast_refusal = None  # an integer beyond 64 bits: the slow parser keeps its digits
     if isinstance(raw, bytes | bytearray):
         try:
             raw = raw.decode()
@@ -76,11 +76,17 @@ _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _BRACKET = re.compile(r"[\[\]{}]")
 
 
-def _too_deep(text: str, limit: int) -> bool:
+def _too_deep(raw: bytes | str, limit: int) -> bool:
     """Whether brackets outside strings nest deeper than `limit` (strings taken out and the
     brackets found by regular expressions, so only the brackets are walked in Python)."""
-    if text.count("[") + text.count("{") <= limit:
-        return False
+    if isinstance(raw, str):
+        if raw.count("[") + raw.count("{") <= limit:
+            return False
+        text = raw
+    else:
+        if raw.count(b"[") + raw.count(b"{") <= limit:
+            return False
+        text = raw.decode()
     depth = 0
     for bracket in _BRACKET.findall(_STRING.sub("", text)):
         depth += 1 if bracket in "[{" else -1
