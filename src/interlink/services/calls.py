@@ -112,6 +112,7 @@ class CallService:
         self._opener: dict[str, str] = {}       # call id -> caller
         self._dispatchers: dict[str, asyncio.Task[None]] = {}
         self._inflight: dict[str, dict[str, int]] = {}  # session id -> call id -> log seq
+        self._held_by: dict[str, str] = {}  # call id -> the session it is in flight on
         self._consumers: dict[str, Consumer] = {}
         self._forwarded: dict[str, str] = {}  # call id -> the last progress note forwarded
         self._tasks = Tasks(log, "the call service")
@@ -376,8 +377,7 @@ class CallService:
             if rec.seq is not None:
                 consumer = await self._consumer(rec.target)
                 await quietly(consumer.ack(rec.seq))
-            for calls in self._inflight.values():
-                calls.pop(rec.id, None)
+            self._landed(rec.id)
             ctx.call_record = done
             return None
         return deny("commit", "contention", f"call {env.parent} is changing too fast; retry")
@@ -460,11 +460,20 @@ class CallService:
                          wire: dict[str, Any], origin: dict[str, Any], label: Label) -> None:
         """Send a call its record now says is delivered to `session`: remember it for a put-back
         on disconnect, audit it, taint the target with it, and deliver it."""
+        self._landed(rec.id)  # handed over again (after a reconnect): one place in flight
         self._inflight.setdefault(session.id, {})[rec.id] = seq
+        self._held_by[rec.id] = session.id
         await self.audit.append("delivered", call=rec.id, to=session.agent,
                                 session=session.id, attempt=attempt)
         await self.taint.add(session.agent or rec.target, rec.conversation, label)
         await _send(session, frames.deliver(wire, origin, label.to_dict()))
+
+    def _landed(self, call_id: str) -> None:
+        """A call is no longer in flight on the session it was handed to (a settled call, or
+        one handed over again): found by its id, not by looking through every session."""
+        session_id = self._held_by.pop(call_id, None)
+        if session_id is not None:
+            self._inflight.get(session_id, {}).pop(call_id, None)
 
     def _caller(self, rec: CallRecord | None, agent: str) -> Session | None:
         """Where a call's outcome goes: the connection that made it, else the caller's serving
@@ -497,6 +506,8 @@ class CallService:
         """Stop dispatching to a closed session and put its unanswered calls back."""
         agent = session.agent
         inflight = self._inflight.pop(session.id, {})
+        for call_id in inflight:
+            self._held_by.pop(call_id, None)
         if agent is None:
             return
         task = self._dispatchers.get(agent)
