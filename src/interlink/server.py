@@ -45,6 +45,11 @@ class RunningHub:
         return f"{'wss' if self.tls else 'ws'}://{self.host}:{self.port}/ws"
 
 
+GRACEFUL_STOP_SECONDS = 10
+"""How long a stopping hub waits for open connections and requests to end (uvicorn's own
+default is to wait for ever)."""
+
+
 def _config(home: MeshHome, host: str | None, port: int | None, log_level: str,
             full_gate: bool = True, claim: Claim | None = None,
             accept_audit_gap: bool = False, store_url: str | None = None,
@@ -75,7 +80,10 @@ def _config(home: MeshHome, host: str | None, port: int | None, log_level: str,
         ws_max_size=4 * policy.hub.max_envelope_bytes,
         ws_ping_interval=10.0, ws_ping_timeout=20.0,
         # agents' frames are small: compression costs more than it saves
-        ws_per_message_deflate=False)
+        ws_per_message_deflate=False,
+        # asked to stop, the hub stops: connections still open after this many seconds (a
+        # client that never closes its end) are cut, then the hub seals its audit chain
+        timeout_graceful_shutdown=GRACEFUL_STOP_SECONDS)
 
 
 def serve(home: MeshHome, *, host: str | None = None, port: int | None = None,

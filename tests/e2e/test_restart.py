@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from interlink import Agent, SkillContext, connect
 from interlink.home import MeshHome
+from interlink.identity import issue_token
+from interlink.server import GRACEFUL_STOP_SECONDS
 
 from ..helpers import HubProcess, audit_records, make_home, wait_until
 
@@ -100,3 +105,40 @@ async def test_audit_chain_continues_across_restart(
         report = await verify_chain(await store.log("audit"), home.hub_key().public)
     assert report.ok, report.problems
     assert report.records >= 4
+
+
+async def test_a_stopping_hub_does_not_wait_for_ever_on_a_request_in_flight(
+        tmp_path: Path) -> None:
+    """An A2A request whose skill runs for minutes is open when the hub is asked to stop: the
+    hub stops within its graceful window (uvicorn alone would wait for the request to end)."""
+    home = make_home(tmp_path / "home", {"alice": ["slow.*"], "slow": []})
+    hub = HubProcess(home)
+    await hub.start()
+    slow = Agent("slow", credential=home.credential_path("slow"), hub=hub.url)
+    started = asyncio.Event()
+
+    @slow.skill("work")
+    async def work(ctx: SkillContext, req: Any) -> Any:
+        started.set()
+        await asyncio.sleep(300)
+        return "too late"
+
+    try:
+        async with slow, httpx.AsyncClient(timeout=600) as http:
+            request = asyncio.ensure_future(http.post(
+                f"http://127.0.0.1:{hub.port}/a2a/slow",
+                headers={"Authorization": f"Bearer {issue_token(home.hub_key(), 'alice')}",
+                         "A2A-Version": "1.0"},
+                json={"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+                    "message": {"messageId": "m1", "role": "ROLE_USER",
+                                "parts": [{"data": {}}]}}}))
+            await asyncio.wait_for(started.wait(), 20)
+            assert hub.proc is not None
+            asked = time.monotonic()
+            hub.proc.send_signal(signal.SIGINT)
+            await asyncio.to_thread(hub.proc.wait, GRACEFUL_STOP_SECONDS + 20)
+            assert time.monotonic() - asked < GRACEFUL_STOP_SECONDS + 10
+            request.cancel()
+            await asyncio.gather(request, return_exceptions=True)
+    finally:
+        hub.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,35 @@ if TYPE_CHECKING:
 Send = Callable[["Frame"], Awaitable[None]]
 """How a session is sent a frame (`frames.py`: the only shapes it takes)."""
 Close = Callable[[int, str], Awaitable[None]]
+
+
+class Outgoing:
+    """Frames a gate run sends to other sessions (a call delivered to its callee, a reply to
+    its caller), held until the run has written everything it writes, so that one commit
+    covers them all: nothing may leave the hub before what it did is durable, and a frame
+    sent mid-run would commit the run's writes so far and the rest again after. Sent in
+    order at the end of the run, before the sender's own verdict."""
+
+    __slots__ = ("frames", "open")
+
+    def __init__(self) -> None:
+        self.frames: list[tuple[Session, Frame]] = []
+        self.open = True
+
+
+OUTGOING: ContextVar[Outgoing | None] = ContextVar("interlink_gate_outgoing", default=None)
+"""The running gate's `Outgoing` (None outside a run). Tasks started during a run inherit it;
+once the run has sent its frames it is closed, and their later frames go at once."""
+
+
+async def send_after_run(session: Session, frame: Frame) -> None:
+    """Send `frame` to `session`: at the end of the gate run this is part of, or now. Failures
+    to send are the caller's to handle (the session may be gone)."""
+    outgoing = OUTGOING.get()
+    if outgoing is not None and outgoing.open:
+        outgoing.frames.append((session, frame))
+        return
+    await session.send(frame)
 
 
 @dataclass(eq=False, slots=True)

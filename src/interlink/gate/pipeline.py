@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from .. import frames
 from ..errors import GateDenied, StoreUnavailable
 from ..frames import Frame
-from .context import GateContext, Session
+from .context import OUTGOING, GateContext, Outgoing, Session
 from .stage import Stage
 
 log = logging.getLogger("interlink.gate")
@@ -39,6 +39,28 @@ class Pipeline:
     async def run(self, raw: bytes, session: Session) -> GateContext:
         """Take one frame through every stage; answer the sender; return what happened."""
         ctx = GateContext(raw=raw, session=session, received=time.time())
+        outgoing = Outgoing()
+        token = OUTGOING.set(outgoing)
+        try:
+            await self._through(ctx)
+        finally:
+            OUTGOING.reset(token)
+            outgoing.open = False
+        for to, frame in outgoing.frames:  # what the run sends others, then the verdict
+            try:
+                await to.send(frame)
+            except Exception as exc:  # that session went away; what was committed stays
+                log.debug("could not send to session %s: %r", to.id, exc)
+        await self._answer(ctx)
+        for hook in self._after:  # what a decision sets off: quarantine, failing a call
+            try:
+                await hook(ctx)
+            except Exception:
+                log.exception("after-gate hook failed")
+        return ctx
+
+    async def _through(self, ctx: GateContext) -> None:
+        """The stages in order, stopping at the first denial; then observe."""
         for stage in self._stages:
             try:
                 denial = await stage(ctx)
@@ -62,13 +84,6 @@ class Pipeline:
             await self._observe(ctx)
         except Exception:
             log.exception("audit failed for envelope %s", ctx.env.id if ctx.env else "?")
-        await self._answer(ctx)
-        for hook in self._after:  # what a decision sets off: quarantine, failing a call
-            try:
-                await hook(ctx)
-            except Exception:
-                log.exception("after-gate hook failed")
-        return ctx
 
     async def _answer(self, ctx: GateContext) -> None:
         env = ctx.env

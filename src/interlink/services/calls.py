@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from .. import codec, frames
 from ..envelope import ENVELOPE_ID
 from ..errors import GateDenied, KeyExists, RevisionMismatch
-from ..gate.context import GateContext, Session
+from ..gate.context import GateContext, Session, send_after_run
 from ..gate.stage import deny
 from ..labels import Label
 from ..policy import HubSettings
@@ -432,8 +432,10 @@ class CallService:
             frame = frames.deliver(wire, ctx.credential.model_dump() if ctx.credential else None,
                                    ctx.label.to_dict())
             rec_conv = getattr(ctx.call_record, "conversation", env.conversation)
-            self._spawn(self.taint.add(caller.agent or env.target, rec_conv, ctx.label))
-            self._spawn(_send(caller, frame))
+            # the caller is tainted before the reply reaches it, and both go out with the
+            # reply's own verdict under one commit (`send_after_run`)
+            await self.taint.add(caller.agent or env.target, rec_conv, ctx.label)
+            await _send(caller, frame)
 
     async def _deliver_now(self, ctx: GateContext, seq: int) -> None:
         """A new call to a connected target goes out from the commit step itself, instead of
@@ -729,6 +731,6 @@ async def _send(session: Session, frame: frames.Frame) -> None:
     if session.closed:
         return
     try:
-        await session.send(frame)
+        await send_after_run(session, frame)
     except Exception as exc:
         log.debug("send to %s failed: %r", session.agent, exc)
