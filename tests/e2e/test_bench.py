@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+import interlink
+
 from ..helpers import env_python
 
 
@@ -55,3 +57,16 @@ def test_the_engine_section_measures_a_hub_on_nats_beside_raw_jetstream(
     assert {f["section"] for f in figures} == {"engine"}
     raw = [f for f in figures if "raw nats-py" in (f["baseline"] or "")]
     assert len(raw) == 1 and raw[0]["value"] > 0 and raw[0]["base"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_two_hub_builds_compare_side_by_side(tmp_path: Path) -> None:
+    """The A/B runner against this very build: both sides answer, ratios near 1."""
+    done = subprocess.run([sys.executable, "-m", "interlink.bench.ab",
+                           str(Path(interlink.__file__).parent.parent), "--rounds", "1"],
+                          capture_output=True, text=True, timeout=300, env=env_python())
+    assert done.returncode == 0, done.stderr
+    assert "this/other" in done.stdout and "throughput x16" in done.stdout
+    missing = subprocess.run([sys.executable, "-m", "interlink.bench.ab", str(tmp_path)],
+                             capture_output=True, text=True, timeout=60, env=env_python())
+    assert missing.returncode == 2 and "holds no interlink package" in missing.stderr
