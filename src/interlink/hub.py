@@ -268,6 +268,7 @@ class Hub:
             self._background.append(asyncio.ensure_future(self.registry.follow()))
 
     async def __aexit__(self, *exc: Any) -> None:
+        log.info("stopping: the services, the last spans, the audit seal, the store")
         if self._listening():
             self.policy.listeners.remove(self._policy_listener)
         for task in self._background:
@@ -298,6 +299,7 @@ class Hub:
         if self._claim is not None:
             self._claim.release()
             self._claim = None
+        log.info("stopped")
 
     def _listening(self) -> bool:
         return self._policy_listener in self.policy.listeners

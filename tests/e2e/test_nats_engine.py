@@ -18,7 +18,7 @@ from interlink import Agent, CallError, GateDenied, SkillContext, connect
 from interlink.errors import StoreError
 from interlink.home import MeshHome
 from interlink.identity import CredentialFile
-from interlink.server import background_hub
+from interlink.server import GRACEFUL_STOP_SECONDS, background_hub
 from interlink.store import open_store
 from interlink.tls import make_ca, make_hub_cert
 
@@ -44,6 +44,20 @@ def nats_home(root: Path, server: str) -> MeshHome:
     policy.hub.store = f"{server}{joint}prefix=E{uuid.uuid4().hex[:10]}"  # streams of its own
     home.save_policy(policy)
     return home
+
+
+def stop_standby(standby: subprocess.Popen[bytes], log: Path) -> None:
+    """SIGTERM, as an operator would; a hub waits at most `GRACEFUL_STOP_SECONDS` for open
+    connections, then seals its audit chain (which may wait for the store): past that, it is
+    killed and the test fails with the end of its log."""
+    standby.terminate()
+    try:
+        standby.wait(GRACEFUL_STOP_SECONDS + 35)
+    except subprocess.TimeoutExpired:
+        standby.kill()
+        standby.wait()
+        raise AssertionError("the standby hub did not stop on SIGTERM; its log ends:\n"
+                             + log.read_text(errors="replace")[-3000:]) from None
 
 
 def worker_agent(home: MeshHome, url: str | list[str], got: list[Any]) -> Agent:
@@ -159,10 +173,12 @@ async def test_a_standby_hub_takes_over_and_agents_fail_over_to_it(tmp_path: Pat
     active = HubProcess(home)
     await active.start()
     standby_port = free_port()
-    standby = subprocess.Popen(
-        [sys.executable, "-m", "interlink", "serve", "--home", str(home.root), "--port",
-         str(standby_port), "--standby"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        env=env_python())
+    said = tmp_path / "standby.log"
+    with said.open("wb") as out:
+        standby = subprocess.Popen(
+            [sys.executable, "-m", "interlink", "serve", "--home", str(home.root), "--port",
+             str(standby_port), "--standby"], stdout=out, stderr=subprocess.STDOUT,
+            env=env_python())
     urls = [active.url, f"ws://127.0.0.1:{standby_port}/ws"]
     got: list[Any] = []
     try:
@@ -188,8 +204,7 @@ async def test_a_standby_hub_takes_over_and_agents_fail_over_to_it(tmp_path: Pat
     finally:
         if active.proc is not None and active.proc.poll() is None:
             active.kill()
-        standby.terminate()
-        standby.wait(15)
+        stop_standby(standby, said)
 
 
 async def test_the_store_reaches_nats_over_tls_and_refuses_a_server_it_cannot_trust(
@@ -254,8 +269,7 @@ async def test_an_envelope_accepted_before_a_failover_is_refused_by_the_standby(
             assert answer["op"] == "refused", answer
             assert answer["error"]["stage"] == "authenticate"
     finally:
-        standby.terminate()
-        standby.wait(15)
+        stop_standby(standby, said)
 
 
 async def test_the_store_going_away_mid_run_is_said_and_nothing_is_lost(tmp_path: Path) -> None:
