@@ -46,6 +46,14 @@ def nats_home(root: Path, server: str) -> MeshHome:
     return home
 
 
+def start_standby(home: MeshHome, port: int, log: Path) -> subprocess.Popen[bytes]:
+    """`interlink serve --standby` on `port`, its output in `log`."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "interlink", "serve", "--home", str(home.root), "--port",
+             str(port), "--standby"], stdout=out, stderr=subprocess.STDOUT, env=env_python())
+
+
 def stop_standby(standby: subprocess.Popen[bytes], log: Path) -> None:
     """SIGTERM, as an operator would; a hub waits at most `GRACEFUL_STOP_SECONDS` for open
     connections, then seals its audit chain (which may wait for the store): past that, it is
@@ -174,11 +182,7 @@ async def test_a_standby_hub_takes_over_and_agents_fail_over_to_it(tmp_path: Pat
     await active.start()
     standby_port = free_port()
     said = tmp_path / "standby.log"
-    with said.open("wb") as out:
-        standby = subprocess.Popen(
-            [sys.executable, "-m", "interlink", "serve", "--home", str(home.root), "--port",
-             str(standby_port), "--standby"], stdout=out, stderr=subprocess.STDOUT,
-            env=env_python())
+    standby = start_standby(home, standby_port, said)
     urls = [active.url, f"ws://127.0.0.1:{standby_port}/ws"]
     got: list[Any] = []
     try:
@@ -238,11 +242,7 @@ async def test_an_envelope_accepted_before_a_failover_is_refused_by_the_standby(
     await active.start()
     standby_port = free_port()
     said = tmp_path / "standby.log"
-    with said.open("wb") as out:
-        standby = subprocess.Popen(
-            [sys.executable, "-m", "interlink", "serve", "--home", str(home.root), "--port",
-             str(standby_port), "--standby"], stdout=out, stderr=subprocess.STDOUT,
-            env=env_python())
+    standby = start_standby(home, standby_port, said)
     alice = CredentialFile.load(home.credential_path("alice"))
     try:
         # signed while the standby already runs and waits: only its replay floor stops it

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import statistics
 import tempfile
 import time
@@ -23,9 +22,8 @@ from pathlib import Path
 
 from ..home import MeshHome
 from ..sdk import Mesh, connect
-from ..server import HubProcess, free_port
-from . import Peer
-from .calls import LARGE, SMALL
+from ..server import HubProcess
+from .calls import LARGE, SMALL, echo_mesh
 
 
 async def compare(other_src: Path, rounds: int, large: bool) -> dict[str, float]:
@@ -35,27 +33,8 @@ async def compare(other_src: Path, rounds: int, large: bool) -> dict[str, float]
         log = stack.enter_context((work / "peers.log").open("wb"))
         homes: dict[str, MeshHome] = {}
         hubs: dict[str, HubProcess] = {}
-        for side in ("other", "this"):
-            home = MeshHome(work / side)
-            home.init(port=free_port())
-            home.add_agent("caller", calls=["echo.echo"])
-            home.add_agent("echo")
-            hub = HubProcess(home.root, port=home.load_policy().hub.port)
-            saved = os.environ.get("PYTHONPATH")
-            if side == "other":  # the hub process imports the other build first
-                os.environ["PYTHONPATH"] = str(other_src)
-            try:
-                await asyncio.to_thread(hub.start)
-            finally:
-                if saved is None:
-                    os.environ.pop("PYTHONPATH", None)
-                else:
-                    os.environ["PYTHONPATH"] = saved
-            stack.callback(hub.stop)
-            callee = await asyncio.to_thread(Peer, "echo-agent", str(
-                home.credential_path("echo")), hub.url, log=log)
-            stack.callback(callee.stop)
-            homes[side], hubs[side] = home, hub
+        for side, src in (("other", other_src), ("this", None)):
+            homes[side], hubs[side] = await echo_mesh(work / side, stack, log, hub_src=src)
         async with connect("caller", credential=homes["other"].credential_path("caller"),
                            hub=hubs["other"].url) as other, \
                 connect("caller", credential=homes["this"].credential_path("caller"),

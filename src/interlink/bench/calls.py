@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import httpx
 from a2a.client import ClientConfig, create_client
@@ -93,21 +94,39 @@ async def throughputs(paths: dict[str, Call], payload: dict[str, Any], calls: in
     return {name: calls / seconds for name, seconds in totals.items()}
 
 
-async def run(work: Path, quick: bool = False, progress: Callable[[str], None] = print
-              ) -> list[Figure]:
-    calls, rounds, flood = (200, 4, 400) if quick else (2000, 10, 4000)
-    home = MeshHome(work / "calls")
+async def echo_mesh(root: Path, stack: contextlib.ExitStack, log: IO[bytes],
+                    hub_src: Path | None = None) -> tuple[MeshHome, HubProcess]:
+    """A mesh home at `root` with `caller` (may call `echo.echo`) and `echo`, its hub in a
+    process of its own and the `echo` agent in another, both stopped when `stack` closes.
+    `hub_src`: the hub process runs the interlink of that source folder (another build)."""
+    home = MeshHome(root)
     home.init(port=free_port())
     home.add_agent("caller", calls=["echo.echo"])
     home.add_agent("echo")
     hub = HubProcess(home.root, port=home.load_policy().hub.port)
+    saved = os.environ.get("PYTHONPATH")
+    if hub_src is not None:
+        os.environ["PYTHONPATH"] = str(hub_src)
+    try:
+        await asyncio.to_thread(hub.start)
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = saved
+    stack.callback(hub.stop)
+    callee = await asyncio.to_thread(Peer, "echo-agent", str(home.credential_path("echo")),
+                                     hub.url, log=log)
+    stack.callback(callee.stop)
+    return home, hub
+
+
+async def run(work: Path, quick: bool = False, progress: Callable[[str], None] = print
+              ) -> list[Figure]:
+    calls, rounds, flood = (200, 4, 400) if quick else (2000, 10, 4000)
     with contextlib.ExitStack() as stack:
         log = stack.enter_context((work / "calls-peers.log").open("wb"))
-        await asyncio.to_thread(hub.start)
-        stack.callback(hub.stop)
-        callee = await asyncio.to_thread(Peer, "echo-agent", str(home.credential_path("echo")),
-                                         hub.url, log=log)
-        stack.callback(callee.stop)
+        home, hub = await echo_mesh(work / "calls", stack, log)
         port = free_port()
         baseline = await asyncio.to_thread(Peer, "a2a-echo", str(port), log=log)
         stack.callback(baseline.stop)
